@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (idempotent, cached) and runs pytest.
+# Extra arguments go to pytest, e.g. scripts/test.sh -k exact -x
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=$("$root/scripts/bootstrap.sh")
+cd "$root"
+export PATH="$venv/bin:$PATH"
+exec "$venv/bin/python" -m pytest "$@"

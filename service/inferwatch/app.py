@@ -1,0 +1,268 @@
+"""The prediction proxy: Flask application factory, routes and the operational endpoints.
+
+Routes
+------
+``POST /predict`` and ``POST /invocations``
+    Forward the body unchanged to MLflow's ``/invocations`` and return the model's answer.
+    JSON bodies must be an object with one of MLflow's input keys (``dataframe_split``,
+    ``dataframe_records``, ``instances``, ``inputs``); ``text/csv`` passes through as it is.
+``GET /healthz``
+    The process is alive.
+``GET /readyz``
+    The model server answers ``/ping`` within the ready timeout; 503 otherwise.
+``GET /metrics``
+    The metric contract in the Prometheus text format.
+
+The three operational endpoints are answered in front of the instrumented Flask app, so a scrape
+or a probe never counts as a request, never shows in ``active_requests`` and makes no span.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from flask import Flask, Response, g, request
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from inferwatch import errors
+from inferwatch.access_log import AccessLog
+from inferwatch.config import Settings
+from inferwatch.errors import FAILURES, PredictionOutcome, ProxyError, error_body
+from inferwatch.host import HostSampler, RequestRate
+from inferwatch.metric_mapping import (
+    ERROR_TYPE,
+    HTTP_SERVER_ACTIVE_REQUESTS,
+    PREDICTION_FAILURES,
+    PREDICTION_SUCCESSES,
+    URL_SCHEME,
+)
+from inferwatch.telemetry import Telemetry, setup_telemetry
+from inferwatch.upstream import UpstreamAnswer, UpstreamClient
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+CSV = "text/csv"
+MLFLOW_INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+PREDICTION_ROUTES = ("/predict", "/invocations")
+
+# Span attribute keys set on the server span of a prediction.
+ATTR_MODEL_ROUTE = "inferwatch.model.route"
+ATTR_ROW_COUNT = "inferwatch.prediction.rows"
+ATTR_OUTCOME = "inferwatch.prediction.outcome"
+
+
+class Predictor:
+    """Validates a prediction request, forwards it, and records its outcome."""
+
+    def __init__(self, settings: Settings, upstream: UpstreamClient, telemetry: Telemetry):
+        self.settings = settings
+        self.upstream = upstream
+        meter = telemetry.meter_provider.get_meter("inferwatch")
+        self._successes = meter.create_counter(
+            PREDICTION_SUCCESSES, unit="{prediction}", description="Predictions answered by the model."
+        )
+        self._failures = meter.create_counter(
+            PREDICTION_FAILURES, unit="{prediction}", description="Predictions that failed, by error.type."
+        )
+        # Every series exists at 0 from start-up, so rate() works before the first failure.
+        self._successes.add(0)
+        self._failure_attributes = {outcome: {ERROR_TYPE: outcome.value} for outcome in FAILURES}
+        for attributes in self._failure_attributes.values():
+            self._failures.add(0, attributes)
+
+    def handle(self) -> Response:
+        span = trace.get_current_span()
+        span.set_attribute(ATTR_MODEL_ROUTE, "/invocations")
+        try:
+            body, content_type = self._read_body()
+            rows = _row_count(body, content_type)
+            span.set_attribute(ATTR_ROW_COUNT, rows)
+            answer = self.upstream.invoke(body, content_type)
+            response = self._answer(answer)
+        except ProxyError as error:
+            self._record(error.outcome, span, error.message)
+            return error_response(error)
+        self._record(PredictionOutcome.SUCCESS if response.status_code == 200 else PredictionOutcome.MODEL_REJECTED, span)
+        return response
+
+    def _read_body(self) -> tuple[bytes, str]:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise errors.payload_too_large(limit)
+        content_type = request.headers.get("Content-Type", "")
+        if request.mimetype not in (JSON, CSV):
+            raise errors.unsupported_media_type(content_type)
+        try:
+            body = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            raise errors.payload_too_large(limit) from None
+        if not body:
+            raise errors.invalid_input("request body is empty")
+        return body, content_type
+
+    def _answer(self, answer: UpstreamAnswer) -> Response:
+        if answer.status != 200 and not 400 <= answer.status < 500:
+            raise errors.upstream_error(f"status {answer.status}")
+        if not answer.content_type.startswith(JSON):
+            raise errors.upstream_error("the answer is not JSON")
+        if answer.status == 200:
+            return Response(answer.body, status=200, content_type=answer.content_type)
+        # The model rejected the input: keep MLflow's status and JSON body for the client.
+        return Response(_without_stack_trace(answer.body), status=answer.status, content_type=JSON)
+
+    def _record(self, outcome: PredictionOutcome, span: trace.Span, message: str = "") -> None:
+        g.outcome = outcome
+        span.set_attribute(ATTR_OUTCOME, outcome.value)
+        if outcome is PredictionOutcome.SUCCESS:
+            self._successes.add(1)
+            return
+        self._failures.add(1, self._failure_attributes[outcome])
+        span.set_attribute(ERROR_TYPE, outcome.value)
+        span.set_status(Status(StatusCode.ERROR, message or outcome.value))
+
+
+def _row_count(body: bytes, content_type: str) -> int:
+    """Rows in the request; validates JSON bodies on the way (a bad body never reaches MLflow)."""
+    if not content_type.startswith(JSON):
+        return max(body.count(b"\n", 0, len(body) - 1), 0)  # CSV: lines after the header
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise errors.invalid_json(str(error)) from None
+    if not isinstance(payload, dict):
+        raise errors.invalid_input("expected a JSON object with one of " + ", ".join(MLFLOW_INPUT_KEYS))
+    keys = [key for key in MLFLOW_INPUT_KEYS if key in payload]
+    if len(keys) != 1:
+        raise errors.invalid_input("expected exactly one of " + ", ".join(MLFLOW_INPUT_KEYS))
+    data = payload[keys[0]]
+    if keys[0] == "dataframe_split":
+        data = data.get("data") if isinstance(data, dict) else None
+    elif isinstance(data, dict):  # tensor inputs by name: rows are the first dimension
+        data = next(iter(data.values()), None)
+    return len(data) if isinstance(data, list) else 1
+
+
+def _without_stack_trace(body: bytes) -> bytes:
+    """MLflow's 4xx body, less the ``stack_trace`` field that would leak server internals."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise errors.upstream_error("the answer is not JSON") from None
+    if isinstance(payload, dict) and payload.pop("stack_trace", None) is not None:
+        return json.dumps(payload).encode()
+    return body
+
+
+def error_response(error: ProxyError) -> Response:
+    return Response(error.body(), status=error.status, content_type=JSON)
+
+
+class OperationalEndpoints:
+    """WSGI middleware in front of the instrumented app.
+
+    It answers /healthz, /readyz and /metrics itself, and keeps ``http.server.active_requests``
+    for everything else: the series exists at 0 from start-up and a scrape is never in flight.
+    """
+
+    def __init__(self, app: Callable, telemetry: Telemetry, upstream: UpstreamClient):
+        self._app = app
+        self._active = telemetry.meter_provider.get_meter("inferwatch").create_up_down_counter(
+            HTTP_SERVER_ACTIVE_REQUESTS, unit="{request}", description="Number of active HTTP server requests."
+        )
+        self._scheme_attributes = {scheme: {URL_SCHEME: scheme} for scheme in ("http", "https")}
+        self._active.add(0, self._scheme_attributes["http"])
+        self._routes: dict[str, Callable[[], tuple[str, str, bytes]]] = {
+            "/healthz": lambda: ("200 OK", JSON, b'{"status":"ok"}'),
+            "/readyz": self._ready,
+            "/metrics": lambda: ("200 OK", CONTENT_TYPE_LATEST, generate_latest(telemetry.registry)),
+        }
+        self._upstream = upstream
+
+    def _ready(self) -> tuple[str, str, bytes]:
+        if self._upstream.ready():
+            return "200 OK", JSON, b'{"status":"ready"}'
+        return "503 Service Unavailable", JSON, error_body("not_ready", "the model server does not answer /ping")
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        route = self._routes.get(environ.get("PATH_INFO", ""))
+        if route is None:
+            attributes = self._scheme_attributes.get(environ.get("wsgi.url_scheme"), self._scheme_attributes["http"])
+            self._active.add(1, attributes)
+            try:
+                return self._app(environ, start_response)
+            finally:
+                self._active.add(-1, attributes)
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            status, content_type, body = (
+                "405 Method Not Allowed", JSON, error_body("method_not_allowed", "use GET"),
+            )
+        else:
+            status, content_type, body = route()
+        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def create_app(
+    settings: Settings | None = None,
+    telemetry: Telemetry | None = None,
+    *,
+    start_sampler: bool = True,
+) -> Flask:
+    """Build the proxy. ``telemetry`` defaults to :func:`setup_telemetry` from the environment."""
+    settings = settings or Settings()
+    telemetry = telemetry or setup_telemetry()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    upstream = UpstreamClient(settings)
+    predictor = Predictor(settings, upstream, telemetry)
+    rate = RequestRate()
+    sampler = HostSampler(settings.host_metrics_interval, settings.disk_path, on_tick=(rate.tick,))
+    sampler.register_instruments(telemetry.meter_provider, rate)
+    if start_sampler:
+        sampler.start()
+    access_log = AccessLog()
+
+    for route in PREDICTION_ROUTES:
+        app.add_url_rule(route, endpoint=route, view_func=predictor.handle, methods=["POST"])
+
+    @app.before_request
+    def _start_clock() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _count_and_log(response: Response) -> Response:
+        rate.hit()
+        access_log.write(response.status_code, time.perf_counter() - g.started, g.get("outcome"))
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        code = (error.name or "error").lower().replace(" ", "_")
+        return Response(error_body(code, error.description or error.name), status=error.code, content_type=JSON)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error")
+        return Response(error_body("internal_error", "the proxy failed to handle the request"), 500, content_type=JSON)
+
+    telemetry.instrument_app(app)
+    app.wsgi_app = OperationalEndpoints(app.wsgi_app, telemetry, upstream)
+    app.extensions["inferwatch"] = {
+        "settings": settings, "telemetry": telemetry, "upstream": upstream, "sampler": sampler, "rate": rate,
+    }
+    return app
+
+
+def close_app(app: Flask) -> None:
+    """Stop the sampler, flush telemetry and close upstream connections."""
+    parts = app.extensions["inferwatch"]
+    parts["sampler"].stop()
+    parts["telemetry"].shutdown()
+    parts["upstream"].close()

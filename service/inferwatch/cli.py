@@ -1,0 +1,78 @@
+"""The ``inferwatch`` command.
+
+``inferwatch serve``
+    Run the proxy (see :mod:`inferwatch.config` for every flag and its environment variable).
+``inferwatch demo-model DIR``
+    Train the demo model and save it to DIR for ``mlflow models serve -m DIR``.
+``inferwatch up``
+    Run the demo stack natively: demo model, MLflow model server, proxy; Ctrl-C stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from inferwatch import __version__
+from inferwatch.config import ConfigError, Settings, env_name, flag_name, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inferwatch", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"inferwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the monitoring proxy")
+    defaults = Settings()
+    for field in dataclasses.fields(Settings):
+        serve.add_argument(
+            flag_name(field.name),
+            dest=field.name,
+            default=None,
+            metavar=field.name.upper(),
+            help=f"env {env_name(field.name)}, default {getattr(defaults, field.name)}",
+        )
+
+    demo = commands.add_parser("demo-model", help="train and save the demo model")
+    demo.add_argument("directory", help="where to save the MLflow model (must not exist)")
+
+    up = commands.add_parser("up", help="run the demo stack as native processes")
+    up.add_argument("--run-dir", default=".run", help="logs and the demo model (default .run)")
+    up.add_argument("--proxy-port", type=int, default=8000)
+    up.add_argument("--mlflow-port", type=int, default=5005)
+    up.add_argument("--traffic", type=int, default=100, help="demo predictions to send once up (default 100)")
+    up.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "demo-model":
+        from inferwatch.demo_model import save_demo_model
+
+        print(save_demo_model(args.directory))
+        return 0
+    if args.command == "up":
+        from pathlib import Path
+
+        from inferwatch.stack import StackPorts, up
+
+        ports = StackPorts(proxy=args.proxy_port, mlflow=args.mlflow_port)
+        return up(Path(args.run_dir), ports, args.traffic, args.duration)
+
+    flags = {field.name: getattr(args, field.name) for field in dataclasses.fields(Settings)}
+    try:
+        settings = load_settings(flags)
+    except ConfigError as error:
+        print(f"inferwatch: bad setting {error}", file=sys.stderr)
+        return 2
+    from inferwatch.access_log import configure_logging
+    from inferwatch.server import serve
+
+    listener = configure_logging(settings.log_level)
+    try:
+        serve(settings)
+    finally:
+        listener.stop()
+    return 0

@@ -1,0 +1,159 @@
+"""Settings of the proxy: one frozen dataclass, built once at start-up.
+
+Every setting has a command-line flag and an environment variable; a flag beats the
+environment, the environment beats the default. A bad value fails at start-up with a message
+that names the variable.
+
+=========================================  =============================  ========================
+environment variable                       flag                           default
+=========================================  =============================  ========================
+``INFERWATCH_UPSTREAM``                    ``--upstream``                 ``http://127.0.0.1:5005``
+``INFERWATCH_HOST``                        ``--host``                     ``127.0.0.1``
+``INFERWATCH_PORT``                        ``--port``                     ``8000``
+``INFERWATCH_CONNECT_TIMEOUT``             ``--connect-timeout``          ``2.0`` (seconds)
+``INFERWATCH_READ_TIMEOUT``                ``--read-timeout``             ``30.0`` (seconds)
+``INFERWATCH_MAX_BODY_BYTES``              ``--max-body-bytes``           ``1048576``
+``INFERWATCH_THREADS``                     ``--threads``                  ``16``
+``INFERWATCH_READY_TIMEOUT``               ``--ready-timeout``            ``1.0`` (seconds)
+``INFERWATCH_HOST_METRICS_INTERVAL``       ``--host-metrics-interval``    ``5.0`` (seconds)
+``INFERWATCH_DISK_PATH``                   ``--disk-path``                ``/``
+``INFERWATCH_LOG_LEVEL``                   ``--log-level``                ``INFO``
+=========================================  =============================  ========================
+
+Example::
+
+    INFERWATCH_UPSTREAM=http://127.0.0.1:5005 inferwatch serve --port 8000
+
+OpenTelemetry export is configured with the standard ``OTEL_*`` variables (see
+:mod:`inferwatch.telemetry`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A setting has a value the proxy cannot start with."""
+
+    def __init__(self, variable: str, value: object, reason: str):
+        super().__init__(f"{variable}={value!r}: {reason}")
+        self.variable = variable
+        self.value = value
+        self.reason = reason
+
+
+def _upstream_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL such as http://127.0.0.1:5005")
+    return text.rstrip("/")
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError("expected a port between 0 and 65535")
+    return port
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("expected a number greater than 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("expected a whole number greater than 0")
+    return value
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in logging.getLevelNamesMapping():
+        raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return level
+
+
+@dataclass(frozen=True)
+class Settings:
+    upstream: str = "http://127.0.0.1:5005"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    connect_timeout: float = 2.0
+    read_timeout: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    threads: int = 16
+    ready_timeout: float = 1.0
+    host_metrics_interval: float = 5.0
+    disk_path: str = "/"
+    log_level: str = "INFO"
+
+    @property
+    def invocations_url(self) -> str:
+        return self.upstream + "/invocations"
+
+    @property
+    def ping_url(self) -> str:
+        return self.upstream + "/ping"
+
+
+# field name -> parser; the environment variable is INFERWATCH_<FIELD>, the flag --<field>.
+PARSERS: Mapping[str, Callable[[str], Any]] = {
+    "upstream": _upstream_url,
+    "host": str,
+    "port": _port,
+    "connect_timeout": _positive_float,
+    "read_timeout": _positive_float,
+    "max_body_bytes": _positive_int,
+    "threads": _positive_int,
+    "ready_timeout": _positive_float,
+    "host_metrics_interval": _positive_float,
+    "disk_path": str,
+    "log_level": _log_level,
+}
+
+
+def env_name(field: str) -> str:
+    return "INFERWATCH_" + field.upper()
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def load_settings(
+    flags: Mapping[str, str | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings: flag beats environment beats default.
+
+    ``flags`` maps field names to the raw text given on the command line (None when absent).
+    """
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Settings):
+        variable = env_name(field.name)
+        flag_value = flags.get(field.name)
+        raw, source = (
+            (flag_value, flag_name(field.name))
+            if flag_value is not None
+            else (environ.get(variable), variable)
+        )
+        if raw is None or raw == "":
+            continue
+        try:
+            values[field.name] = PARSERS[field.name](str(raw))
+        except ValueError as error:
+            raise ConfigError(source, raw, str(error)) from None
+    return Settings(**values)

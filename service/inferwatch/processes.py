@@ -1,0 +1,140 @@
+"""Starting and stopping the real components: free ports, readiness waits, clean shutdown.
+
+Used by the tests (every server they need is started here) and by the native stack.
+Each process runs in its own process group, so stopping it also stops whatever it spawned
+(``mlflow models serve`` execs uvicorn, which may fork workers).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+class ProcessFailed(RuntimeError):
+    """A managed process exited or never became ready; carries the tail of its log."""
+
+    def __init__(self, name: str, reason: str, log_tail: str):
+        super().__init__(f"{name}: {reason}\n--- last log lines ---\n{log_tail}")
+        self.name = name
+        self.log_tail = log_tail
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class ManagedProcess:
+    """One child process with its log file; a context manager that always stops it."""
+
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ):
+        self.name = name
+        self.command = list(command)
+        self.log_path = Path(log_path)
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def wait_ready(self, url: str, timeout: float = 60.0, interval: float = 0.1) -> None:
+        """Poll ``url`` until it answers 2xx; fail early, with the log, if the process exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                code = self.process.returncode if self.process else None
+                raise ProcessFailed(self.name, f"exited with code {code} before it was ready", self.log_tail())
+            if http_ok(url):
+                return
+            time.sleep(interval)
+        raise ProcessFailed(self.name, f"not ready at {url} after {timeout:.0f} s", self.log_tail())
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the process group, then SIGKILL what is left after ``timeout``."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.process.wait(timeout)
+        self._signal_group(signal.SIGKILL)  # stragglers the leader left behind
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """Kill the whole group at once, as a crash would."""
+        if self.process is not None:
+            self._signal_group(signal.SIGKILL)
+            self.process.wait(10)
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def __enter__(self) -> ManagedProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def mlflow_serve_command(model_dir: str | Path, port: int, host: str = "127.0.0.1", workers: int = 1) -> list[str]:
+    """``mlflow models serve`` on one worker: with two, keep-alive requests pay ~40 ms each."""
+    return [
+        "mlflow", "models", "serve",
+        "-m", str(model_dir),
+        "-h", host,
+        "-p", str(port),
+        "-w", str(workers),
+        "--env-manager", "local",
+    ]

@@ -1,0 +1,214 @@
+"""OpenTelemetry set-up: the only module that touches the OpenTelemetry SDK.
+
+What it builds for one proxy process:
+
+* a ``TracerProvider`` and a ``MeterProvider`` sharing one ``Resource`` (``service.name``,
+  ``service.version``, ``service.instance.id``);
+* a Prometheus reader that renders the metric contract for ``/metrics``: collections pass
+  through :func:`inferwatch.metric_mapping.to_prometheus` before
+  opentelemetry-exporter-prometheus turns them into text, into a registry of its own;
+* OTLP export of traces and metrics under semantic-convention names, when an endpoint is set;
+* the Flask and requests auto-instrumentations, bound to these providers.
+
+Environment (the standard OpenTelemetry variables):
+
+=====================================  ==========================================================
+``OTEL_EXPORTER_OTLP_ENDPOINT``        base URL of an OTLP receiver, e.g. ``http://127.0.0.1:4318``
+                                       (http/protobuf) or ``http://127.0.0.1:4317`` (grpc); export is
+                                       off when neither this nor a per-signal endpoint is set
+``OTEL_EXPORTER_OTLP_PROTOCOL``        ``http/protobuf`` (default) or ``grpc``
+``OTEL_METRIC_EXPORT_INTERVAL``        milliseconds between OTLP metric exports (SDK default 60000)
+``OTEL_TRACES_EXPORTER``               ``none`` turns span export off
+``OTEL_METRICS_EXPORTER``              ``none`` turns OTLP metric export off (/metrics stays)
+``OTEL_SERVICE_NAME``                  default ``inferwatch``
+``OTEL_RESOURCE_ATTRIBUTES``           extra resource attributes, e.g. ``deployment.environment=prod``
+``OTEL_SDK_DISABLED``                  ``true`` records nothing (the benchmark's telemetry-off mode)
+``OTEL_SEMCONV_STABILITY_OPT_IN``      forced to ``http``: the contract is built on the stable names
+=====================================  ==========================================================
+
+Example::
+
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_METRIC_EXPORT_INTERVAL=5000 \\
+        inferwatch serve
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, MetricsData, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import CollectorRegistry
+
+from inferwatch import __version__
+from inferwatch.metric_mapping import (
+    HTTP_SERVER_ACTIVE_REQUESTS,
+    HTTP_SERVER_DURATION,
+    LATENCY_BUCKETS_SECONDS,
+    to_prometheus,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SERVICE_NAME = "inferwatch"
+FLASK_INSTRUMENTATION_SCOPE = "opentelemetry.instrumentation.flask"
+
+
+class MappedPrometheusMetricReader(PrometheusMetricReader):
+    """A Prometheus reader that exposes the metric contract instead of the OTel names."""
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
+        if metrics_data is not None:
+            super()._receive_metrics(to_prometheus(metrics_data), timeout_millis, **kwargs)
+
+
+@dataclass
+class Telemetry:
+    """The providers and the Prometheus registry of one proxy process."""
+
+    tracer_provider: trace.TracerProvider
+    meter_provider: metrics.MeterProvider
+    registry: CollectorRegistry
+    enabled: bool
+    _shutdown_hooks: list = field(default_factory=list)
+
+    def instrument_app(self, app) -> None:
+        """Auto-instrument a Flask app (server spans, duration, active requests)."""
+        if self.enabled:
+            FlaskInstrumentor.instrument_app(
+                app,
+                tracer_provider=self.tracer_provider,
+                meter_provider=self.meter_provider,
+                excluded_urls="",
+            )
+
+    def shutdown(self) -> None:
+        """Flush and stop exporters; safe to call twice. Telemetry errors are logged, not raised."""
+        while self._shutdown_hooks:
+            hook = self._shutdown_hooks.pop()
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - shutdown must go on whatever an exporter does
+                log.exception("telemetry shutdown step failed")
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    return environ.get(name, "").strip().lower() == "true"
+
+
+def _exporter_enabled(environ: Mapping[str, str], signal: str) -> bool:
+    if environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    )
+
+
+def _protocol(environ: Mapping[str, str], signal: str) -> str:
+    return (
+        environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+
+
+def _otlp_span_exporter(environ: Mapping[str, str]):
+    if _protocol(environ, "traces") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    return OTLPSpanExporter()
+
+
+def _otlp_metric_exporter(environ: Mapping[str, str]):
+    if _protocol(environ, "metrics") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    return OTLPMetricExporter()
+
+
+def build_resource(instance_id: str | None = None) -> Resource:
+    """Resource of the process; ``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES`` are merged in."""
+    attributes = {
+        SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", DEFAULT_SERVICE_NAME),
+        SERVICE_VERSION: __version__,
+        SERVICE_INSTANCE_ID: instance_id or str(uuid.uuid4()),
+    }
+    return Resource.create(attributes)
+
+
+def setup_telemetry(
+    *,
+    resource: Resource | None = None,
+    span_processors: Sequence[SpanProcessor] = (),
+    metric_readers: Sequence[MetricReader] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Telemetry:
+    """Build providers, readers and exporters for one proxy process.
+
+    ``span_processors`` and ``metric_readers`` are added beside the configured exporters (tests
+    pass in-memory ones). The requests instrumentation patches ``requests`` process-wide; it is
+    re-bound to the newest providers, and undone by :meth:`Telemetry.shutdown`.
+    """
+    environ = os.environ if environ is None else environ
+    os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "http"
+    registry = CollectorRegistry(auto_describe=True)
+    if _flag(environ, "OTEL_SDK_DISABLED"):
+        return Telemetry(trace.NoOpTracerProvider(), metrics.NoOpMeterProvider(), registry, enabled=False)
+
+    resource = resource or build_resource()
+    tracer_provider = TracerProvider(resource=resource)
+    for processor in span_processors:
+        tracer_provider.add_span_processor(processor)
+    if _exporter_enabled(environ, "traces"):
+        tracer_provider.add_span_processor(BatchSpanProcessor(_otlp_span_exporter(environ)))
+
+    readers: list[MetricReader] = [
+        MappedPrometheusMetricReader(disable_target_info=False, scope_info_enabled=False, registry=registry),
+        *metric_readers,
+    ]
+    if _exporter_enabled(environ, "metrics"):
+        readers.append(PeriodicExportingMetricReader(_otlp_metric_exporter(environ)))
+    meter_provider = MeterProvider(
+        resource=resource,
+        metric_readers=readers,
+        views=[
+            View(
+                instrument_name=HTTP_SERVER_DURATION,
+                aggregation=ExplicitBucketHistogramAggregation(boundaries=LATENCY_BUCKETS_SECONDS),
+            ),
+            # The Flask instrumentation's own gauge has no series until the first request and
+            # would count requests the proxy answers in front of Flask; the app records
+            # http.server.active_requests itself (see inferwatch.app.ActiveRequests).
+            View(
+                instrument_name=HTTP_SERVER_ACTIVE_REQUESTS,
+                meter_name=FLASK_INSTRUMENTATION_SCOPE,
+                aggregation=DropAggregation(),
+            ),
+        ],
+    )
+
+    requests_instrumentor = RequestsInstrumentor()
+    if requests_instrumentor.is_instrumented_by_opentelemetry:
+        requests_instrumentor.uninstrument()
+    requests_instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+    telemetry = Telemetry(tracer_provider, meter_provider, registry, enabled=True)
+    telemetry._shutdown_hooks.extend(
+        [tracer_provider.shutdown, meter_provider.shutdown, requests_instrumentor.uninstrument]
+    )
+    return telemetry

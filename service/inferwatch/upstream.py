@@ -1,0 +1,80 @@
+"""The client for the MLflow model server.
+
+One pooled ``requests.Session`` per process, so connections to MLflow are reused; the requests
+instrumentation wraps each call in a client span and sends ``traceparent`` upstream. Only the
+body and its content type are forwarded: client headers (forwarding headers, hop-by-hop headers,
+``Host``) never reach the model server, and the client can never choose the upstream.
+
+Transport failures become :class:`~inferwatch.errors.ProxyError` with the status they mean:
+connection refused or reset -> 503, connect or read timeout -> 504.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from inferwatch import errors
+from inferwatch.config import Settings
+
+
+@dataclass(frozen=True)
+class UpstreamAnswer:
+    status: int
+    body: bytes
+    content_type: str
+
+
+class UpstreamClient:
+    def __init__(self, settings: Settings):
+        self._url = settings.invocations_url
+        self._timeout = (settings.connect_timeout, settings.read_timeout)
+        # A refused connection is retried once (nothing was sent, so a POST is safe to repeat);
+        # a request that reached the model is never retried.
+        adapter = HTTPAdapter(
+            pool_connections=1,
+            pool_maxsize=settings.threads,
+            max_retries=Retry(total=1, connect=1, read=False, status=0, other=0, redirect=0, allowed_methods=None),
+        )
+        self._session = requests.Session()
+        self._session.trust_env = False  # proxy variables must not reroute calls to the model
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        # Readiness probes use a bare urllib3 pool so they make no spans.
+        self._ping_url = settings.ping_url
+        self._ping_pool = urllib3.PoolManager(num_pools=1, maxsize=2, retries=False)
+        self._ping_timeout = urllib3.Timeout(connect=settings.ready_timeout, read=settings.ready_timeout)
+
+    def invoke(self, body: bytes, content_type: str) -> UpstreamAnswer:
+        try:
+            response = self._session.post(
+                self._url,
+                data=body,
+                headers={"Content-Type": content_type},
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            raise errors.upstream_timeout() from None
+        except requests.ConnectionError:
+            raise errors.upstream_unavailable() from None
+        return UpstreamAnswer(
+            status=response.status_code,
+            body=response.content,
+            content_type=response.headers.get("Content-Type", ""),
+        )
+
+    def ready(self) -> bool:
+        try:
+            response = self._ping_pool.request("GET", self._ping_url, timeout=self._ping_timeout)
+        except urllib3.exceptions.HTTPError:
+            return False
+        return response.status == 200
+
+    def close(self) -> None:
+        self._session.close()
+        self._ping_pool.clear()

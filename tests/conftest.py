@@ -1,0 +1,148 @@
+"""Fixtures that start the real components: an MLflow model server on the demo model, and proxies.
+
+Every server listens on 127.0.0.1 on a port picked here, logs to the test's temp directory, and
+is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from inferwatch.demo_model import save_demo_model
+from inferwatch.processes import ManagedProcess, free_port, mlflow_serve_command
+
+VENV_BIN = str(Path(sys.executable).parent)
+TESTS = Path(__file__).parent
+MLFLOW_START_TIMEOUT = 120.0
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for child processes: the venv first on PATH (mlflow execs uvicorn)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "INFERWATCH_"))}
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class MlflowServer:
+    model_dir: Path
+    port: int
+    log_path: Path
+    process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MlflowServer:
+        self.process = ManagedProcess(
+            "mlflow", mlflow_serve_command(self.model_dir, self.port), self.log_path, env=child_env()
+        ).start()
+        self.process.wait_ready(self.url + "/ping", timeout=MLFLOW_START_TIMEOUT)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory) -> Path:
+    return save_demo_model(tmp_path_factory.mktemp("models") / "demo")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(demo_model, tmp_path_factory) -> Iterator[MlflowServer]:
+    logs = tmp_path_factory.mktemp("mlflow-logs")
+    server = MlflowServer(demo_model, free_port(), logs / "mlflow.log").start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Proxy:
+    """A running ``inferwatch serve`` process."""
+
+    port: int
+    process: ManagedProcess
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def post(self, path: str = "/predict", **kwargs) -> requests.Response:
+        return self.session.post(self.url + path, timeout=30, **kwargs)
+
+    def metrics_text(self) -> str:
+        response = requests.get(self.url + "/metrics", timeout=10)
+        response.raise_for_status()
+        return response.text
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        """Every sample on /metrics as {(name, sorted labels): value}."""
+        return parse_samples(self.metrics_text())
+
+    def log_lines(self) -> list[str]:
+        return self.process.log_path.read_text().splitlines()
+
+
+def parse_samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: dict[tuple[str, tuple], float], name: str, **labels: str) -> float:
+    """Sum of every sample of ``name`` whose labels include ``labels``."""
+    return sum(
+        value
+        for (sample_name, sample_labels), value in samples.items()
+        if sample_name == name and labels.items() <= dict(sample_labels).items()
+    )
+
+
+@pytest.fixture
+def start_proxy(tmp_path) -> Iterator:
+    """Start proxies for this test: ``start_proxy(upstream_url, env={...}, read_timeout=1, ...)``."""
+    started: list[Proxy] = []
+
+    def start(upstream: str, env: dict[str, str] | None = None, **settings: str) -> Proxy:
+        port = free_port()
+        env = child_env(
+            INFERWATCH_UPSTREAM=upstream,
+            INFERWATCH_PORT=str(port),
+            INFERWATCH_HOST_METRICS_INTERVAL="0.5",
+            **{f"INFERWATCH_{key.upper()}": str(value) for key, value in settings.items()},
+            **(env or {}),
+        )
+        process = ManagedProcess(
+            "inferwatch", [sys.executable, "-m", "inferwatch", "serve"], tmp_path / f"proxy-{port}.log", env=env
+        ).start()
+        proxy = Proxy(port, process)
+        started.append(proxy)
+        process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=30)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.session.close()
+        proxy.process.stop()
+
+
+@pytest.fixture
+def proxy(start_proxy, mlflow_server) -> Proxy:
+    """A fresh proxy in front of the session's MLflow model server."""
+    return start_proxy(mlflow_server.url)

@@ -1,0 +1,115 @@
+"""After a known mix of requests, /metrics equals the truth, to the request."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from conftest import parse_samples, total
+from inferwatch.demo_model import SEED_EXAMPLE
+from inferwatch.metric_mapping import LATENCY_BUCKETS_SECONDS
+
+CONTRACT = {
+    "http_requests_total": "counter",
+    "http_request_duration_seconds": "histogram",
+    "http_requests_throughput": "gauge",
+    "active_requests": "gauge",
+    "prediction_success_total": "counter",
+    "prediction_failure_total": "counter",
+    "system_cpu_usage": "gauge",
+    "system_ram_usage": "gauge",
+    "system_memory_usage_mb": "gauge",
+    "system_disk_usage": "gauge",
+}
+
+
+def families(text: str) -> dict[str, str]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        family.name + ("_total" if family.type == "counter" else ""): family.type
+        for family in text_string_to_metric_families(text)
+    }
+
+
+def test_the_contract_is_on_metrics_and_counters_start_at_zero(proxy):
+    text = proxy.metrics_text()
+    found = families(text)
+    for name, kind in CONTRACT.items():
+        if name in ("http_requests_total", "http_request_duration_seconds"):
+            continue  # labelled by method/route/status: their series appear with the first request
+        assert found.get(name) == kind, f"{name} missing or of the wrong type in:\n{text}"
+    samples = parse_samples(text)
+    assert samples[("prediction_success_total", ())] == 0
+    assert samples[("prediction_failure_total", ())] == 0
+    assert samples[("active_requests", ())] == 0
+    assert 0 <= samples[("system_cpu_usage", ())] <= 100
+    assert 0 < samples[("system_ram_usage", ())] <= 100
+    assert samples[("system_memory_usage_mb", ())] > 1
+    for suffix in ("_seconds_seconds", "_percent", "_MB", "_ratio", "otel_scope"):
+        assert suffix not in text
+
+
+def test_a_known_mix_of_requests_is_counted_exactly(proxy, mlflow_server):
+    bad_json = {"data": b"{", "headers": {"Content-Type": "application/json"}}
+    rejected = {"json": {"dataframe_split": {"columns": ["Pregnancies"], "data": [[1.0]]}}}
+    wrong_type = {"data": b"x", "headers": {"Content-Type": "text/plain"}}
+    plan = [("/predict", {"json": SEED_EXAMPLE})] * 12 + [("/invocations", {"json": SEED_EXAMPLE})] * 5
+    plan += [("/predict", bad_json)] * 3 + [("/predict", rejected)] * 2 + [("/invocations", wrong_type)] * 4
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(lambda step: proxy.post(step[0], **step[1]).status_code, plan))
+    for _ in range(3):  # operational endpoints are never counted
+        requests.get(proxy.url + "/metrics", timeout=5)
+        requests.get(proxy.url + "/healthz", timeout=5)
+        requests.get(proxy.url + "/readyz", timeout=5)
+    assert requests.get(proxy.url + "/nope", timeout=5).status_code == 404
+    assert statuses.count(200) == 17 and statuses.count(400) == 5 and statuses.count(415) == 4
+
+    samples = proxy.metrics()
+    n = len(plan) + 1
+    assert total(samples, "http_requests_total") == n
+    assert total(samples, "http_request_duration_seconds_count") == n
+    assert total(samples, "http_requests_total", route="/predict", status="200") == 12
+    assert total(samples, "http_requests_total", route="/invocations", status="200") == 5
+    assert total(samples, "http_requests_total", route="/predict", status="400") == 5
+    assert total(samples, "http_requests_total", route="/invocations", status="415") == 4
+    assert total(samples, "http_requests_total", route="unmatched", status="404", method="GET") == 1
+    assert total(samples, "prediction_success_total") == 17
+    assert total(samples, "prediction_failure_total") == 9
+    assert total(samples, "prediction_failure_by_reason_total", reason="invalid_json") == 3
+    assert total(samples, "prediction_failure_by_reason_total", reason="model_rejected") == 2
+    assert total(samples, "prediction_failure_by_reason_total", reason="unsupported_media_type") == 4
+    assert samples[("active_requests", ())] == 0
+    edges = {
+        float(dict(labels)["le"])
+        for (name, labels), _ in samples.items()
+        if name == "http_request_duration_seconds_bucket"
+    }
+    assert edges == {*LATENCY_BUCKETS_SECONDS, float("inf")}
+    assert 'le="2"' in proxy.metrics_text()
+
+
+def test_200_concurrent_requests_at_concurrency_16_all_succeed_and_are_counted(proxy):
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(lambda _: proxy.post(json=SEED_EXAMPLE).status_code, range(200)))
+    assert statuses == [200] * 200
+    samples = proxy.metrics()
+    assert total(samples, "http_requests_total") == 200
+    assert total(samples, "prediction_success_total") == 200
+    assert total(samples, "prediction_failure_total") == 0
+    assert samples[("active_requests", ())] == 0
+
+
+def test_throughput_gauge_reports_the_recent_request_rate(proxy):
+    import time
+
+    deadline = time.monotonic() + 3
+    sent = 0
+    while time.monotonic() < deadline and sent < 400:
+        proxy.post(json=SEED_EXAMPLE)
+        sent += 1
+    rate = proxy.metrics()[("http_requests_throughput", ())]
+    assert rate > 0, "no rate after a burst of requests"
+    time.sleep(1.5)  # the sampler runs every 0.5 s in tests: idle windows bring it back to 0
+    assert proxy.metrics()[("http_requests_throughput", ())] == 0

@@ -1,0 +1,235 @@
+"""The proxy in front of a real MLflow model server: formats, error paths, health endpoints."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+import requests
+from mlflow.models import infer_signature
+
+from conftest import TESTS, MlflowServer, total
+from inferwatch.demo_model import PIMA_COLUMNS, SEED_EXAMPLE
+from inferwatch.processes import free_port
+
+ROW = [0.1, 1.2, -0.3, 0.4, -0.5, 0.6, -0.7, 0.8]
+RECORD = dict(zip(PIMA_COLUMNS, ROW))
+CSV_BODY = ",".join(PIMA_COLUMNS) + "\n" + ",".join(map(str, ROW)) + "\n" + ",".join(map(str, ROW)) + "\n"
+
+MLFLOW_FORMATS = {
+    "dataframe_split": ({"dataframe_split": {"columns": list(PIMA_COLUMNS), "data": [ROW, ROW]}}, 2),
+    "dataframe_records": ({"dataframe_records": [RECORD, RECORD, RECORD]}, 3),
+    "instances": ({"instances": [RECORD]}, 1),
+    "inputs": ({"inputs": [RECORD, RECORD]}, 2),
+}
+
+
+def error_of(response: requests.Response) -> dict:
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    return body["error"]
+
+
+@pytest.mark.parametrize("route", ["/predict", "/invocations"])
+@pytest.mark.parametrize("name", sorted(MLFLOW_FORMATS))
+def test_every_mlflow_json_format_gets_the_models_answer(proxy, mlflow_server, route, name):
+    payload, rows = MLFLOW_FORMATS[name]
+    direct = requests.post(mlflow_server.url + "/invocations", json=payload, timeout=10)
+    through_proxy = proxy.post(route, json=payload)
+    assert through_proxy.status_code == 200
+    assert through_proxy.json() == direct.json()
+    assert len(through_proxy.json()["predictions"]) == rows
+
+
+def test_csv_passes_through(proxy):
+    response = proxy.post(data=CSV_BODY, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 2
+
+
+def test_the_seed_example_payload_gets_a_prediction(proxy):
+    response = proxy.post(json=SEED_EXAMPLE)
+    assert response.status_code == 200
+    assert response.json()["predictions"] in ([0], [1])
+
+
+def test_model_rejection_keeps_mlflow_status_and_body(proxy):
+    response = proxy.post(json={"dataframe_split": {"columns": ["Pregnancies"], "data": [[1.0]]}})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "missing inputs" in body["message"]
+    samples = proxy.metrics()
+    assert total(samples, "prediction_failure_by_reason_total", reason="model_rejected") == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, status, code",
+    [
+        ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "invalid_json"),
+        ({"data": b"\xff\xfe", "headers": {"Content-Type": "application/json"}}, 400, "invalid_json"),
+        ({"json": [1, 2, 3]}, 400, "invalid_input"),
+        ({"json": {"rows": [[1]]}}, 400, "invalid_input"),
+        ({"json": {"inputs": [1], "instances": [1]}}, 400, "invalid_input"),
+        ({"data": b"", "headers": {"Content-Type": "application/json"}}, 400, "invalid_input"),
+        ({"data": b"a=1", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 415, "unsupported_media_type"),
+        ({"data": b"hello"}, 415, "unsupported_media_type"),
+        ({"data": b"x" * 2048, "headers": {"Content-Type": "text/csv"}}, 413, "payload_too_large"),
+    ],
+    ids=["malformed", "not-utf8", "array", "no-input-key", "two-input-keys", "empty", "form", "no-type", "oversized"],
+)
+def test_bad_input_is_answered_and_counted_and_never_reaches_the_model(start_proxy, kwargs, status, code):
+    # The upstream is a closed port: had the body been forwarded, the answer would be a 503.
+    proxy = start_proxy(f"http://127.0.0.1:{free_port()}", max_body_bytes=1024)
+    response = proxy.post(**kwargs)
+    assert response.status_code == status
+    assert error_of(response)["code"] == code
+    samples = proxy.metrics()
+    assert total(samples, "prediction_failure_total") == 1
+    assert total(samples, "prediction_failure_by_reason_total", reason="upstream_unavailable") == 0
+    assert total(samples, "http_requests_total", status=str(status)) == 1
+
+
+def test_model_server_down_is_503_and_recovers_without_restarting_the_proxy(demo_model, start_proxy, tmp_path):
+    server = MlflowServer(demo_model, free_port(), tmp_path / "mlflow.log").start()
+    proxy = start_proxy(server.url)
+    try:
+        assert proxy.post(json=SEED_EXAMPLE).status_code == 200
+        server.process.kill()
+        down = proxy.post(json=SEED_EXAMPLE)
+        assert down.status_code == 503
+        assert error_of(down)["code"] == "upstream_unavailable"
+        assert server.url not in down.text and "127.0.0.1" not in down.text
+        assert requests.get(proxy.url + "/readyz", timeout=5).status_code == 503
+        server.start()
+        assert proxy.post(json=SEED_EXAMPLE).status_code == 200
+        assert requests.get(proxy.url + "/readyz", timeout=5).status_code == 200
+    finally:
+        server.stop()
+    samples = proxy.metrics()
+    assert total(samples, "prediction_success_total") == 2
+    assert total(samples, "prediction_failure_by_reason_total", reason="upstream_unavailable") == 1
+
+
+@pytest.fixture(scope="module")
+def tunable_mlflow(tmp_path_factory):
+    """A real MLflow model server whose model sleeps or raises on request (see models/)."""
+    import mlflow.pyfunc
+
+    directory = tmp_path_factory.mktemp("tunable") / "model"
+    signature = infer_signature(pd.DataFrame({"x": [1.0]}), [0], params={"delay_s": 0.0, "fail": False})
+    mlflow.pyfunc.save_model(str(directory), python_model=str(TESTS / "models" / "tunable_model.py"), signature=signature)
+    server = MlflowServer(directory, free_port(), directory.parent / "mlflow.log").start()
+    yield server
+    server.stop()
+
+
+def tunable_payload(**params) -> dict:
+    return {"dataframe_split": {"columns": ["x"], "data": [[1.0]]}, "params": params}
+
+
+def test_slow_model_beyond_the_read_timeout_is_504(tunable_mlflow, start_proxy):
+    proxy = start_proxy(tunable_mlflow.url, read_timeout=0.5)
+    response = proxy.post(json=tunable_payload(delay_s=1.5))
+    assert response.status_code == 504
+    assert error_of(response)["code"] == "upstream_timeout"
+    # The proxy is still healthy and the connection pool still works afterwards.
+    assert proxy.post(json=tunable_payload(delay_s=0.0)).status_code == 200
+    samples = proxy.metrics()
+    assert total(samples, "prediction_failure_by_reason_total", reason="upstream_timeout") == 1
+    assert total(samples, "active_requests") == 0
+
+
+def test_model_exception_is_400_without_the_stack_trace(tunable_mlflow, start_proxy):
+    proxy = start_proxy(tunable_mlflow.url)
+    direct = requests.post(tunable_mlflow.url + "/invocations", json=tunable_payload(fail=True), timeout=10)
+    assert "stack_trace" in direct.json()  # what MLflow sends, and the proxy must drop
+    response = proxy.post(json=tunable_payload(fail=True))
+    assert response.status_code == 400
+    body = response.json()
+    assert "stack_trace" not in body and "Traceback" not in response.text
+    assert body["error_code"] == direct.json()["error_code"]
+
+
+class FakeBrokenUpstream(ThreadingHTTPServer):
+    """A fake model server for the faults real MLflow does not produce: a 5xx or a non-JSON 200."""
+
+    def __init__(self, status: int, body: bytes, content_type: str):
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize(
+    "status, body, content_type",
+    [
+        (500, b"<html>Internal Server Error at http://10.0.0.7/</html>", "text/html"),
+        (200, b"predictions: 1", "text/plain"),
+        (404, b"not found", "text/plain"),
+    ],
+    ids=["5xx", "non-json-200", "non-json-4xx"],
+)
+def test_upstream_failure_is_502_and_leaks_nothing(start_proxy, status, body, content_type):
+    upstream = FakeBrokenUpstream(status, body, content_type)
+    try:
+        proxy = start_proxy(upstream.url)
+        response = proxy.post(json=SEED_EXAMPLE)
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+    assert response.status_code == 502
+    assert error_of(response)["code"] == "upstream_error"
+    assert "10.0.0.7" not in response.text and upstream.url not in response.text
+    assert total(proxy.metrics(), "prediction_failure_by_reason_total", reason="upstream_error") == 1
+
+
+def test_health_and_readiness(proxy, start_proxy):
+    assert requests.get(proxy.url + "/healthz", timeout=5).json() == {"status": "ok"}
+    assert requests.get(proxy.url + "/readyz", timeout=5).status_code == 200
+    orphan = start_proxy(f"http://127.0.0.1:{free_port()}")
+    assert requests.get(orphan.url + "/healthz", timeout=5).status_code == 200
+    not_ready = requests.get(orphan.url + "/readyz", timeout=5)
+    assert not_ready.status_code == 503
+    assert error_of(not_ready)["code"] == "not_ready"
+
+
+def test_unknown_routes_and_methods_get_json_errors(proxy):
+    assert error_of(requests.get(proxy.url + "/nope", timeout=5))["code"] == "not_found"
+    assert error_of(requests.get(proxy.url + "/predict", timeout=5))["code"] == "method_not_allowed"
+    assert error_of(requests.post(proxy.url + "/metrics", timeout=5))["code"] == "method_not_allowed"
+
+
+def test_one_json_log_line_per_request(proxy):
+    proxy.post(json=SEED_EXAMPLE)
+    proxy.post(data=b"{", headers={"Content-Type": "application/json"})
+    requests.get(proxy.url + "/metrics", timeout=5)
+    lines = []
+    for _ in range(50):  # the log is written by a background thread
+        lines = [json.loads(line) for line in proxy.log_lines() if '"inferwatch.access"' in line]
+        if len(lines) >= 2:
+            break
+        threading.Event().wait(0.05)
+    assert [(line["route"], line["status"], line["outcome"]) for line in lines] == [
+        ("/predict", 200, "success"),
+        ("/predict", 400, "invalid_json"),
+    ]
+    for line in lines:
+        assert line["method"] == "POST" and line["duration_s"] > 0
+        assert len(line["trace_id"]) == 32 and len(line["span_id"]) == 16
+        assert line["time"].endswith("Z")
