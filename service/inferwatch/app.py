@@ -32,7 +32,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from inferwatch import errors
 from inferwatch.access_log import AccessLog
-from inferwatch.config import Settings
+from inferwatch.config import Settings, load_settings
 from inferwatch.errors import FAILURES, PredictionOutcome, ProxyError, error_body
 from inferwatch.host import HostSampler, RequestRate
 from inferwatch.metric_mapping import (
@@ -216,7 +216,7 @@ def create_app(
     start_sampler: bool = True,
 ) -> Flask:
     """Build the proxy. ``telemetry`` defaults to :func:`setup_telemetry` from the environment."""
-    settings = settings or Settings()
+    settings = settings or load_settings()
     telemetry = telemetry or setup_telemetry()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -1,0 +1,109 @@
+"""Which WSGI server and thread count should run the proxy? Measured side by side.
+
+Runs each candidate in front of the same real MLflow model server, in interleaved rounds
+(A B C A B C ...) so machine drift cancels out, with wrk at a fixed concurrency. Reports
+requests/s, p50/p99 latency and the proxy's CPU seconds per 1,000 requests (from /proc).
+
+    python tests/benchmarks/server_choice.py --upstream http://127.0.0.1:5005 [--rounds 3]
+
+Needs wrk (Debian package) and, for the gunicorn candidate, gunicorn in the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+
+from inferwatch.processes import ManagedProcess, free_port
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"dataframe_split": {"columns": ["Pregnancies","Glucose","BloodPressure","SkinThickness","Insulin","BMI","DiabetesPedigreeFunction","Age"], "data": [[-0.844,-0.876,-1.024,-1.264,-1.259,-1.245,-0.696,-0.956]]}}'
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %f %f\\n", summary.requests, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+CANDIDATES = {
+    "waitress-8": ([sys.executable, "-m", "inferwatch", "serve"], {"INFERWATCH_THREADS": "8"}),
+    "waitress-16": ([sys.executable, "-m", "inferwatch", "serve"], {"INFERWATCH_THREADS": "16"}),
+    "gunicorn-gthread-16": (
+        [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", "16", "inferwatch.app:create_app()"],
+        {},
+    ),
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def run_wrk(url: str, script: Path, concurrency: int, seconds: float) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t", "2" if concurrency > 1 else "1", "-c", str(concurrency), "-d", f"{int(seconds)}s",
+         "-s", str(script), url + "/predict"],
+        capture_output=True, text=True, check=True, timeout=seconds + 30,
+    ).stdout
+    requests, errors, p50, p99 = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+)", out).groups()
+    return {"requests": int(requests), "errors": int(errors), "p50_ms": float(p50) / 1000, "p99_ms": float(p99) / 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="server-choice-"))
+    script = work / "post.lua"
+    script.write_text(LUA)
+    servers = {}
+    for name, (command, extra) in CANDIDATES.items():
+        port = free_port()
+        env = dict(os.environ, INFERWATCH_UPSTREAM=args.upstream, INFERWATCH_PORT=str(port),
+                   INFERWATCH_LOG_LEVEL="WARNING", **extra)
+        if "gunicorn" in name:
+            command = [*command, "-b", f"127.0.0.1:{port}"]
+        process = ManagedProcess(name, command, work / f"{name}.log", env=env).start()
+        process.wait_ready(f"http://127.0.0.1:{port}/healthz")
+        servers[name] = (process, f"http://127.0.0.1:{port}")
+    results: dict = {}
+    try:
+        for concurrency in args.concurrency:
+            for _ in range(args.rounds):
+                for name, (process, url) in servers.items():
+                    before = cpu_seconds(process.process.pid)
+                    figures = run_wrk(url, script, concurrency, args.seconds)
+                    figures["cpu_ms_per_request"] = (cpu_seconds(process.process.pid) - before) * 1000 / max(figures["requests"], 1)
+                    figures["rps"] = figures["requests"] / args.seconds
+                    results.setdefault(f"c{concurrency}", {}).setdefault(name, []).append(figures)
+    finally:
+        for process, _ in servers.values():
+            process.stop()
+    print("| concurrency | server | req/s | p50 ms | p99 ms | proxy CPU ms/req | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for level, by_server in results.items():
+        for name, runs in by_server.items():
+            median = lambda key: sorted(r[key] for r in runs)[len(runs) // 2]  # noqa: E731
+            print(f"| {level} | {name} | {median('rps'):.0f} | {median('p50_ms'):.2f} | {median('p99_ms'):.2f} "
+                  f"| {median('cpu_ms_per_request'):.2f} | {sum(r['errors'] for r in runs)} |")
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"raw figures: {work / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
