@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from conftest import parse_samples, total
+from conftest import parse_samples, total, tunable_payload
 from inferwatch.demo_model import SEED_EXAMPLE
 from inferwatch.metric_mapping import LATENCY_BUCKETS_SECONDS
 
@@ -113,3 +114,39 @@ def test_throughput_gauge_reports_the_recent_request_rate(proxy):
     assert rate > 0, "no rate after a burst of requests"
     time.sleep(1.5)  # the sampler runs every 0.5 s in tests: idle windows bring it back to 0
     assert proxy.metrics()[("http_requests_throughput", ())] == 0
+
+
+def test_a_mix_with_model_errors_and_upstream_timeouts_is_counted_exactly(tunable_mlflow, start_proxy):
+    proxy = start_proxy(tunable_mlflow.url, read_timeout=0.5)
+    plan = (
+        [tunable_payload(rows=3)] * 10  # successes
+        + [tunable_payload(fail=True)] * 4  # the model raises: MLflow 400
+        + [tunable_payload(delay_s=1.0)] * 3  # beyond the read timeout: 504
+    )
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = list(pool.map(lambda payload: proxy.post(json=payload).status_code, plan))
+    assert sorted(statuses) == [200] * 10 + [400] * 4 + [504] * 3
+
+    samples = proxy.metrics()
+    assert total(samples, "http_requests_total") == 17
+    assert total(samples, "http_requests_total", status="504") == 3
+    assert total(samples, "prediction_success_total") == 10
+    assert total(samples, "prediction_failure_total") == 7
+    assert total(samples, "prediction_failure_by_reason_total", reason="model_rejected") == 4
+    assert total(samples, "prediction_failure_by_reason_total", reason="upstream_timeout") == 3
+    assert samples[("active_requests", ())] == 0
+
+
+def test_a_scrape_sees_the_request_in_flight_but_never_itself(tunable_mlflow, start_proxy):
+    proxy = start_proxy(tunable_mlflow.url)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(proxy.post, json=tunable_payload(delay_s=1.5))
+        in_flight = 0.0
+        for _ in range(40):  # up to 1 s for the request to arrive
+            in_flight = proxy.metrics()[("active_requests", ())]
+            if in_flight:
+                break
+            threading.Event().wait(0.025)
+        assert in_flight == 1
+        assert slow.result().status_code == 200
+    assert proxy.metrics()[("active_requests", ())] == 0

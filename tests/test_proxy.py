@@ -6,12 +6,10 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pandas as pd
 import pytest
 import requests
-from mlflow.models import infer_signature
 
-from conftest import TESTS, MlflowServer, total
+from conftest import MlflowServer, total, tunable_payload
 from inferwatch.demo_model import PIMA_COLUMNS, SEED_EXAMPLE
 from inferwatch.processes import free_port
 
@@ -113,23 +111,6 @@ def test_model_server_down_is_503_and_recovers_without_restarting_the_proxy(demo
     samples = proxy.metrics()
     assert total(samples, "prediction_success_total") == 2
     assert total(samples, "prediction_failure_by_reason_total", reason="upstream_unavailable") == 1
-
-
-@pytest.fixture(scope="module")
-def tunable_mlflow(tmp_path_factory):
-    """A real MLflow model server whose model sleeps or raises on request (see models/)."""
-    import mlflow.pyfunc
-
-    directory = tmp_path_factory.mktemp("tunable") / "model"
-    signature = infer_signature(pd.DataFrame({"x": [1.0]}), [0], params={"delay_s": 0.0, "fail": False})
-    mlflow.pyfunc.save_model(str(directory), python_model=str(TESTS / "models" / "tunable_model.py"), signature=signature)
-    server = MlflowServer(directory, free_port(), directory.parent / "mlflow.log").start()
-    yield server
-    server.stop()
-
-
-def tunable_payload(**params) -> dict:
-    return {"dataframe_split": {"columns": ["x"], "data": [[1.0]]}, "params": params}
 
 
 def test_slow_model_beyond_the_read_timeout_is_504(tunable_mlflow, start_proxy):
