@@ -3,6 +3,7 @@
 # Extra arguments go to pytest, e.g. scripts/test.sh -k exact -x
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/system-deps.sh"
 venv=$("$root/scripts/bootstrap.sh")
 cd "$root"
 export PATH="$venv/bin:$PATH"

@@ -7,6 +7,7 @@ is stopped at teardown.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from inferwatch.processes import ManagedProcess, free_port, mlflow_serve_command
 
 VENV_BIN = str(Path(sys.executable).parent)
 TESTS = Path(__file__).parent
+ROOT = TESTS.parent
 MLFLOW_START_TIMEOUT = 120.0
 
 
@@ -166,3 +168,89 @@ def start_proxy(tmp_path) -> Iterator:
 def proxy(start_proxy, mlflow_server) -> Proxy:
     """A fresh proxy in front of the session's MLflow model server."""
     return start_proxy(mlflow_server.url)
+
+
+@pytest.fixture(scope="session")
+def otelcol_binary() -> str:
+    """The collector built from otel-collector/builder-config.yaml (cached by the manifest's hash)."""
+    built = subprocess.run(
+        ["bash", str(ROOT / "otel-collector" / "build.sh")], capture_output=True, text=True, timeout=1800
+    )
+    assert built.returncode == 0, built.stderr[-4000:]
+    return built.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class Collector:
+    """A running collector with config.yaml, on ports picked for this test."""
+
+    binary: str
+    workdir: Path
+    ports: dict[str, int] = field(default_factory=lambda: {
+        name: free_port() for name in ("grpc", "http", "prometheus", "health", "telemetry")
+    })
+    process: ManagedProcess | None = None
+
+    @property
+    def otlp_http(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['prometheus']}/metrics"
+
+    @property
+    def traces_file(self) -> Path:
+        return self.workdir / "traces.jsonl"
+
+    def start(self, **env: str) -> Collector:
+        self.process = ManagedProcess(
+            "otelcol",
+            [self.binary, "--config", str(ROOT / "otel-collector" / "config.yaml")],
+            self.workdir / "otelcol.log",
+            env=child_env(
+                OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{self.ports['grpc']}",
+                OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{self.ports['http']}",
+                OTELCOL_PROMETHEUS_ENDPOINT=f"127.0.0.1:{self.ports['prometheus']}",
+                OTELCOL_HEALTH_ENDPOINT=f"127.0.0.1:{self.ports['health']}",
+                OTELCOL_TELEMETRY_PORT=str(self.ports["telemetry"]),
+                OTELCOL_TRACES_FILE=str(self.traces_file),
+                **env,
+            ),
+        ).start()
+        self.process.wait_ready(f"http://127.0.0.1:{self.ports['health']}/", timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def metrics_text(self) -> str:
+        response = requests.get(self.metrics_url, timeout=10)
+        response.raise_for_status()
+        return response.text
+
+
+@pytest.fixture
+def start_collector(otelcol_binary, tmp_path) -> Iterator:
+    """Start collectors for this test: ``start_collector(OTELCOL_...="...")``."""
+    started: list[Collector] = []
+
+    def start(**env: str) -> Collector:
+        collector = Collector(otelcol_binary, tmp_path / f"otelcol-{len(started)}")
+        collector.workdir.mkdir()
+        started.append(collector.start(**env))
+        return collector
+
+    yield start
+    for collector in started:
+        collector.stop()
+
+
+def otlp_env(collector: Collector, export_interval_ms: int = 300) -> dict[str, str]:
+    """Environment that makes a proxy export traces and metrics to ``collector`` quickly."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_http,
+        "OTEL_METRIC_EXPORT_INTERVAL": str(export_interval_ms),
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }

@@ -6,7 +6,7 @@ applied in two places and must never be written down a second time:
 * in-process, by :func:`to_prometheus`, which the service's ``/metrics`` reader runs on every
   collection before opentelemetry-exporter-prometheus renders the text format;
 * in the OpenTelemetry Collector, by the transform-processor statements that
-  :func:`ottl_statements` renders from this same table (a test checks that
+  :mod:`inferwatch.collector_config` renders from this same table (a test checks that
   ``otel-collector/config.yaml`` holds exactly those statements).
 
 Each entry names one OTel instrument, the Prometheus family it becomes, how values are scaled

@@ -1,0 +1,176 @@
+"""The real collector between the real service and Prometheus: parity, traces, faults."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import psutil
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import otlp_env, parse_samples, total, tunable_payload
+from inferwatch.demo_model import SEED_EXAMPLE
+
+IGNORED_LABELS = {"job", "instance"}
+
+
+def wait_for(condition: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Poll until ``condition()`` is truthy; return its value, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def contract_shape(text: str) -> dict[str, tuple[str, frozenset]]:
+    """Family name -> (type, the label sets of its samples), job/instance and target_info ignored."""
+    shape = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in ("target", "target_info"):
+            continue
+        label_sets = frozenset(
+            (sample.name, frozenset(set(sample.labels) - IGNORED_LABELS)) for sample in family.samples
+        )
+        shape[family.name] = (family.type, label_sets)
+    return shape
+
+
+def without_ignored_labels(samples: dict) -> dict:
+    merged: dict = {}
+    for (name, labels), value in samples.items():
+        kept = tuple((k, v) for k, v in labels if k not in IGNORED_LABELS)
+        merged[(name, kept)] = merged.get((name, kept), 0.0) + value
+    return merged
+
+
+def bucket_edges(text: str) -> set[str]:
+    return {
+        sample.labels["le"]
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.endswith("_bucket")
+    }
+
+
+def send_known_mix(proxy) -> int:
+    statuses = [proxy.post(json=SEED_EXAMPLE).status_code for _ in range(7)]
+    statuses += [proxy.post("/invocations", json=SEED_EXAMPLE).status_code for _ in range(3)]
+    statuses += [proxy.post(data=b"{", headers={"Content-Type": "application/json"}).status_code for _ in range(2)]
+    statuses.append(proxy.post(json={"dataframe_split": {"columns": ["Age"], "data": [[1.0]]}}).status_code)
+    statuses.append(proxy.post(data=b"x", headers={"Content-Type": "text/plain"}).status_code)
+    statuses.append(requests.get(proxy.url + "/no/such/route", timeout=5).status_code)
+    assert sorted(statuses) == [200] * 10 + [400] * 3 + [404, 415]
+    return len(statuses)
+
+
+def test_service_metrics_and_collector_metrics_are_the_same_contract(mlflow_server, start_proxy, start_collector):
+    collector = start_collector()
+    proxy = start_proxy(mlflow_server.url, env=otlp_env(collector))
+    n = send_known_mix(proxy)
+
+    def collector_complete():
+        text = collector.metrics_text()
+        return text if total(parse_samples(text), "http_requests_total") == n else None
+
+    via_collector = wait_for(collector_complete, timeout=20, what=f"{n} requests on the collector")
+    direct = proxy.metrics_text()
+
+    assert contract_shape(via_collector).keys() == contract_shape(direct).keys()
+    for family, (kind, label_sets) in contract_shape(direct).items():
+        assert contract_shape(via_collector)[family] == (kind, label_sets), family
+    assert bucket_edges(via_collector) == bucket_edges(direct)
+    assert '"2"' in json.dumps(sorted(bucket_edges(direct)))
+
+    for samples in (without_ignored_labels(parse_samples(direct)), without_ignored_labels(parse_samples(via_collector))):
+        assert total(samples, "http_requests_total") == n
+        assert total(samples, "http_request_duration_seconds_count") == n
+        assert total(samples, "http_requests_total", route="/predict", status="200") == 7
+        assert total(samples, "http_requests_total", route="/invocations", status="200") == 3
+        assert total(samples, "http_requests_total", route="unmatched", status="404") == 1
+        assert total(samples, "prediction_success_total") == 10
+        assert total(samples, "prediction_failure_total") == 4
+        assert total(samples, "prediction_failure_by_reason_total", reason="invalid_json") == 2
+        assert total(samples, "prediction_failure_by_reason_total", reason="model_rejected") == 1
+        assert total(samples, "prediction_failure_by_reason_total", reason="unsupported_media_type") == 1
+        assert total(samples, "active_requests") == 0
+        assert 0 <= total(samples, "system_cpu_usage") <= 100
+        assert total(samples, "system_memory_usage_mb") > 1
+
+
+def spans_in(path) -> list[dict]:
+    spans = []
+    if not path.exists():
+        return spans
+    for line in path.read_text().splitlines():
+        for resource in json.loads(line).get("resourceSpans", []):
+            for scope in resource.get("scopeSpans", []):
+                spans.extend(scope.get("spans", []))
+    return spans
+
+
+def access_lines(proxy) -> list[dict]:
+    return [json.loads(line) for line in proxy.log_lines() if '"inferwatch.access"' in line]
+
+
+def test_errors_and_slow_traces_are_always_kept_and_ordinary_ones_sampled_away(
+    tunable_mlflow, start_proxy, start_collector
+):
+    collector = start_collector(OTELCOL_TRACES_SAMPLE_PERCENT="0", OTELCOL_TRACES_DECISION_WAIT="1s")
+    proxy = start_proxy(tunable_mlflow.url, env=otlp_env(collector))
+    assert proxy.post(json=tunable_payload()).status_code == 200  # ordinary: sampled away at 0 %
+    assert proxy.post(json=tunable_payload(fail=True)).status_code == 400  # an error trace
+    assert proxy.post(json=tunable_payload(delay_s=2.2)).status_code == 200  # slower than the 2 s threshold
+
+    ordinary, failed, slow = wait_for(lambda: len(lines := access_lines(proxy)) == 3 and lines, 5, what="log lines")
+    assert (failed["outcome"], slow["duration_s"] > 2, ordinary["duration_s"] < 2) == ("model_rejected", True, True)
+    wanted = {failed["trace_id"], slow["trace_id"]}
+    wait_for(lambda: {s["traceId"] for s in spans_in(collector.traces_file)} >= wanted, timeout=30,
+             what="the error and the slow trace in the trace file")
+
+    by_trace: dict[str, list[dict]] = {}
+    for span in spans_in(collector.traces_file):
+        by_trace.setdefault(span["traceId"], []).append(span)
+    assert set(by_trace) == wanted, "the ordinary trace was kept"
+    for trace_spans in by_trace.values():
+        server = next(s for s in trace_spans if s["name"] == "POST /predict")
+        client = next(s for s in trace_spans if s["name"] == "POST")
+        assert client["parentSpanId"] == server["spanId"]
+    error_server = next(s for s in by_trace[failed["trace_id"]] if s["name"] == "POST /predict")
+    assert error_server["status"]["code"] == 2  # STATUS_CODE_ERROR
+
+
+def test_a_collector_outage_is_invisible_to_clients_and_counters_resume_cumulative(
+    mlflow_server, start_proxy, start_collector
+):
+    collector = start_collector()
+    proxy = start_proxy(mlflow_server.url, env=otlp_env(collector))
+    for _ in range(20):
+        assert proxy.post(json=SEED_EXAMPLE).status_code == 200
+    wait_for(lambda: total(parse_samples(collector.metrics_text()), "prediction_success_total") == 20, 20,
+             what="20 successes on the collector")
+
+    collector.stop()
+    rss_before = psutil.Process(proxy.process.process.pid).memory_info().rss
+    latencies = []
+    for _ in range(60):
+        began = time.perf_counter()
+        assert proxy.post(json=SEED_EXAMPLE).status_code == 200
+        latencies.append(time.perf_counter() - began)
+        time.sleep(0.02)  # spread over a few export intervals
+    rss_after = psutil.Process(proxy.process.process.pid).memory_info().rss
+    assert max(latencies) < 1.0, "a request waited on the telemetry export"
+    assert rss_after - rss_before < 50 * 1024 * 1024
+
+    collector.start()
+    samples = wait_for(
+        lambda: (s := parse_samples(collector.metrics_text())) and total(s, "prediction_success_total") == 80 and s,
+        timeout=20, what="80 successes on the restarted collector",
+    )
+    assert total(samples, "http_requests_total") == 80  # cumulative: nothing lost, nothing counted twice
+    assert total(proxy.metrics(), "http_requests_total") == 80

@@ -1,0 +1,105 @@
+"""otel-collector/config.yaml holds exactly the processors rendered from the mapping table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "otel-collector" / "config.yaml"
+sys.path.insert(0, str(ROOT / "service"))
+
+from inferwatch import collector_config  # noqa: E402
+from inferwatch.metric_mapping import MAPPINGS  # noqa: E402
+
+REGENERATE = (
+    "regenerate with: python -m inferwatch.collector_config --write otel-collector/config.yaml"
+)
+
+
+def load_config() -> dict:
+    return yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+
+
+def test_config_yaml_holds_the_rendered_block_verbatim():
+    assert collector_config.render_processors() in CONFIG.read_text(encoding="utf-8"), REGENERATE
+
+
+def test_transform_statements_in_config_yaml_equal_the_rendered_ones():
+    groups = load_config()["processors"][collector_config.TRANSFORM_PROCESSOR]["metric_statements"]
+
+    assert groups == [
+        {"context": group.context, "statements": list(group.statements)}
+        for group in collector_config.statement_groups()
+    ], REGENERATE
+    assert [s for group in groups for s in group["statements"]] == (
+        collector_config.ottl_statements()
+    )
+
+
+def test_filter_in_config_yaml_drops_every_metric_outside_the_contract():
+    conditions = load_config()["processors"][collector_config.FILTER_PROCESSOR]["metric_conditions"]
+
+    assert conditions == [collector_config.filter_condition()], REGENERATE
+    for mapping in MAPPINGS:
+        assert f'"{mapping.prometheus_name}"' in conditions[0]
+
+
+def test_metrics_pipeline_runs_the_contract_processors_after_memory_limiter():
+    pipeline = load_config()["service"]["pipelines"]["metrics"]
+
+    assert pipeline["processors"] == [
+        "memory_limiter",
+        collector_config.TRANSFORM_PROCESSOR,
+        collector_config.FILTER_PROCESSOR,
+    ]
+
+
+def test_every_contract_metric_is_derived_renamed_and_shaped():
+    statements = collector_config.ottl_statements()
+
+    for mapping in MAPPINGS:
+        target = f'where metric.name == "{mapping.prometheus_name}"'
+        shaped = [s for s in statements if s.endswith(target) or f"{target} and" in s]
+        assert any(s.startswith("aggregate_on_attributes(") for s in shaped), mapping
+        assert f'set(metric.unit, "") {target}' in shaped, mapping
+
+
+def test_a_count_mapping_extracts_the_histogram_count_as_a_monotonic_counter():
+    statements = collector_config.ottl_statements()
+
+    assert (
+        'extract_count_metric(true, ".http_requests_total")'
+        ' where metric.name == "http.server.request.duration"'
+    ) in statements
+    assert (
+        'set(metric.name, "http_requests_total")'
+        ' where metric.name == "http.server.request.duration.http_requests_total"'
+    ) in statements
+
+
+def test_ottl_strings_escape_quotes_and_backslashes():
+    assert collector_config.ottl_string('say "hi" \\o/') == r'"say \"hi\" \\o/"'
+
+
+def test_ottl_floats_always_carry_a_point_and_never_an_exponent():
+    assert collector_config.ottl_float(100) == "100.0"
+    assert collector_config.ottl_float(1 / (1024 * 1024)) == "0.00000095367431640625"
+    assert collector_config.ottl_float(1e16) == "10000000000000000.0"
+
+
+def test_write_replaces_only_the_generated_block(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "processors:\n"
+        f"  {collector_config.BEGIN_MARKER}\n  stale: {{}}\n  {collector_config.END_MARKER}\n"
+        "  batch: {}\n",
+        encoding="utf-8",
+    )
+
+    assert collector_config.main(["--write", str(config)]) == 0
+
+    text = config.read_text(encoding="utf-8")
+    assert text == "processors:\n" + collector_config.render_processors() + "  batch: {}\n"
