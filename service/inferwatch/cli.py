@@ -6,6 +6,8 @@
     Train the demo model and save it to DIR for ``mlflow models serve -m DIR``.
 ``inferwatch up``
     Run the demo stack natively: demo model, MLflow model server, proxy; Ctrl-C stops it.
+``inferwatch load``
+    Send demo predictions to a proxy and print a summary (see :mod:`inferwatch.load`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--mlflow-port", type=int, default=5005)
     up.add_argument("--traffic", type=int, default=100, help="demo predictions to send once up (default 100)")
     up.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+
+    load = commands.add_parser("load", help="send demo predictions and summarize the answers")
+    load.add_argument("--url", default="http://127.0.0.1:8000", help="the proxy (default http://127.0.0.1:8000)")
+    load.add_argument("--count", type=int, default=None, help="requests to send (default 100 without --duration)")
+    load.add_argument("--rate", type=float, default=None, help="requests per second (default: as fast as possible)")
+    load.add_argument("--concurrency", type=int, default=4)
+    load.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    load.add_argument("--bad-share", type=float, default=0.0, help="fraction of bad requests, 0..1")
     return parser
 
 
@@ -52,6 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         from inferwatch.demo_model import save_demo_model
 
         print(save_demo_model(args.directory))
+        return 0
+    if args.command == "load":
+        from inferwatch.load import LoadPlan, run_load
+
+        count = args.count if args.count is not None or args.duration is not None else 100
+        try:
+            plan = LoadPlan(args.url.rstrip("/"), count, args.rate, args.concurrency, args.duration, args.bad_share)
+        except ValueError as error:
+            print(f"inferwatch load: {error}", file=sys.stderr)
+            return 2
+        print(run_load(plan).summary())
         return 0
     if args.command == "up":
         from pathlib import Path

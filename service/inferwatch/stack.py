@@ -7,18 +7,17 @@ everything on Ctrl-C or SIGTERM. Logs go to the run directory, one file per comp
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import socket
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferwatch.demo_model import PIMA_COLUMNS, save_demo_model
+from inferwatch.demo_model import save_demo_model
+from inferwatch.load import LoadPlan, run_load
 from inferwatch.processes import ManagedProcess, ProcessFailed, mlflow_serve_command
 
 
@@ -42,30 +41,6 @@ def _require(binary: str, hint: str) -> str:
     if path is None:
         raise StackError(f"{binary} not found on PATH: {hint}")
     return path
-
-
-def demo_rows(count: int) -> list[list[float]]:
-    """Varied standardized rows in the seed's shape, the same on every run."""
-    import random
-
-    rng = random.Random(7)
-    return [[round(rng.gauss(0.0, 1.0), 3) for _ in PIMA_COLUMNS] for _ in range(count)]
-
-
-def send_demo_traffic(proxy_url: str, count: int) -> dict[int, int]:
-    statuses: dict[int, int] = {}
-    for row in demo_rows(count):
-        body = json.dumps({"dataframe_split": {"columns": list(PIMA_COLUMNS), "data": [row]}}).encode()
-        request = urllib.request.Request(
-            proxy_url + "/predict", data=body, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                status = response.status
-        except urllib.error.HTTPError as error:
-            status = error.code
-        statuses[status] = statuses.get(status, 0) + 1
-    return statuses
 
 
 class Stack:
@@ -123,7 +98,8 @@ def up(run_dir: Path, ports: StackPorts, traffic: int, duration: float | None) -
         for name, url in stack.urls().items():
             print(f"{name:>8}: {url}", flush=True)
         if traffic:
-            print(f" traffic: {send_demo_traffic(f'http://127.0.0.1:{ports.proxy}', traffic)}", flush=True)
+            plan = LoadPlan(f"http://127.0.0.1:{ports.proxy}", count=traffic, concurrency=2)
+            print(run_load(plan, progress=lambda *_: None).summary(), flush=True)
         print("running; Ctrl-C stops the stack", flush=True)
         deadline = None if duration is None else time.monotonic() + duration
         while not stopped.wait(0.5):
