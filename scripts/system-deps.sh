@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests and the native stack use, once (idempotent):
-# Prometheus, promtool, Alertmanager and amtool from Debian's packages, wrk for benchmarks.
+# Prometheus, promtool, Alertmanager (installed as prometheus-alertmanager) and amtool from
+# Debian's packages, wrk for benchmarks.
 # Go (for the collector build) is expected on the machine; a missing one is reported.
 set -euo pipefail
 missing=()
-for binary in prometheus promtool alertmanager amtool wrk; do
+for binary in prometheus promtool prometheus-alertmanager amtool wrk; do
   command -v "$binary" >/dev/null 2>&1 || missing+=("$binary")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -14,24 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import psutil
-
+from harness import cpu_seconds, run_wrk, wrk_script
 from inferwatch.processes import ManagedProcess, free_port
-
-LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"dataframe_split": {"columns": ["Pregnancies","Glucose","BloodPressure","SkinThickness","Insulin","BMI","DiabetesPedigreeFunction","Age"], "data": [[-0.844,-0.876,-1.024,-1.264,-1.259,-1.245,-0.696,-0.956]]}}'
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %d %d %f %f\\n", summary.requests, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
-end
-"""
 
 CANDIDATES = {
     "waitress-8": ([sys.executable, "-m", "inferwatch", "serve"], {"INFERWATCH_THREADS": "8"}),
@@ -43,24 +31,6 @@ CANDIDATES = {
 }
 
 
-def cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
-        times = process.cpu_times()
-        total += times.user + times.system
-    return total
-
-
-def run_wrk(url: str, script: Path, concurrency: int, seconds: float) -> dict:
-    out = subprocess.run(
-        ["wrk", "-t", "2" if concurrency > 1 else "1", "-c", str(concurrency), "-d", f"{int(seconds)}s",
-         "-s", str(script), url + "/predict"],
-        capture_output=True, text=True, check=True, timeout=seconds + 30,
-    ).stdout
-    requests, errors, p50, p99 = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+)", out).groups()
-    return {"requests": int(requests), "errors": int(errors), "p50_ms": float(p50) / 1000, "p99_ms": float(p99) / 1000}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--upstream", required=True)
@@ -69,8 +39,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="server-choice-"))
-    script = work / "post.lua"
-    script.write_text(LUA)
+    script = wrk_script(work)
     servers = {}
     for name, (command, extra) in CANDIDATES.items():
         port = free_port()
@@ -87,9 +56,8 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, (process, url) in servers.items():
                     before = cpu_seconds(process.process.pid)
-                    figures = run_wrk(url, script, concurrency, args.seconds)
+                    figures = run_wrk(url + "/predict", script, concurrency, args.seconds)
                     figures["cpu_ms_per_request"] = (cpu_seconds(process.process.pid) - before) * 1000 / max(figures["requests"], 1)
-                    figures["rps"] = figures["requests"] / args.seconds
                     results.setdefault(f"c{concurrency}", {}).setdefault(name, []).append(figures)
     finally:
         for process, _ in servers.values():

@@ -1,0 +1,277 @@
+"""What the proxy and its telemetry cost, measured side by side against the direct MLflow call.
+
+One run brings up a real MLflow model server (1 worker) on the demo model, the real collector,
+Prometheus, and two proxies, then measures interleaved rounds (A B C A B C ...) so that machine
+drift cancels out:
+
+* ``direct``: wrk straight to MLflow ``/invocations``;
+* ``proxy_on``: through the proxy with full telemetry: spans and metrics over OTLP to the
+  collector, /metrics, and the JSON request log;
+* ``proxy_off``: the same proxy with ``OTEL_SDK_DISABLED=true`` and the request log off.
+
+For each: requests/s, p50/p95/p99 latency, and the CPU seconds the proxy process spent per request
+(from /proc: the most stable figure on a shared machine). Also: /metrics scrape time under load,
+and the time from a request to its count being visible in Prometheus through the collector.
+
+    scripts/bench.sh                       # or: python tests/benchmarks/bench_proxy.py --help
+
+Writes ``results.md`` and ``results.json`` under ``tests/benchmarks/results/<time>/`` (git
+ignores it) and prints the table with each goal and its measured value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import requests
+
+from harness import cpu_seconds, machine_facts, median, percentile, run_wrk, wrk_script
+from inferwatch.demo_model import SEED_EXAMPLE, save_demo_model
+from inferwatch.processes import ManagedProcess, free_port, mlflow_serve_command
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+GOALS = {
+    "throughput_ratio_c8": (">=", 0.95, "proxy (telemetry on) req/s / direct req/s at concurrency 8"),
+    "added_p50_ms_c1": ("<=", 1.0, "proxy (telemetry on) p50 - direct p50 at concurrency 1, ms"),
+    "cpu_ms_per_request": ("<=", 1.2, "proxy CPU per request, telemetry on, ms (median over runs)"),
+    "scrape_p99_ms": ("<=", 5.0, "/metrics scrape p99 under load, ms"),
+}
+
+
+def env_with(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "INFERWATCH_"))}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.update(extra)
+    return env
+
+
+class Bench:
+    def __init__(self, work: Path, seconds: int, rounds: int, concurrency: list[int]):
+        self.work = work
+        self.seconds = seconds
+        self.rounds = rounds
+        self.concurrency = concurrency
+        self.processes: list[ManagedProcess] = []
+        self.script = wrk_script(work)
+
+    def spawn(self, name, command, env, ready_url, timeout=120.0) -> ManagedProcess:
+        process = ManagedProcess(name, command, self.work / f"{name}.log", env=env).start()
+        self.processes.append(process)
+        process.wait_ready(ready_url, timeout=timeout)
+        return process
+
+    def start(self) -> None:
+        binary = subprocess.run(["bash", str(ROOT / "otel-collector" / "build.sh")], capture_output=True,
+                                text=True, check=True, timeout=1800).stdout.strip().splitlines()[-1]
+        model = save_demo_model(self.work / "model")
+        self.mlflow_port, self.proxy_on_port, self.proxy_off_port = free_port(), free_port(), free_port()
+        self.spawn("mlflow", mlflow_serve_command(model, self.mlflow_port), env_with(),
+                   f"http://127.0.0.1:{self.mlflow_port}/ping")
+        ports = {name: free_port() for name in ("grpc", "http", "prom", "health", "telemetry")}
+        self.collector_metrics = f"http://127.0.0.1:{ports['prom']}/metrics"
+        self.spawn("otelcol", [binary, "--config", str(ROOT / "otel-collector" / "config.yaml")], env_with(
+            OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{ports['grpc']}",
+            OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{ports['http']}",
+            OTELCOL_PROMETHEUS_ENDPOINT=f"127.0.0.1:{ports['prom']}",
+            OTELCOL_HEALTH_ENDPOINT=f"127.0.0.1:{ports['health']}",
+            OTELCOL_TELEMETRY_PORT=str(ports["telemetry"]),
+            OTELCOL_TRACES_FILE=str(self.work / "traces.jsonl"),
+        ), f"http://127.0.0.1:{ports['health']}/")
+        upstream = f"http://127.0.0.1:{self.mlflow_port}"
+        command = [sys.executable, "-m", "inferwatch", "serve"]
+        self.proxy_on = self.spawn("proxy_on", command, env_with(
+            INFERWATCH_UPSTREAM=upstream, INFERWATCH_PORT=str(self.proxy_on_port),
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{ports['http']}",
+            OTEL_METRIC_EXPORT_INTERVAL="5000",
+        ), f"http://127.0.0.1:{self.proxy_on_port}/readyz")
+        self.proxy_off = self.spawn("proxy_off", command, env_with(
+            INFERWATCH_UPSTREAM=upstream, INFERWATCH_PORT=str(self.proxy_off_port),
+            OTEL_SDK_DISABLED="true", INFERWATCH_LOG_LEVEL="WARNING",
+        ), f"http://127.0.0.1:{self.proxy_off_port}/readyz")
+        self.prometheus_port = free_port()
+        config = self.work / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n  - job_name: inferwatch\n    static_configs:\n"
+            f"      - targets: ['127.0.0.1:{ports['prom']}']\n"
+        )
+        self.spawn("prometheus", ["prometheus", f"--config.file={config}",
+                                  f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+                                  f"--storage.tsdb.path={self.work / 'tsdb'}"], env_with(),
+                   f"http://127.0.0.1:{self.prometheus_port}/-/ready", timeout=60)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    def targets(self) -> dict[str, tuple[str, ManagedProcess | None]]:
+        return {
+            "direct": (f"http://127.0.0.1:{self.mlflow_port}/invocations", None),
+            "proxy_on": (f"http://127.0.0.1:{self.proxy_on_port}/predict", self.proxy_on),
+            "proxy_off": (f"http://127.0.0.1:{self.proxy_off_port}/predict", self.proxy_off),
+        }
+
+    def measure_load(self) -> dict:
+        runs: dict = {}
+        for url, _ in self.targets().values():  # warm-up: connections, caches, JIT-free Python paths
+            run_wrk(url, self.script, 2, 1)
+        for concurrency in self.concurrency:
+            for round_ in range(self.rounds):
+                for name, (url, process) in self.targets().items():
+                    before = cpu_seconds(process.process.pid) if process else 0.0
+                    figures = run_wrk(url, self.script, concurrency, self.seconds)
+                    if process:
+                        spent = cpu_seconds(process.process.pid) - before
+                        figures["cpu_ms_per_request"] = spent * 1000 / max(figures["requests"], 1)
+                    runs.setdefault(f"c{concurrency}", {}).setdefault(name, []).append(figures)
+                    print(f"c{concurrency} round {round_ + 1} {name}: {figures}", file=sys.stderr)
+        return runs
+
+    def measure_scrapes(self) -> dict:
+        """Scrape /metrics every 50 ms while wrk loads the proxy at concurrency 8."""
+        url = f"http://127.0.0.1:{self.proxy_on_port}"
+        for path, body, ctype in (("/predict", b"{", "application/json"), ("/invocations", b"x", "text/plain"),
+                                  ("/nope", b"", "text/plain")):
+            for _ in range(3):
+                requests.post(url + path, data=body, headers={"Content-Type": ctype}, timeout=10)
+        series = sum(1 for line in requests.get(url + "/metrics", timeout=10).text.splitlines()
+                     if line and not line.startswith("#"))
+        latencies: list[float] = []
+        stop = threading.Event()
+
+        def scrape() -> None:
+            session = requests.Session()
+            while not stop.is_set() and len(latencies) < 2000:
+                began = time.perf_counter()
+                session.get(url + "/metrics", timeout=10).raise_for_status()
+                latencies.append((time.perf_counter() - began) * 1000)
+                stop.wait(0.05)
+            session.close()
+
+        scraper = threading.Thread(target=scrape)
+        scraper.start()
+        run_wrk(url + "/predict", self.script, 8, self.seconds)
+        stop.set()
+        scraper.join()
+        return {"series": series, "scrapes": len(latencies), "p50_ms": percentile(latencies, 0.5),
+                "p99_ms": percentile(latencies, 0.99)}
+
+    def measure_visibility(self, samples: int = 5) -> dict:
+        """Seconds from a request to its count in Prometheus (export 5 s + scrape 1 s intervals)."""
+        query = f"http://127.0.0.1:{self.prometheus_port}/api/v1/query?query=sum(prediction_success_total)"
+
+        def count() -> float:
+            with urllib.request.urlopen(query, timeout=5) as response:
+                result = json.load(response)["data"]["result"]
+            return float(result[0]["value"][1]) if result else -1.0
+
+        delays = []
+        url = f"http://127.0.0.1:{self.proxy_on_port}/predict"
+        deadline = time.monotonic() + 120
+        while count() < 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for _ in range(samples):
+            time.sleep(1.0)
+            before = count()
+            requests.post(url, json=SEED_EXAMPLE, timeout=10).raise_for_status()
+            sent = time.monotonic()
+            while count() <= before and time.monotonic() - sent < 30:
+                time.sleep(0.1)
+            delays.append(time.monotonic() - sent)
+        return {"median_s": median(delays), "max_s": max(delays), "samples": delays}
+
+
+def summarize(runs: dict) -> dict:
+    table = {}
+    for level, by_target in runs.items():
+        for name, figures in by_target.items():
+            table.setdefault(level, {})[name] = {
+                key: median([f[key] for f in figures])
+                for key in ("rps", "p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_request", "errors")
+                if key in figures[0]
+            }
+    return table
+
+
+def goals(table: dict, scrapes: dict) -> dict:
+    measured = {}
+    if "c8" in table:
+        measured["throughput_ratio_c8"] = table["c8"]["proxy_on"]["rps"] / table["c8"]["direct"]["rps"]
+    if "c1" in table:
+        measured["added_p50_ms_c1"] = table["c1"]["proxy_on"]["p50_ms"] - table["c1"]["direct"]["p50_ms"]
+    measured["cpu_ms_per_request"] = median([t["proxy_on"]["cpu_ms_per_request"] for t in table.values()])
+    measured["scrape_p99_ms"] = scrapes["p99_ms"]
+    return {
+        key: {"goal": f"{op} {limit}", "measured": round(measured[key], 3),
+              "met": measured[key] >= limit if op == ">=" else measured[key] <= limit, "what": what}
+        for key, (op, limit, what) in GOALS.items() if key in measured
+    }
+
+
+def markdown(table: dict, checks: dict, scrapes: dict, visibility: dict, facts: dict) -> str:
+    lines = ["| concurrency | target | req/s | p50 ms | p95 ms | p99 ms | proxy CPU ms/req | errors |",
+             "|---|---|---|---|---|---|---|---|"]
+    for level, by_target in table.items():
+        for name, f in by_target.items():
+            cpu = f"{f['cpu_ms_per_request']:.2f}" if "cpu_ms_per_request" in f else "-"
+            lines.append(f"| {level[1:]} | {name} | {f['rps']:.0f} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} "
+                         f"| {f['p99_ms']:.2f} | {cpu} | {f['errors']:.0f} |")
+        if "direct" in by_target:
+            on, off, direct = by_target["proxy_on"], by_target["proxy_off"], by_target["direct"]
+            lines.append(f"| {level[1:]} | ratios | on/direct {on['rps'] / direct['rps']:.3f}, "
+                         f"off/direct {off['rps'] / direct['rps']:.3f}, on/off {on['rps'] / off['rps']:.3f} "
+                         f"| | | | CPU on/off {on['cpu_ms_per_request'] / off['cpu_ms_per_request']:.2f} | |")
+    lines += ["", "| goal | target | measured | met |", "|---|---|---|---|"]
+    lines += [f"| {c['what']} | {c['goal']} | {c['measured']} | {'yes' if c['met'] else 'NO'} |" for c in checks.values()]
+    lines += ["", f"/metrics under load: {scrapes['series']} series, {scrapes['scrapes']} scrapes, "
+              f"p50 {scrapes['p50_ms']:.2f} ms, p99 {scrapes['p99_ms']:.2f} ms.",
+              f"Request to count visible in Prometheus through the collector (OTLP export every 5 s, scrape every "
+              f"1 s): median {visibility['median_s']:.1f} s, max {visibility['max_s']:.1f} s.",
+              f"Machine: {facts['cores']} cores, {facts['memory_gib']} GiB, Python {facts['python']}, "
+              f"kernel {facts['kernel']}; {', '.join(f'{k} {v}' for k, v in facts['versions'].items())}."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=8, help="length of one wrk run (default 8)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per concurrency (default 3)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--out", type=Path, default=None, help="results directory")
+    args = parser.parse_args(argv)
+    out = args.out or RESULTS / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    bench = Bench(Path(tempfile.mkdtemp(prefix="inferwatch-bench-")), args.seconds, args.rounds, args.concurrency)
+    try:
+        bench.start()
+        runs = bench.measure_load()
+        scrapes = bench.measure_scrapes()
+        visibility = bench.measure_visibility()
+    finally:
+        bench.stop()
+    table = summarize(runs)
+    checks = goals(table, scrapes)
+    facts = machine_facts()
+    report = markdown(table, checks, scrapes, visibility, facts)
+    (out / "results.md").write_text(report + "\n")
+    (out / "results.json").write_text(json.dumps(
+        {"runs": runs, "table": table, "goals": checks, "scrapes": scrapes, "visibility": visibility,
+         "machine": facts, "settings": vars(args) | {"out": str(out)}}, indent=2, default=str))
+    print(report)
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
