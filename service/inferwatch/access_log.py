@@ -1,9 +1,10 @@
 """Structured logs: one JSON line per request, written off the request path.
 
-``configure_logging`` sends every record through a queue to a background thread, so a request
-never waits on a write to stderr. Each request line has ``time``, ``method``, ``route``,
-``status``, ``duration_s``, ``outcome``, ``trace_id`` and ``span_id``; the level is
-``INFERWATCH_LOG_LEVEL`` (request lines are INFO, so WARNING silences them).
+``configure_logging`` sends every record through a queue to a background thread, and
+:class:`AccessLog` writes the request lines from a thread of its own, so a request never waits on
+a write to stderr. Each request line has ``time``, ``method``, ``route``, ``status``,
+``duration_s``, ``outcome``, ``trace_id`` and ``span_id``; the level is ``INFERWATCH_LOG_LEVEL``
+(request lines are INFO, so WARNING silences them).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import logging.handlers
 import queue
 import sys
+import threading
 import time
 
 from flask import request
@@ -57,23 +59,75 @@ def configure_logging(level: str = "INFO", stream=None) -> logging.handlers.Queu
 
 
 class AccessLog:
-    """Writes the request line for the current Flask request."""
+    """The per-request JSON line, written by a background thread.
 
-    def __init__(self, logger: logging.Logger | None = None):
+    The request thread only puts a tuple on a queue (no formatting, no logging records, no
+    syscall); the writer thread formats lines and writes each batch with one ``write``. Lines
+    have the same shape as :class:`JsonFormatter` output, with ``logger`` ``inferwatch.access``.
+    """
+
+    _STOP = object()
+
+    def __init__(self, stream=None, logger: logging.Logger | None = None):
         self._logger = logger or logging.getLogger(ACCESS_LOGGER)
+        self._stream = stream or sys.stderr
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._drain, name="inferwatch-access-log", daemon=True)
+        self._thread.start()
 
     def write(self, status: int, duration_s: float, outcome) -> None:
         if not self._logger.isEnabledFor(logging.INFO):
             return
         context = trace.get_current_span().get_span_context()
         rule = request.url_rule
-        fields = {
-            "method": request.method,
-            "route": rule.rule if rule is not None else UNMATCHED_ROUTE,
-            "status": status,
-            "duration_s": round(duration_s, 6),
-            "outcome": outcome.value if outcome is not None else None,
-            "trace_id": format(context.trace_id, "032x") if context.is_valid else None,
-            "span_id": format(context.span_id, "016x") if context.is_valid else None,
-        }
-        self._logger.info("request", extra={"fields": fields})
+        self._queue.put((
+            time.time(),
+            request.method,
+            rule.rule if rule is not None else UNMATCHED_ROUTE,
+            status,
+            duration_s,
+            outcome.value if outcome is not None else None,
+            context.trace_id if context.is_valid else None,
+            context.span_id if context.is_valid else None,
+        ))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued and stop the writer."""
+        self._queue.put(self._STOP)
+        self._thread.join(timeout)
+
+    def _drain(self) -> None:
+        while True:
+            entries = [self._queue.get()]
+            while len(entries) < 512:  # take whatever else is waiting, up to a batch
+                try:
+                    entries.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = self._STOP in entries
+            lines = [format_line(entry) for entry in entries if entry is not self._STOP]
+            if lines:
+                try:
+                    self._stream.write("".join(lines))
+                    self._stream.flush()
+                except (OSError, ValueError):  # a closed stream must not end the writer
+                    pass
+            if stop:
+                return
+
+
+def format_line(entry: tuple) -> str:
+    created, method, route, status, duration_s, outcome, trace_id, span_id = entry
+    return json.dumps({
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z",
+        "level": "INFO",
+        "logger": ACCESS_LOGGER,
+        "message": "request",
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_s": round(duration_s, 6),
+        "outcome": outcome,
+        "trace_id": format(trace_id, "032x") if trace_id is not None else None,
+        "span_id": format(span_id, "016x") if span_id is not None else None,
+    }) + "\n"

@@ -256,6 +256,7 @@ def create_app(
     app.wsgi_app = OperationalEndpoints(app.wsgi_app, telemetry, upstream)
     app.extensions["inferwatch"] = {
         "settings": settings, "telemetry": telemetry, "upstream": upstream, "sampler": sampler, "rate": rate,
+        "access_log": access_log,
     }
     return app
 
@@ -264,5 +265,6 @@ def close_app(app: Flask) -> None:
     """Stop the sampler, flush telemetry and close upstream connections."""
     parts = app.extensions["inferwatch"]
     parts["sampler"].stop()
+    parts["access_log"].close()
     parts["telemetry"].shutdown()
     parts["upstream"].close()

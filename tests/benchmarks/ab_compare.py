@@ -1,0 +1,91 @@
+"""Before/after of one optimisation: the proxy at a git revision against the working tree.
+
+Both proxies run with full telemetry (OTLP to a real collector, /metrics, the request log) in
+front of the same MLflow model server, and are loaded in interleaved rounds (A B A B ...) with
+wrk, so machine drift cancels out. Reports each side's proxy CPU per request, p50 and req/s.
+
+    python tests/benchmarks/ab_compare.py --baseline HEAD~1 [--rounds 4 --seconds 5 --concurrency 1 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench_proxy import ROOT, env_with
+from harness import cpu_seconds, median, run_wrk, wrk_script
+from inferwatch.demo_model import save_demo_model
+from inferwatch.processes import ManagedProcess, free_port, mlflow_serve_command
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline", required=True, help="git revision to compare against")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="inferwatch-ab-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(work / "baseline"), args.baseline],
+                   check=True, capture_output=True)
+    processes: list[ManagedProcess] = []
+
+    def spawn(name, command, env, ready):
+        process = ManagedProcess(name, command, work / f"{name}.log", env=env).start()
+        processes.append(process)
+        process.wait_ready(ready, timeout=120)
+        return process
+
+    try:
+        binary = subprocess.run(["bash", str(ROOT / "otel-collector" / "build.sh")], capture_output=True,
+                                text=True, check=True).stdout.strip().splitlines()[-1]
+        mlflow_port, health, http = free_port(), free_port(), free_port()
+        spawn("mlflow", mlflow_serve_command(save_demo_model(work / "model"), mlflow_port), env_with(),
+              f"http://127.0.0.1:{mlflow_port}/ping")
+        spawn("otelcol", [binary, "--config", str(ROOT / "otel-collector" / "config.yaml")], env_with(
+            OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{free_port()}", OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{http}",
+            OTELCOL_PROMETHEUS_ENDPOINT=f"127.0.0.1:{free_port()}", OTELCOL_HEALTH_ENDPOINT=f"127.0.0.1:{health}",
+            OTELCOL_TELEMETRY_PORT=str(free_port()), OTELCOL_TRACES_FILE=str(work / "traces.jsonl"),
+        ), f"http://127.0.0.1:{health}/")
+        sides = {}
+        for name, source in (("baseline", work / "baseline" / "service"), ("current", ROOT / "service")):
+            port = free_port()
+            env = env_with(INFERWATCH_UPSTREAM=f"http://127.0.0.1:{mlflow_port}", INFERWATCH_PORT=str(port),
+                           OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{http}", OTEL_METRIC_EXPORT_INTERVAL="5000",
+                           PYTHONPATH=str(source))
+            process = spawn(name, [sys.executable, "-m", "inferwatch", "serve"], env,
+                            f"http://127.0.0.1:{port}/readyz")
+            sides[name] = (f"http://127.0.0.1:{port}/predict", process)
+        script = wrk_script(work)
+        results: dict = {}
+        for url, _ in sides.values():
+            run_wrk(url, script, 2, 1)
+        for concurrency in args.concurrency:
+            for _ in range(args.rounds):
+                for name, (url, process) in sides.items():
+                    before = cpu_seconds(process.process.pid)
+                    figures = run_wrk(url, script, concurrency, args.seconds)
+                    figures["cpu_ms"] = (cpu_seconds(process.process.pid) - before) * 1000 / max(figures["requests"], 1)
+                    results.setdefault(concurrency, {}).setdefault(name, []).append(figures)
+        print(f"baseline {args.baseline} vs working tree, medians of {args.rounds} interleaved rounds")
+        print("| concurrency | side | proxy CPU ms/req | p50 ms | req/s |")
+        print("|---|---|---|---|---|")
+        for concurrency, by_side in results.items():
+            for name, runs in by_side.items():
+                print(f"| {concurrency} | {name} | {median([r['cpu_ms'] for r in runs]):.3f} "
+                      f"| {median([r['p50_ms'] for r in runs]):.2f} | {median([r['rps'] for r in runs]):.0f} |")
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work / "baseline")],
+                       capture_output=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    raise SystemExit(main())
