@@ -16,10 +16,32 @@ from dataclasses import dataclass
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.cookies import RequestsCookieJar
+from requests.hooks import default_hooks
+from requests.models import PreparedRequest
+from requests.structures import CaseInsensitiveDict
 from urllib3.util.retry import Retry
 
-from inferwatch import errors
+from inferwatch import __version__, errors
 from inferwatch.config import Settings
+
+
+_FIXED_HEADERS = {
+    "Accept": "application/json",
+    "Accept-Encoding": "identity",
+    "Connection": "keep-alive",
+    "User-Agent": f"inferwatch/{__version__}",
+}
+
+
+class _NoCookies(RequestsCookieJar):
+    """A cookie jar that keeps nothing: the proxy is not a browser session."""
+
+    def set_cookie(self, cookie, *args, **kwargs):
+        return None
+
+    def extract_cookies(self, response, request):
+        return None
 
 
 @dataclass(frozen=True)
@@ -42,22 +64,28 @@ class UpstreamClient:
         )
         self._session = requests.Session()
         self._session.trust_env = False  # proxy variables must not reroute calls to the model
+        self._session.cookies = _NoCookies()  # one client's cookies never ride on another's call
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
+        self._hooks = default_hooks()
         # Readiness probes use a bare urllib3 pool so they make no spans.
         self._ping_url = settings.ping_url
         self._ping_pool = urllib3.PoolManager(num_pools=1, maxsize=2, retries=False)
         self._ping_timeout = urllib3.Timeout(connect=settings.ready_timeout, read=settings.ready_timeout)
 
     def invoke(self, body: bytes, content_type: str) -> UpstreamAnswer:
+        # Built directly: Session.request would re-merge settings, cookies and the environment on
+        # every call. send() is what the requests instrumentation wraps, so spans are unchanged.
+        prepared = PreparedRequest()
+        prepared.method = "POST"
+        prepared.url = self._url
+        prepared.headers = CaseInsensitiveDict(
+            {"Content-Type": content_type, "Content-Length": str(len(body)), **_FIXED_HEADERS}
+        )
+        prepared.body = body
+        prepared.hooks = self._hooks
         try:
-            response = self._session.post(
-                self._url,
-                data=body,
-                headers={"Content-Type": content_type},
-                timeout=self._timeout,
-                allow_redirects=False,
-            )
+            response = self._session.send(prepared, timeout=self._timeout, allow_redirects=False)
         except requests.Timeout:
             raise errors.upstream_timeout() from None
         except requests.ConnectionError:

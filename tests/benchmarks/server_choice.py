@@ -22,10 +22,22 @@ from harness import cpu_seconds, run_wrk, wrk_script
 from inferwatch.processes import ManagedProcess, free_port
 
 CANDIDATES = {
-    "waitress-8": ([sys.executable, "-m", "inferwatch", "serve"], {"INFERWATCH_THREADS": "8"}),
     "waitress-16": ([sys.executable, "-m", "inferwatch", "serve"], {"INFERWATCH_THREADS": "16"}),
     "gunicorn-gthread-16": (
-        [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", "16", "inferwatch.app:create_app()"],
+        [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", "16", "-b", "{addr}",
+         "inferwatch.wsgi:application"],
+        {},
+    ),
+    "granian-16": (
+        [str(Path(sys.executable).parent / "granian"), "--interface", "wsgi", "--workers", "1",
+         "--blocking-threads", "16", "--host", "127.0.0.1", "--port", "{port}", "--no-ws",
+         "inferwatch.wsgi:application"],
+        {},
+    ),
+    "uwsgi-16": (
+        [str(Path(sys.executable).parent / "uwsgi"), "--http11-socket", "{addr}", "--processes", "1",
+         "--threads", "16", "--enable-threads", "--lazy-apps", "--die-on-term", "--disable-logging",
+         "--module", "inferwatch.wsgi:application"],
         {},
     ),
 }
@@ -45,8 +57,7 @@ def main() -> None:
         port = free_port()
         env = dict(os.environ, INFERWATCH_UPSTREAM=args.upstream, INFERWATCH_PORT=str(port),
                    INFERWATCH_LOG_LEVEL="WARNING", **extra)
-        if "gunicorn" in name:
-            command = [*command, "-b", f"127.0.0.1:{port}"]
+        command = [part.format(addr=f"127.0.0.1:{port}", port=port) for part in command]
         process = ManagedProcess(name, command, work / f"{name}.log", env=env).start()
         process.wait_ready(f"http://127.0.0.1:{port}/healthz")
         servers[name] = (process, f"http://127.0.0.1:{port}")
