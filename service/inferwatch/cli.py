@@ -88,12 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"inferwatch: bad setting {error}", file=sys.stderr)
         return 2
-    from inferwatch.access_log import configure_logging
     from inferwatch.server import serve
 
-    listener = configure_logging(settings.log_level)
-    try:
-        serve(settings)
-    finally:
-        listener.stop()
+    serve(settings)  # replaces this process with the server
     return 0

@@ -1,53 +1,64 @@
-"""Runs the proxy on waitress: one process, a pool of threads.
+"""Runs the proxy on uWSGI: one process, a pool of threads.
 
 One process keeps every metric exact: with several worker processes each would hold its own
-counters and a scrape would see only one of them. Threads, not processes, carry concurrency;
-the work per request is mostly waiting on the model server.
+counters and a scrape would see only one of them. Threads carry the concurrency (the work per
+request is mostly waiting on the model server). uWSGI was chosen by measurement against
+waitress, gunicorn (gthread) and granian (tests/benchmarks/server_choice.py): its HTTP parsing
+in C cost the least proxy CPU per request.
+
+``serve`` replaces the current process with uWSGI (pyuwsgi, from PyPI); the app is imported in
+the worker from :mod:`inferwatch.wsgi`, which reads the same ``INFERWATCH_*`` settings. SIGTERM
+and SIGINT shut down gracefully: in-flight requests finish, then telemetry is flushed.
 """
 
 from __future__ import annotations
 
-import logging
-import signal
+import os
+import sys
+from pathlib import Path
 
-from waitress.server import create_server
+from inferwatch.config import Settings, env_name
 
-from inferwatch.app import close_app, create_app
-from inferwatch.config import Settings
-
-log = logging.getLogger(__name__)
+# Seconds a graceful shutdown waits for in-flight requests before the worker is killed.
+SHUTDOWN_GRACE_S = 15
 
 
-def _stop(_signum, _frame):
-    raise KeyboardInterrupt
+def oversize_guard_bytes(settings: Settings) -> int:
+    return max(16 * settings.max_body_bytes, 16 << 20)
+
+
+def uwsgi_command(settings: Settings) -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "uwsgi"),
+        "--http11-socket", f"{settings.host}:{settings.port}",
+        "--master",
+        "--processes", "1",
+        "--threads", str(settings.threads),
+        "--enable-threads",
+        "--lazy-apps",  # import the app in the worker, after the fork: its threads live there
+        "--need-app",
+        "--single-interpreter",
+        "--listen", "1024",
+        # SIGTERM and SIGINT: stop accepting, let in-flight requests finish, then exit.
+        "--hook-master-start", "unix_signal:15 gracefully_kill_them_all",
+        "--hook-master-start", "unix_signal:2 gracefully_kill_them_all",
+        "--worker-reload-mercy", str(SHUTDOWN_GRACE_S),
+        "--disable-logging",  # the app writes its own JSON request lines
+        "--buffer-size", "32768",  # request headers up to 32 KiB
+        # Read every body before the app runs, so an error answered without reading it (415,
+        # 413, 400) leaves a clean keep-alive connection; larger bodies spill to a temp file.
+        "--post-buffering", "65536",
+        # A guard only: bodies over the proxy's limit get its JSON 413 up to this size; beyond
+        # it uWSGI closes the connection without reading the body.
+        "--limit-post", str(oversize_guard_bytes(settings)),
+        "--module", "inferwatch.wsgi:application",
+    ]
 
 
 def serve(settings: Settings) -> None:
-    app = create_app(settings)
-    server = create_server(
-        app,
-        host=settings.host,
-        port=settings.port,
-        threads=settings.threads,
-        ident="inferwatch",
-        # The proxy enforces its own body limit with a JSON 413; waitress only guards memory.
-        max_request_body_size=max(settings.max_body_bytes * 2, 1 << 20),
-        clear_untrusted_proxy_headers=True,
-    )
-    signal.signal(signal.SIGTERM, _stop)
-    log.info(
-        "listening",
-        extra={"fields": {
-            "message": "listening",
-            "url": f"http://{settings.host}:{server.effective_port}",
-            "upstream": settings.upstream,
-            "threads": settings.threads,
-        }},
-    )
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        log.info("shutting down")
-    finally:
-        server.close()
-        close_app(app)
+    """Exec uWSGI with the settings passed on through the environment."""
+    environ = dict(os.environ)
+    for field, value in vars(settings).items():
+        environ[env_name(field)] = str(value)
+    command = uwsgi_command(settings)
+    os.execve(command[0], command, environ)
