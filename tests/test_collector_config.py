@@ -103,3 +103,12 @@ def test_write_replaces_only_the_generated_block(tmp_path):
 
     text = config.read_text(encoding="utf-8")
     assert text == "processors:\n" + collector_config.render_processors() + "  batch: {}\n"
+
+
+def test_the_sampler_keeps_traces_slower_than_the_latency_alert_threshold():
+    from inferwatch.alert_rules import THRESHOLDS
+
+    policies = load_config()["processors"]["tail_sampling/errors_slow_sample"]["policies"]
+    slow = next(p for p in policies if p["type"] == "latency")["latency"]["threshold_ms"]
+    default_ms = int(slow.rsplit(":-", 1)[1].rstrip("}"))
+    assert default_ms == THRESHOLDS.latency_seconds * 1000

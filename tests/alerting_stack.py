@@ -1,0 +1,207 @@
+"""Real Prometheus and Alertmanager (Debian's packages) and an SMTP sink, started by the tests.
+
+Each server listens on a free port on 127.0.0.1 and keeps its data, configuration and log in the
+test's temporary directory. Every wait is bounded: :func:`poll` takes a deadline.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import requests
+import yaml
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from inferwatch.processes import ManagedProcess, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+PROMETHEUS_DIR = REPO / "observability" / "prometheus"
+ALERTMANAGER_DIR = REPO / "observability" / "alertmanager"
+INSTALL_HINT = "install them with: apt-get install -y prometheus prometheus-alertmanager"
+START_TIMEOUT = 60.0
+
+T = TypeVar("T")
+
+
+def require_binary(*names: str) -> str:
+    """The first of ``names`` on PATH; fails (never skips) the test when none is installed."""
+    for name in names:
+        if path := shutil.which(name):
+            return path
+    pytest.fail(f"none of {', '.join(names)} is on PATH; {INSTALL_HINT}")
+
+
+def poll(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25) -> T:
+    """Call ``check`` until it returns something truthy, for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last answer: {last!r}")
+
+
+def prometheus_test_config(scrape_target: str, rule_files: str, alertmanager: str, interval: str = "1s") -> str:
+    """The committed prometheus.yml with test-only addresses and short scrape/evaluation intervals."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"].update(scrape_interval=interval, evaluation_interval=interval)
+    config["rule_files"] = [rule_files]
+    [alertmanagers] = config["alerting"]["alertmanagers"]
+    alertmanagers["static_configs"] = [{"targets": [alertmanager]}]
+    [job] = config["scrape_configs"]
+    job["static_configs"] = [{"targets": [scrape_target]}]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+@dataclass
+class PrometheusServer:
+    config_path: Path
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> PrometheusServer:
+        command = [
+            require_binary("prometheus"),
+            f"--config.file={self.config_path}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+        ]
+        self.process = ManagedProcess("prometheus", command, self.workdir / "prometheus.log", cwd=self.workdir).start()
+        self.process.wait_ready(self.url + "/-/ready", timeout=START_TIMEOUT)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def query(self, expr: str, at: float | None = None) -> list[dict]:
+        params = {"query": expr} if at is None else {"query": expr, "time": at}
+        response = requests.get(self.url + "/api/v1/query", params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()["data"]["result"]
+
+    def alerts(self, name: str) -> list[dict]:
+        response = requests.get(self.url + "/api/v1/alerts", timeout=10)
+        response.raise_for_status()
+        return [a for a in response.json()["data"]["alerts"] if a["labels"]["alertname"] == name]
+
+
+@dataclass
+class AlertmanagerServer:
+    config_path: Path
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> AlertmanagerServer:
+        command = [
+            require_binary("alertmanager", "prometheus-alertmanager"),
+            f"--config.file={self.config_path}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--storage.path={self.workdir / 'data'}",
+            "--cluster.listen-address=",  # no gossip port: a single instance
+        ]
+        self.process = ManagedProcess("alertmanager", command, self.workdir / "alertmanager.log", cwd=self.workdir).start()
+        self.process.wait_ready(self.url + "/-/ready", timeout=START_TIMEOUT)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+class _RecordingHandler:
+    """Keeps every message; refuses mail from a client that did not log in, when a login is set."""
+
+    def __init__(self, login_required: bool):
+        self.login_required = login_required
+        self.messages: list[EmailMessage] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        if self.login_required and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+
+class SmtpSink:
+    """An aiosmtpd server on 127.0.0.1 that keeps what it receives.
+
+    With ``username``/``password`` it offers AUTH PLAIN without TLS (Go's SMTP client allows that
+    on loopback only) and accepts mail only from a client that logged in with exactly those.
+    """
+
+    def __init__(self, username: str | None = None, password: str | None = None):
+        self.port = free_port()
+        self.handler = _RecordingHandler(login_required=username is not None)
+        self.logins: list[tuple[str, bool]] = []
+        self._credentials = (username, password)
+        self.controller = Controller(
+            self.handler,
+            hostname="127.0.0.1",
+            port=self.port,
+            authenticator=self._authenticate if username is not None else None,
+            auth_require_tls=False,
+            # aiosmtpd's LOGIN challenges ("User Name\0") are not the usual "Username:" that
+            # Alertmanager's LOGIN client expects; real servers also offer PLAIN, as here.
+            auth_exclude_mechanism=["LOGIN"],
+        )
+
+    @property
+    def smarthost(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        ok = isinstance(auth_data, LoginPassword) and (
+            auth_data.login.decode(), auth_data.password.decode()) == self._credentials
+        self.logins.append((mechanism, ok))
+        return AuthResult(success=ok)
+
+    def start(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def messages(self) -> list[EmailMessage]:
+        with self.handler.lock:
+            return list(self.handler.messages)
+
+    def wait_for(self, predicate: Callable[[EmailMessage], bool], timeout: float, what: str) -> EmailMessage:
+        return poll(lambda: next((m for m in self.messages() if predicate(m)), None), timeout, what)
+
+
+def text_body(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None, f"no text/plain part in:\n{message}"
+    return part.get_content().replace("\r\n", "\n")

@@ -1,0 +1,254 @@
+"""The failure-rate alert, end to end: a real outage becomes an email, and the recovery another.
+
+Real components only: the proxy (``inferwatch serve``) in front of a real MLflow model server,
+Prometheus with the committed prometheus.yml and rules, Alertmanager with the committed email
+templates, and an aiosmtpd sink that requires the SMTP login Alertmanager reads from its password
+file. Only timings are shortened, through test-only configuration: scrape and evaluation every
+second, the alert's ``for`` (rendered with an override, the expression untouched) and
+Alertmanager's group timings. The rule's [5m] window stays: it covers the whole test.
+
+The scenario runs twice, once per way Prometheus can read the metrics: the proxy's own /metrics,
+and the collector's exporter (the default in prometheus.yml) with the proxy sending it OTLP. The
+scrape target is the only difference (``start_alerting(scrape_target)``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from alerting_stack import (
+    ALERTMANAGER_DIR,
+    AlertmanagerServer,
+    PrometheusServer,
+    SmtpSink,
+    poll,
+    prometheus_test_config,
+    text_body,
+)
+from conftest import MlflowServer, otlp_env
+from inferwatch.alert_rules import RouteTimings, SmtpSettings, render_alertmanager_config, rule_files
+from inferwatch.demo_model import SEED_EXAMPLE
+from inferwatch.processes import free_port
+
+ALERT = "HighPredictionFailureRate"
+TEST_FOR = "2s"
+TEST_TIMINGS = RouteTimings(group_wait="1s", group_interval="1s", repeat_interval="1h")
+SMTP_USER = "inferwatch-alerts"
+SMTP_PASSWORD = "correct horse battery staple"
+SENDER = "alerts@inferwatch.test"
+RECIPIENT = "oncall@inferwatch.test"
+# Deadlines; measured here: firing about 3 s after the failures, the email 1-2 s later.
+ALERT_TIMEOUT = 30.0
+EMAIL_TIMEOUT = 30.0
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class AlertingStack:
+    prometheus: PrometheusServer
+    alertmanager: AlertmanagerServer
+    smtp: SmtpSink
+
+    def diagnostics(self) -> str:
+        """What each component saw, for a failure message."""
+        try:
+            counters = {r["metric"]["__name__"]: r["value"][1] for r in
+                        self.prometheus.query('{__name__=~"prediction_(success|failure)_total"}')}
+            alerts = [(a["labels"]["alertname"], a["state"], a["value"]) for a in self.prometheus.alerts(ALERT)]
+        except Exception as error:  # the report must not hide the original failure
+            counters, alerts = f"(query failed: {error})", "(unknown)"
+        return "\n".join([
+            f"counters in Prometheus: {counters}",
+            f"{ALERT} in Prometheus: {alerts}",
+            f"emails: {[m['Subject'] for m in self.smtp.messages()]}; SMTP logins: {self.smtp.logins}",
+            "--- prometheus log ---", self.prometheus.process.log_tail(20),
+            "--- alertmanager log ---", self.alertmanager.process.log_tail(20),
+        ])
+
+
+@pytest.fixture
+def start_alerting(tmp_path):
+    """``start_alerting(scrape_target)``: SMTP sink, Alertmanager and Prometheus, stopped at teardown."""
+    started: list = []
+
+    def start(scrape_target: str) -> AlertingStack:
+        smtp = SmtpSink(SMTP_USER, SMTP_PASSWORD).start()
+        started.append(smtp)
+        alertmanager = AlertmanagerServer(_alertmanager_config(tmp_path / "alertmanager", smtp), tmp_path / "alertmanager")
+        started.append(alertmanager.start())
+        prometheus_dir = tmp_path / "prometheus"
+        _write_rules(prometheus_dir / "rules")
+        config = prometheus_dir / "prometheus.yml"
+        config.write_text(prometheus_test_config(scrape_target, "rules/*.yml", alertmanager.address))
+        prometheus = PrometheusServer(config, prometheus_dir)
+        started.append(prometheus.start())
+        return AlertingStack(prometheus, alertmanager, smtp)
+
+    yield start
+    for component in reversed(started):
+        component.stop()
+
+
+def _alertmanager_config(workdir: Path, smtp: SmtpSink) -> Path:
+    # The same path a deployment takes: settings from the environment, the password into a
+    # 0600 file that only Alertmanager reads.
+    env = {
+        "INFERWATCH_SMTP_SMARTHOST": smtp.smarthost,
+        "INFERWATCH_SMTP_FROM": SENDER,
+        "INFERWATCH_ALERT_EMAIL_TO": RECIPIENT,
+        "INFERWATCH_SMTP_USERNAME": SMTP_USER,
+        "INFERWATCH_SMTP_PASSWORD": SMTP_PASSWORD,
+        "INFERWATCH_SMTP_REQUIRE_TLS": "false",  # the sink offers no STARTTLS
+    }
+    settings = SmtpSettings.from_env(env, password_dir=workdir)
+    config = workdir / "alertmanager.yml"
+    templates = str(ALERTMANAGER_DIR.resolve() / "templates" / "*.tmpl")
+    config.write_text(render_alertmanager_config(settings, TEST_TIMINGS, templates=templates))
+    assert SMTP_PASSWORD not in config.read_text()
+    return config
+
+
+def _write_rules(rules_dir: Path) -> None:
+    rules_dir.mkdir(parents=True)
+    for name, text in rule_files(for_overrides={ALERT: TEST_FOR}).items():
+        (rules_dir / name).write_text(text)
+
+
+def predict(proxy, prometheus: PrometheusServer, count: int) -> dict[int, int]:
+    """``count`` predictions; the first alone, until Prometheus has scraped its status.
+
+    http_requests_total{status=...} is born with the first request of that status, and rate()
+    cannot count the increase that created a series; after one scrape it counts the rest.
+    """
+    statuses: dict[int, int] = {}
+    for sent in range(count):
+        status = proxy.post(json=SEED_EXAMPLE).status_code
+        statuses[status] = statuses.get(status, 0) + 1
+        if sent == 0:
+            poll(lambda: prometheus.query(f'http_requests_total{{job="inferwatch", status="{status}"}}'),
+                 ALERT_TIMEOUT, f"Prometheus to scrape a {status} answer")
+    return statuses
+
+
+def scalar(prometheus: PrometheusServer, expr: str) -> float | None:
+    result = prometheus.query(expr)
+    return float(result[0]["value"][1]) if result else None
+
+
+def alert_state(prometheus: PrometheusServer) -> str | None:
+    states = {alert["state"] for alert in prometheus.alerts(ALERT)}
+    return "firing" if "firing" in states else next(iter(states), None)
+
+
+def is_email_about(status: str):
+    return lambda m: ALERT in m["Subject"] and m["Subject"].startswith(f"[{status}")
+
+
+def start_proxy_and_target(scrape: str, mlflow_url: str, start_proxy, request):
+    """The proxy, and the address Prometheus scrapes for it: its own /metrics or the collector's."""
+    if scrape == "service":
+        proxy = start_proxy(mlflow_url)
+        return proxy, f"127.0.0.1:{proxy.port}"
+    collector = request.getfixturevalue("start_collector")()
+    return start_proxy(mlflow_url, env=otlp_env(collector)), f"127.0.0.1:{collector.ports['prometheus']}"
+
+
+@pytest.mark.parametrize("scrape", ["service", "collector"])
+def test_a_model_server_outage_fires_the_failure_alert_by_email_and_the_recovery_resolves_it(
+    scrape, demo_model, start_proxy, start_alerting, request, tmp_path
+):
+    started = time.monotonic()
+    mlflow = MlflowServer(demo_model, free_port(), tmp_path / "mlflow.log").start()
+    stack = None
+    try:
+        proxy, target = start_proxy_and_target(scrape, mlflow.url, start_proxy, request)
+        stack = start_alerting(scrape_target=target)
+        prometheus = stack.prometheus
+
+        # rate() needs two samples: let Prometheus see the counters at 0 before any traffic.
+        poll(lambda: scalar(prometheus, 'prediction_success_total{job="inferwatch"}') == 0,
+             ALERT_TIMEOUT, "Prometheus to scrape the counters at 0")
+
+        # Healthy: predictions succeed, Prometheus sees them, nothing fires.
+        assert predict(proxy, prometheus, 5) == {200: 5}
+        poll(lambda: (scalar(prometheus, 'prediction_success_total{job="inferwatch"}') or 0) >= 5,
+             ALERT_TIMEOUT, "Prometheus to scrape 5 successes")
+        assert alert_state(prometheus) is None
+
+        # Outage: the model server dies, every prediction fails with 503.
+        mlflow.process.kill()
+        failures = 10
+        assert predict(proxy, prometheus, failures) == {503: failures}
+        outage_at = time.monotonic()
+        poll(lambda: alert_state(prometheus) == "firing", ALERT_TIMEOUT, f"{ALERT} to fire")
+        fired_after = time.monotonic() - outage_at
+
+        firing = stack.smtp.wait_for(is_email_about("FIRING"), EMAIL_TIMEOUT, f"the {ALERT} email")
+        emailed_after = time.monotonic() - outage_at
+        assert_firing_email(firing)
+        assert stack.smtp.logins and all(ok for _, ok in stack.smtp.logins), stack.smtp.logins
+
+        assert_seed_queries_answer_on_real_metrics(prometheus)
+
+        # Recovery: the model server is back, successes outnumber the failures 20 to 1.
+        mlflow.start()
+        assert predict(proxy, prometheus, 20 * failures) == {200: 20 * failures}
+        poll(lambda: alert_state(prometheus) is None, ALERT_TIMEOUT, f"{ALERT} to resolve")
+        resolved = stack.smtp.wait_for(is_email_about("RESOLVED"), EMAIL_TIMEOUT, f"the resolved {ALERT} email")
+        assert "Resolved:" in text_body(resolved)
+    except Exception:
+        if stack is not None:
+            print(stack.diagnostics())
+        raise
+    finally:
+        mlflow.stop()
+    print(f"\nfired {fired_after:.1f} s and emailed {emailed_after:.1f} s after the outage; "
+          f"whole test {time.monotonic() - started:.1f} s")
+
+
+def assert_firing_email(message) -> None:
+    assert message["Subject"].startswith(f"[FIRING:1] {ALERT}: Prediction failure rate above 10%"), message["Subject"]
+    assert message["From"] == SENDER and message["To"] == RECIPIENT
+    body = text_body(message)
+    assert "Summary:     Prediction failure rate above 10%" in body, body
+    value = re.search(r"^Value:\s+([0-9.]+)%$", body, re.MULTILINE)
+    assert value, body
+    # 10 failures after 5 successes: about two thirds failed (rate() extrapolates a little).
+    assert 50 < float(value.group(1)) <= 100, body
+    assert f"{value.group(1)}% of predictions (inferwatch) failed over the last 5m" in body, body
+    html = message.get_body(preferencelist=("html",)).get_content()
+    assert "Prediction failure rate above 10%" in html and f"{value.group(1)}%" in html
+
+
+def assert_seed_queries_answer_on_real_metrics(prometheus: PrometheusServer) -> None:
+    """The seed README's PromQL, verbatim, on what Prometheus scraped from the real proxy."""
+    at = time.time()
+
+    def query(expr: str) -> list[dict]:
+        return prometheus.query(expr, at=at)
+
+    cpu = query("system_cpu_usage")
+    assert len(cpu) == 1 and 0 <= float(cpu[0]["value"][1]) <= 100, cpu
+
+    by_status = {r["metric"]["status"]: float(r["value"][1]) for r in query("rate(http_requests_total[1m])")
+                 if r["metric"]["route"] == "/predict"}
+    assert by_status.keys() == {"200", "503"} and by_status["503"] > 0, by_status
+
+    p95 = query("histogram_quantile(0.95, rate(http_request_duration_seconds_bucket[5m]))")
+    assert {r["metric"]["status"] for r in p95} == {"200", "503"}, p95
+    assert all(0 < float(r["value"][1]) <= 10 for r in p95), p95
+
+    success_ratio = query(
+        "rate(prediction_success_total[5m]) / (rate(prediction_success_total[5m]) + rate(prediction_failure_total[5m]))")
+    failing = query(
+        "rate(prediction_failure_total[5m]) / (rate(prediction_success_total[5m]) + rate(prediction_failure_total[5m])) > 0.1")
+    assert len(success_ratio) == 1 and len(failing) == 1, (success_ratio, failing)
+    success, failure = float(success_ratio[0]["value"][1]), float(failing[0]["value"][1])
+    assert 0 < success < 0.5 and math.isclose(success + failure, 1.0, rel_tol=1e-9), (success, failure)

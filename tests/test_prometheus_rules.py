@@ -1,0 +1,131 @@
+"""The Prometheus configuration and rules: rendered from the thresholds, valid, unit-tested by promtool."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from alerting_stack import PROMETHEUS_DIR, REPO, require_binary
+from inferwatch import alert_rules
+from inferwatch.alert_rules import THRESHOLDS, InvalidDurationError, UnknownAlertError, rule_files, rule_groups
+from inferwatch.metric_mapping import LATENCY_BUCKETS_SECONDS
+
+RULES_DIR = PROMETHEUS_DIR / "rules"
+TESTS_DIR = PROMETHEUS_DIR / "tests"
+GROUP_FILES = sorted(group.file_name for group in rule_groups())
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([require_binary("promtool"), *args], capture_output=True, text=True, timeout=120)
+
+
+def alerts_by_name(text: str) -> dict[str, dict]:
+    return {rule["alert"]: rule for group in yaml.safe_load(text)["groups"] for rule in group["rules"] if "alert" in rule}
+
+
+def test_the_committed_rule_files_are_the_rendering_of_the_thresholds():
+    assert sorted(p.name for p in RULES_DIR.glob("*.yml")) == GROUP_FILES
+    for name, text in rule_files().items():
+        assert (RULES_DIR / name).read_text() == text, (
+            f"{RULES_DIR / name} differs from THRESHOLDS: run python -m inferwatch.alert_rules --write")
+
+
+def test_the_check_command_passes_on_the_committed_files():
+    result = subprocess.run([sys.executable, "-m", "inferwatch.alert_rules", "--check"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_check_command_names_a_file_that_differs(tmp_path):
+    alert_rules.main(["--write", "--root", str(tmp_path)])
+    (tmp_path / alert_rules.RULES_DIR / "host.yml").write_text("groups: []\n")
+    assert alert_rules.stale_files(tmp_path) == [tmp_path / alert_rules.RULES_DIR / "host.yml"]
+    assert alert_rules.main(["--check", "--root", str(tmp_path)]) == 1
+
+
+def test_promtool_accepts_prometheus_yml_and_finds_every_rule_file():
+    result = promtool("check", "config", str(PROMETHEUS_DIR / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(GROUP_FILES)} rule files found" in result.stdout
+
+
+def test_promtool_accepts_every_rule_file():
+    result = promtool("check", "rules", *(str(RULES_DIR / name) for name in GROUP_FILES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_rule_group_has_its_own_promtool_test_file():
+    for name in GROUP_FILES:
+        test_file = TESTS_DIR / name.replace(".yml", "_test.yml")
+        assert test_file.is_file(), f"no unit tests for rules/{name}"
+        assert yaml.safe_load(test_file.read_text())["rule_files"][0] == f"../rules/{name}"
+
+
+@pytest.mark.parametrize("test_file", sorted(p.name for p in TESTS_DIR.glob("*_test.yml")))
+def test_promtool_rule_unit_tests_pass(test_file):
+    result = promtool("test", "rules", str(TESTS_DIR / test_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_promtool_test_has_a_sentence_for_a_name():
+    for test_file in TESTS_DIR.glob("*_test.yml"):
+        for test in yaml.safe_load(test_file.read_text())["tests"]:
+            assert len(test.get("name", "").split()) >= 5, f"{test_file.name}: unnamed or terse test {test.get('name')!r}"
+
+
+def test_prometheus_yml_scrapes_one_source_under_the_job_the_rules_select():
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    assert config["global"]["scrape_interval"] == "5s"
+    [job] = config["scrape_configs"]
+    assert job["honor_labels"] is True, "the collector's job/instance (service.name, service.instance.id) kept"
+    [static] = job["static_configs"]
+    assert static["targets"] == ["127.0.0.1:8889"], "the collector's exporter, and only it"
+    assert THRESHOLDS.selector == f'job="{job["job_name"]}"'
+    assert config["rule_files"] == ["rules/*.yml"]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:9093"]
+
+
+def test_the_latency_threshold_is_a_bucket_edge_so_the_quantile_is_not_interpolated_across_it():
+    assert THRESHOLDS.latency_seconds in LATENCY_BUCKETS_SECONDS
+
+
+def test_every_alert_has_severity_component_summary_and_description():
+    for name, text in rule_files().items():
+        for alert, rule in alerts_by_name(text).items():
+            assert {"severity", "component"} <= rule["labels"].keys(), alert
+            assert {"summary", "description"} <= rule["annotations"].keys(), alert
+
+
+def test_for_overrides_change_the_for_durations_and_nothing_else():
+    plain = {name: alerts_by_name(text) for name, text in rule_files().items()}
+    shortened = {name: alerts_by_name(text) for name, text in
+                 rule_files(for_overrides={"HighPredictionFailureRate": "2s", "HighCPUUsage": "1s"}).items()}
+    for name, alerts in plain.items():
+        for alert, rule in alerts.items():
+            changed = shortened[name][alert]
+            assert {k: v for k, v in changed.items() if k != "for"} == {k: v for k, v in rule.items() if k != "for"}
+            expected_for = {"HighPredictionFailureRate": "2s", "HighCPUUsage": "1s"}.get(alert, rule["for"])
+            assert changed["for"] == expected_for
+
+
+def test_an_override_for_an_unknown_alert_or_with_a_bad_duration_is_refused():
+    with pytest.raises(UnknownAlertError) as unknown:
+        rule_files(for_overrides={"HighFailureRate": "2s"})
+    assert unknown.value.names == ["HighFailureRate"] and "HighPredictionFailureRate" in unknown.value.known
+    with pytest.raises(InvalidDurationError) as invalid:
+        rule_files(for_overrides={"HighCPUUsage": "2 seconds"})
+    assert invalid.value.value == "2 seconds"
+
+
+def test_thresholds_appear_in_expression_and_text_from_one_value():
+    changed = alert_rules.Thresholds(cpu_percent=90, failure_ratio=0.05, latency_seconds=2.5)
+    rendered = {alert: rule for text in rule_files(changed).values() for alert, rule in alerts_by_name(text).items()}
+    assert rendered["HighCPUUsage"]["expr"].endswith("> 90")
+    assert "(threshold: 90%)" in rendered["HighCPUUsage"]["annotations"]["description"]
+    assert rendered["HighPredictionFailureRate"]["expr"].endswith("> 0.05")
+    assert rendered["HighPredictionFailureRate"]["annotations"]["summary"] == "Prediction failure rate above 5%"
+    assert rendered["HighPredictionLatency"]["expr"].endswith("> 2.5")
+    assert "minDuration=2500ms" in rendered["HighPredictionLatency"]["annotations"]["traces"]
