@@ -1,0 +1,578 @@
+"""Grafana as code: the provisioning files, the dashboard and Grafana-managed alerting.
+
+No Grafana runs here (it runs only in docker-compose), so the files are checked two ways:
+
+* statically, for the fields Grafana requires and for agreement with the rest of the repository:
+  datasource uids, the dashboard's uid, title and panel ids, thresholds equal to THRESHOLDS and
+  to the Prometheus rules, timings equal to Alertmanager's;
+* live: a real Prometheus (Debian's package) with the committed rules scrapes a real proxy in
+  front of a real MLflow model server after real traffic, and every PromQL expression of every
+  panel, template variable and Grafana rule must run and return data. The check is shown to fail
+  when a metric is renamed.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from alerting_stack import PROMETHEUS_DIR, REPO, PrometheusServer, poll, prometheus_test_config
+from conftest import Proxy, child_env
+from inferwatch import grafana
+from inferwatch.alert_rules import THRESHOLDS, RouteTimings, number, recording_group
+from inferwatch.demo_model import SEED_EXAMPLE
+from inferwatch.metric_mapping import MAPPINGS, PrometheusType
+from inferwatch.processes import ManagedProcess, free_port
+
+GRAFANA_DIR = REPO / grafana.GRAFANA_DIR
+PROVISIONING_FILES = sorted((GRAFANA_DIR / "provisioning").rglob("*.yml"))
+GRAFANA_INI = GRAFANA_DIR / "grafana.ini"
+COMPOSE = REPO / "docker-compose.yml"
+
+# Values the test gives Grafana's variables: every instance and route, a 1m rate window (a few
+# scrapes at the test's 1 s interval), a 5m range.
+SUBSTITUTIONS = {"$__rate_interval": "1m", "$__range": "5m", "$instance": ".*", "$route": ".*"}
+LIVE_TIMEOUT = 45.0
+
+
+def load_yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def dashboard() -> dict:
+    return json.loads((REPO / grafana.DASHBOARD_FILE).read_text())
+
+
+def query_panels(board: dict) -> list[dict]:
+    return [panel for panel in board["panels"] if panel["type"] != "row"]
+
+
+def panel_expressions(board: dict) -> list[tuple[str, str]]:
+    """(panel title and refId, expr) of every panel query."""
+    return [(f"{panel['title']} [{target['refId']}]", target["expr"])
+            for panel in query_panels(board) for target in panel["targets"]]
+
+
+def variable_queries(board: dict) -> list[tuple[str, str]]:
+    return [(variable["name"], variable["query"]["query"]) for variable in board["templating"]["list"]]
+
+
+def grafana_rules() -> list[dict]:
+    return [rule for group in load_yaml(REPO / grafana.ALERT_RULES_FILE)["groups"] for rule in group["rules"]]
+
+
+def rule_query(rule: dict) -> str:
+    [query] = [data["model"]["expr"] for data in rule["data"] if data["datasourceUid"] == grafana.PROMETHEUS.uid]
+    return query
+
+
+def rule_threshold(rule: dict) -> float:
+    [threshold] = [data["model"] for data in rule["data"] if data["model"].get("type") == "threshold"]
+    [condition] = threshold["conditions"]
+    assert condition["evaluator"]["type"] == "gt"
+    [value] = condition["evaluator"]["params"]
+    return value
+
+
+def prometheus_alerts() -> dict[str, dict]:
+    """The committed Prometheus alert rules, by name."""
+    return {rule["alert"]: rule for path in (PROMETHEUS_DIR / "rules").glob("*.yml")
+            for group in load_yaml(path)["groups"] for rule in group["rules"] if "alert" in rule}
+
+
+def red_from(panel: dict) -> float:
+    """The value from which a panel turns red (its alert threshold)."""
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    [red] = [step["value"] for step in steps if step["color"] == "red" and step["value"] is not None]
+    return red
+
+
+def substitute(expr: str) -> str:
+    # Longest names first: $__rate_interval before a hypothetical $__rate.
+    for name in sorted(SUBSTITUTIONS, key=len, reverse=True):
+        expr = expr.replace(name, SUBSTITUTIONS[name])
+    return expr
+
+
+# ---------------------------------------------------------------------------------------------
+# The files are the rendering
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_committed_grafana_files_are_the_rendering_of_the_thresholds():
+    for path, text in grafana.committed_files(REPO).items():
+        assert path.read_text() == text, f"{path} differs: run python -m inferwatch.grafana --write"
+
+
+def test_the_check_command_passes_on_the_committed_files():
+    result = subprocess.run([sys.executable, "-m", "inferwatch.grafana", "--check"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_check_command_names_a_file_that_differs(tmp_path):
+    grafana.main(["--write", "--root", str(tmp_path)])
+    stale = tmp_path / grafana.ALERT_RULES_FILE
+    stale.write_text(stale.read_text().replace("- 80", "- 90"))
+    assert grafana.stale_files(tmp_path) == [stale]
+    assert grafana.main(["--check", "--root", str(tmp_path)]) == 1
+
+
+def test_every_file_in_provisioning_is_rendered_and_declares_api_version_1():
+    rendered = {path for path in grafana.committed_files(REPO) if path.suffix == ".yml"}
+    assert set(PROVISIONING_FILES) == rendered
+    for path in PROVISIONING_FILES:
+        assert load_yaml(path)["apiVersion"] == 1, path
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasources
+# ---------------------------------------------------------------------------------------------
+
+
+def provisioned_datasources() -> dict[str, dict]:
+    return {source["uid"]: source for source in load_yaml(REPO / grafana.DATASOURCES_FILE)["datasources"]}
+
+
+def test_datasources_have_fixed_unique_uids_names_types_and_proxy_access():
+    sources = load_yaml(REPO / grafana.DATASOURCES_FILE)["datasources"]
+    assert len({s["uid"] for s in sources}) == len({s["name"] for s in sources}) == len(sources) == 3
+    assert {(s["uid"], s["type"]) for s in sources} == {
+        ("prometheus", "prometheus"), ("jaeger", "jaeger"), ("alertmanager", "alertmanager")}
+    assert all(s["access"] == "proxy" for s in sources)
+    assert [s["uid"] for s in sources if s.get("isDefault")] == ["prometheus"]
+
+
+def test_datasource_urls_name_the_compose_services_and_their_ports():
+    services = load_yaml(COMPOSE)["services"]
+    sources = provisioned_datasources()
+    for uid, port in (("prometheus", 9090), ("alertmanager", 9093), ("jaeger", 16686)):
+        assert sources[uid]["url"] == f"http://{uid}:{port}"
+        assert uid in services, f"docker-compose.yml has no {uid} service"
+    assert "--web.listen-address=:9090" in services["prometheus"]["command"]
+    assert "--web.listen-address=:9093" in services["alertmanager"]["command"]
+    assert any(str(port).endswith(":16686") for port in services["jaeger"]["ports"])
+
+
+def test_the_prometheus_datasource_links_exemplar_trace_ids_to_jaeger_and_knows_the_scrape_interval():
+    prometheus = provisioned_datasources()["prometheus"]["jsonData"]
+    assert prometheus["exemplarTraceIdDestinations"] == [{"name": "trace_id", "datasourceUid": "jaeger"}]
+    scrape_interval = load_yaml(PROMETHEUS_DIR / "prometheus.yml")["global"]["scrape_interval"]
+    assert prometheus["timeInterval"] == scrape_interval
+    assert prometheus["alertmanagerUid"] == "alertmanager"
+
+
+def test_the_alertmanager_datasource_speaks_to_a_prometheus_alertmanager():
+    assert provisioned_datasources()["alertmanager"]["jsonData"]["implementation"] == "prometheus"
+
+
+# ---------------------------------------------------------------------------------------------
+# The dashboard
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_dashboard_has_its_uid_and_title_and_unique_panel_ids():
+    board = dashboard()
+    assert board["uid"] == "inferwatch-ml-model-service" and len(board["uid"]) <= 40
+    assert board["title"] == "ML model service"
+    ids = [panel["id"] for panel in board["panels"]]
+    assert len(ids) == len(set(ids)) and all(isinstance(i, int) and i > 0 for i in ids)
+
+
+def test_the_dashboard_provider_reads_the_folder_the_dashboard_is_mounted_at():
+    [provider] = load_yaml(REPO / grafana.DASHBOARD_PROVIDERS_FILE)["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"] == grafana.CONTAINER_DASHBOARDS_DIR
+
+
+def test_panels_do_not_overlap_on_the_24_column_grid():
+    cells = set()
+    for panel in dashboard()["panels"]:
+        grid = panel["gridPos"]
+        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+        area = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
+        assert not cells & area, f"{panel['title']} overlaps another panel"
+        cells |= area
+
+
+def test_every_panel_query_and_variable_reads_a_provisioned_datasource():
+    board = dashboard()
+    sources = provisioned_datasources()
+    refs = [(panel["title"], panel["datasource"]) for panel in query_panels(board)]
+    refs += [(f"{panel['title']} [{t['refId']}]", t["datasource"]) for panel in query_panels(board) for t in panel["targets"]]
+    refs += [(variable["name"], variable["datasource"]) for variable in board["templating"]["list"]]
+    for where, ref in refs:
+        assert ref["uid"] in sources, f"{where}: unknown datasource uid {ref['uid']}"
+        assert ref["type"] == sources[ref["uid"]]["type"], where
+
+
+def test_every_panel_says_what_it_answers_and_has_a_unit():
+    for panel in query_panels(dashboard()):
+        question = panel["description"].split("?")[0]
+        assert "?" in panel["description"] and len(question.split()) >= 3, (
+            f"{panel['title']}: the description should open with the question the panel answers")
+        assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
+        assert panel["targets"], panel["title"]
+
+
+def test_units_match_what_each_metric_measures():
+    units = {"percent": [], "percentunit": [], "s": [], "reqps": [], "mbytes": []}
+    for panel in query_panels(dashboard()):
+        units.setdefault(panel["fieldConfig"]["defaults"]["unit"], []).append(panel["title"])
+    assert units["percent"] == ["CPU usage", "Memory used", "Disk used"]
+    assert units["mbytes"] == ["Memory used (MiB)"]  # Grafana's mbytes is MiB (decmbytes is MB)
+    assert units["s"] == ["p95 latency, 5m (alert view)", "Request latency p50 / p95 / p99"]
+    assert "Prediction success rate" in units["percentunit"] and "Request rate by route" in units["reqps"]
+
+
+def test_every_query_sums_by_labels_so_several_instances_stay_right():
+    """Each query aggregates with ``sum by``, or reads a recording rule summed by job already."""
+    recorded = tuple(rule.record for rule in recording_group(THRESHOLDS).rules)
+    for where, expr in panel_expressions(dashboard()):
+        assert "sum by (" in expr or expr.startswith(recorded), f"{where}: {expr}"
+
+
+def test_every_query_selects_the_job_and_every_variable_it_uses_is_defined():
+    board = dashboard()
+    defined = {variable["name"] for variable in board["templating"]["list"]}
+    for where, expr in [*panel_expressions(board), *variable_queries(board)]:
+        assert THRESHOLDS.selector in expr, f"{where} does not select {THRESHOLDS.selector}"
+        used = set(re.findall(r"\$(\w+)", expr)) - {"__rate_interval", "__range"}
+        assert used <= defined, f"{where} uses undefined variables {used - defined}"
+
+
+def test_the_instance_and_route_variables_offer_every_value_with_a_regex_for_all():
+    variables = {variable["name"]: variable for variable in dashboard()["templating"]["list"]}
+    assert set(variables) == {"instance", "route"}
+    for variable in variables.values():
+        assert variable["type"] == "query" and variable["includeAll"] and variable["allValue"] == ".*"
+        assert variable["query"]["query"] == variable["definition"]
+        assert variable["query"]["query"].startswith("label_values(")
+
+
+def test_panel_thresholds_equal_the_alert_thresholds():
+    board = dashboard()
+    panels = {panel["title"]: panel for panel in query_panels(board)}
+    assert red_from(panels["CPU usage"]) == THRESHOLDS.cpu_percent
+    assert red_from(panels["Request latency p50 / p95 / p99"]) == THRESHOLDS.latency_seconds
+    assert red_from(panels["p95 latency, 5m (alert view)"]) == THRESHOLDS.latency_seconds
+    assert red_from(panels["Failure ratio, 5m (alert view)"]) == THRESHOLDS.failure_ratio
+    [_, healthy] = panels["Prediction success rate"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert healthy["color"] == "green" and math.isclose(healthy["value"], 1 - THRESHOLDS.failure_ratio)
+    for title in ("CPU usage", "Request latency p50 / p95 / p99", "Prediction success rate"):
+        assert panels[title]["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line", title
+
+
+def test_the_latency_panel_draws_p50_p95_p99_and_links_the_slow_traces():
+    panel = next(p for p in query_panels(dashboard()) if p["title"] == "Request latency p50 / p95 / p99")
+    assert [t["legendFormat"] for t in panel["targets"]] == ["p50", "p95", "p99"]
+    assert [t["expr"].split(",")[0] for t in panel["targets"]] == [
+        "histogram_quantile(0.5", "histogram_quantile(0.95", "histogram_quantile(0.99"]
+    assert "minDuration=2s" in panel["links"][0]["url"]
+    assert "client span" in panel["description"], "the MLflow call's latency has no metric: say where it is"
+
+
+def test_the_dashboard_reads_every_metric_of_the_contract():
+    expressions = " ".join(expr for _, expr in panel_expressions(dashboard()))
+    for mapping in MAPPINGS:
+        name = mapping.prometheus_name + ("_bucket" if mapping.prometheus_type is PrometheusType.HISTOGRAM else "")
+        assert re.search(rf"\b{name}\b", expressions), f"no panel reads {name}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Grafana-managed alerting
+# ---------------------------------------------------------------------------------------------
+
+GRAFANA_ALERTS = ["HighCPUUsage", "HighPredictionLatency", "HighPredictionFailureRate"]
+
+
+def test_grafana_rules_are_the_three_prometheus_alerts_with_their_expression_threshold_and_for():
+    prometheus = prometheus_alerts()
+    rules = grafana_rules()
+    assert [rule["title"] for rule in rules] == GRAFANA_ALERTS
+    for rule in rules:
+        expected = prometheus[rule["title"]]
+        threshold = rule_threshold(rule)
+        # The Prometheus rule is "<query> > <threshold>": the same query, the same number.
+        assert " ".join(expected["expr"].split()) == " ".join(f"{rule_query(rule)} > {number(threshold)}".split())
+        assert rule["for"] == expected["for"]
+        assert rule["labels"] == expected["labels"]
+        assert rule["annotations"]["summary"] == expected["annotations"]["summary"]
+
+
+def test_grafana_rule_thresholds_equal_thresholds_and_the_panels_they_link_to():
+    board = dashboard()
+    panels = {panel["id"]: panel for panel in board["panels"]}
+    expected = {"HighCPUUsage": (THRESHOLDS.cpu_percent, THRESHOLDS.cpu_for),
+                "HighPredictionLatency": (THRESHOLDS.latency_seconds, THRESHOLDS.latency_for),
+                "HighPredictionFailureRate": (THRESHOLDS.failure_ratio, THRESHOLDS.failure_for)}
+    for rule in grafana_rules():
+        assert (rule_threshold(rule), rule["for"]) == expected[rule["title"]]
+        assert rule["dashboardUid"] == board["uid"]
+        assert red_from(panels[rule["panelId"]]) == rule_threshold(rule), rule["title"]
+
+
+def test_grafana_rules_have_the_fields_grafana_requires():
+    [group] = load_yaml(REPO / grafana.ALERT_RULES_FILE)["groups"]
+    assert group["name"] and group["folder"] and group["orgId"] == 1
+    interval = duration_seconds(group["interval"])
+    assert interval % 10 == 0, "Grafana schedules rules in 10 s steps"
+    known = set(provisioned_datasources()) | {"__expr__"}
+    uids = [rule["uid"] for rule in group["rules"]]
+    assert len(uids) == len(set(uids))
+    for rule in group["rules"]:
+        assert re.fullmatch(r"[a-zA-Z0-9_-]{1,40}", rule["uid"]), rule["uid"]
+        refs = [data["refId"] for data in rule["data"]]
+        assert rule["condition"] in refs and len(refs) == len(set(refs))
+        for data in rule["data"]:
+            assert data["datasourceUid"] in known and data["model"]["refId"] == data["refId"]
+            if data["datasourceUid"] == "__expr__":
+                assert data["model"]["expression"] in refs and data["model"]["type"] in ("reduce", "threshold")
+        assert rule["noDataState"] in ("NoData", "Alerting", "OK")
+        assert rule["execErrState"] in ("Error", "Alerting", "OK")
+        assert duration_seconds(rule["for"]) % interval == 0, "for should be a whole number of evaluations"
+        assert rule["isPaused"] is False
+
+
+def duration_seconds(text: str) -> int:
+    value, unit = re.fullmatch(r"(\d+)([smh])", text).groups()
+    return int(value) * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def test_grafana_rules_read_no_environment_variable():
+    """Grafana expands $VAR in provisioned labels and ${VAR} in annotations: neither may appear."""
+    for rule in grafana_rules():
+        assert not any("$" in value for value in rule["labels"].values()), rule["title"]
+        assert not any("${" in value for value in rule["annotations"].values()), rule["title"]
+
+
+def test_the_contact_point_emails_the_addresses_from_the_environment():
+    [point] = load_yaml(REPO / grafana.CONTACT_POINTS_FILE)["contactPoints"]
+    [receiver] = point["receivers"]
+    assert receiver["type"] == "email" and receiver["uid"]
+    assert receiver["settings"]["addresses"] == "${INFERWATCH_ALERT_EMAIL_TO}"
+    assert "@" not in (REPO / grafana.CONTACT_POINTS_FILE).read_text(), "no address is committed"
+
+
+def test_the_policy_groups_by_alertname_with_alertmanagers_timings():
+    [policy] = load_yaml(REPO / grafana.POLICIES_FILE)["policies"]
+    [point] = load_yaml(REPO / grafana.CONTACT_POINTS_FILE)["contactPoints"]
+    assert policy["receiver"] == point["name"]
+    assert policy["group_by"] == ["alertname"]
+    timings = (policy["group_wait"], policy["group_interval"], policy["repeat_interval"])
+    assert timings == ("30s", "5m", "4h") == (RouteTimings().group_wait, RouteTimings().group_interval,
+                                              RouteTimings().repeat_interval)
+    route = load_yaml(REPO / "observability/alertmanager/alertmanager.yml")["route"]
+    assert timings == (route["group_wait"], route["group_interval"], route["repeat_interval"])
+
+
+# ---------------------------------------------------------------------------------------------
+# grafana.ini and the compose service
+# ---------------------------------------------------------------------------------------------
+
+
+def grafana_ini() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(GRAFANA_INI.read_text())
+    return parser
+
+
+def test_the_admin_password_comes_from_the_environment_and_anonymous_access_is_off():
+    ini = grafana_ini()
+    assert ini["security"]["admin_password"] == "$__env{GRAFANA_ADMIN_PASSWORD}"
+    assert ini["auth.anonymous"]["enabled"] == "false"
+    assert ini["users"]["allow_sign_up"] == "false"
+
+
+def test_smtp_settings_come_from_the_same_environment_as_alertmanagers():
+    smtp = grafana_ini()["smtp"]
+    assert smtp["enabled"] == "true"
+    assert {key: smtp[key] for key in ("host", "user", "password", "from_address")} == {
+        "host": "$__env{INFERWATCH_SMTP_SMARTHOST}",
+        "user": "$__env{INFERWATCH_SMTP_USERNAME}",
+        "password": "$__env{INFERWATCH_SMTP_PASSWORD}",
+        "from_address": "$__env{INFERWATCH_SMTP_FROM}",
+    }
+
+
+def environment_grafana_reads() -> set[str]:
+    from_ini = re.findall(r"\$__env\{(\w+)\}", GRAFANA_INI.read_text())
+    from_provisioning = [name for path in PROVISIONING_FILES
+                         for name in re.findall(r"\$\{(\w+)\}", path.read_text())]
+    return set(from_ini) | set(from_provisioning)
+
+
+def test_every_variable_grafana_reads_is_one_env_example_names():
+    env_example = {line.split("=", 1)[0] for line in (REPO / ".env.example").read_text().splitlines()
+                   if "=" in line and not line.startswith("#")}
+    assert environment_grafana_reads() <= env_example, environment_grafana_reads() - env_example
+
+
+def test_a_compose_grafana_service_mounts_these_files_and_passes_every_variable_they_read():
+    services = load_yaml(COMPOSE)["services"]
+    if "grafana" not in services:
+        return  # docker-compose.yml has no Grafana service yet; this test checks it once it has
+    service = services["grafana"]
+    volumes = {volume.split(":")[1]: volume.split(":")[0] for volume in service.get("volumes", [])}
+    assert volumes[grafana.CONTAINER_CONFIG_FILE] == "./observability/grafana/grafana.ini"
+    assert volumes[grafana.CONTAINER_DASHBOARDS_DIR] == "./observability/grafana/dashboards"
+    provisioning = {target: source for target, source in volumes.items()
+                    if target.startswith(grafana.CONTAINER_PROVISIONING_DIR)}
+    assert provisioning, "no provisioning folder is mounted"
+    for target, source in provisioning.items():
+        assert source == "./observability/grafana/provisioning" + target[len(grafana.CONTAINER_PROVISIONING_DIR):]
+    environment = service.get("environment", {})
+    names = set(environment) if isinstance(environment, dict) else {e.split("=", 1)[0] for e in environment}
+    assert environment_grafana_reads() <= names, environment_grafana_reads() - names
+
+
+# ---------------------------------------------------------------------------------------------
+# Live: every query against a real Prometheus scraping the real service after real traffic
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LiveStack:
+    proxy: Proxy
+    prometheus: PrometheusServer
+
+    def problem(self, expr: str) -> str | None:
+        """None when ``expr`` runs and returns at least one number; otherwise what is wrong."""
+        response = requests.get(self.prometheus.url + "/api/v1/query", params={"query": expr}, timeout=10)
+        body = response.json()
+        if body.get("status") != "success":
+            return f"error: {body.get('errorType')}: {body.get('error')}"
+        values = [float(sample["value"][1]) for sample in body["data"]["result"]]
+        if not values:
+            return "no data"
+        return None if any(not math.isnan(v) for v in values) else "only NaN"
+
+    def label_values(self, query: str) -> list[str]:
+        """Grafana's label_values(selector, label), asked of Prometheus as Grafana asks it."""
+        selector, label = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query).groups()
+        response = requests.get(self.prometheus.url + f"/api/v1/label/{label}/values",
+                                params={"match[]": selector}, timeout=10)
+        response.raise_for_status()
+        return response.json()["data"]
+
+
+@pytest.fixture(scope="module")
+def live(mlflow_server, tmp_path_factory) -> LiveStack:
+    """A proxy before the session's MLflow, Prometheus (1 s scrapes, the committed rules) on it."""
+    workdir = tmp_path_factory.mktemp("grafana-live")
+    port = free_port()
+    env = child_env(INFERWATCH_UPSTREAM=mlflow_server.url, INFERWATCH_PORT=str(port),
+                    INFERWATCH_HOST_METRICS_INTERVAL="0.5", INFERWATCH_LOG_LEVEL="WARNING")
+    process = ManagedProcess("inferwatch", [sys.executable, "-m", "inferwatch", "serve"],
+                             workdir / "proxy.log", env=env).start()
+    proxy = Proxy(port, process)
+    prometheus = None
+    try:
+        process.wait_ready(f"{proxy.url}/healthz", timeout=30)
+        prometheus = start_prometheus(f"127.0.0.1:{port}", workdir / "prometheus")
+        stack = LiveStack(proxy, prometheus)
+        send_traffic(stack)
+        yield stack
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        proxy.session.close()
+        process.stop()
+
+
+def start_prometheus(target: str, workdir: Path) -> PrometheusServer:
+    rules = workdir / "rules"
+    rules.mkdir(parents=True)
+    for path in (PROMETHEUS_DIR / "rules").glob("*.yml"):  # the recording rules the panels read
+        (rules / path.name).write_text(path.read_text())
+    config = yaml.safe_load(prometheus_test_config(target, "rules/*.yml", alertmanager="127.0.0.1:1"))
+    del config["alerting"]  # nothing here listens to alerts
+    config_path = workdir / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return PrometheusServer(config_path, workdir).start()
+
+
+def send_traffic(stack: LiveStack) -> None:
+    """Successes, bad input (400, a failure with a reason) and unknown paths (404).
+
+    A series is born with its first request, and rate() cannot see the increase that created
+    it: one request of each kind first, then the rest once Prometheus has scraped them.
+    """
+    proxy, prometheus = stack.proxy, stack.prometheus
+    kinds = {
+        "200": lambda: proxy.post(json=SEED_EXAMPLE),
+        "400": lambda: proxy.post(data="{not json", headers={"Content-Type": "application/json"}),
+        "404": lambda: proxy.session.get(proxy.url + "/no-such-path", timeout=10),
+    }
+    poll(lambda: prometheus.query('prediction_success_total{job="inferwatch"}'), LIVE_TIMEOUT,
+         "Prometheus to scrape the counters at 0")
+    for status, send in kinds.items():
+        assert send().status_code == int(status)
+    poll(lambda: {r["metric"]["status"] for r in prometheus.query('http_requests_total{job="inferwatch"}')}
+         >= set(kinds), LIVE_TIMEOUT, "Prometheus to scrape every status")
+    for status, send in kinds.items():
+        for _ in range(20 if status == "200" else 3):
+            assert send().status_code == int(status)
+
+
+def wait_for_data(stack: LiveStack, expressions: list[tuple[str, str]]) -> dict[str, str]:
+    """Problems left once every expression answers, or the deadline passes: {where: problem}.
+
+    Data can be late (a scrape, a rule evaluation away); a query Prometheus refuses never mends,
+    so an error ends the wait at once.
+    """
+    deadline = time.monotonic() + LIVE_TIMEOUT
+    while True:
+        problems = {where: f"{problem}: {expr}" for where, expr in expressions
+                    if (problem := stack.problem(substitute(expr)))}
+        refused = any(problem.startswith("error") for problem in problems.values())
+        if not problems or refused or time.monotonic() > deadline:
+            return problems
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_every_dashboard_query_runs_and_returns_data_from_the_real_service(live):
+    expressions = panel_expressions(dashboard())
+    assert len(expressions) == 19
+    assert wait_for_data(live, expressions) == {}
+
+
+@pytest.mark.slow
+def test_every_template_variable_lists_values_from_the_real_service(live):
+    values = {name: live.label_values(substitute(query)) for name, query in variable_queries(dashboard())}
+    assert len(values["instance"]) == 1, values
+    assert {"/predict", "unmatched"} <= set(values["route"]), values
+
+
+@pytest.mark.slow
+def test_every_grafana_rule_query_runs_and_returns_data_from_the_real_service(live):
+    expressions = [(rule["title"], rule_query(rule)) for rule in grafana_rules()]
+    assert wait_for_data(live, expressions) == {}
+
+
+def contract_metrics_in(expressions: list[tuple[str, str]]) -> list[str]:
+    names = {mapping.prometheus_name for mapping in MAPPINGS}
+    return sorted({name for _, expr in expressions for name in names if re.search(rf"\b{name}(_bucket)?\b", expr)})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metric", contract_metrics_in(panel_expressions(dashboard())))
+def test_a_renamed_metric_makes_the_check_report_no_data(live, metric):
+    """The check above would fail if a metric were renamed: every query reading it finds nothing."""
+    reading = [(where, expr) for where, expr in panel_expressions(dashboard())
+               if re.search(rf"\b{metric}(_bucket)?\b", expr)]
+    assert wait_for_data(live, reading) == {}  # the original queries answer ...
+    for where, expr in reading:
+        renamed = re.sub(rf"\b{metric}(?=(_bucket)?\b)", f"{metric}_renamed", expr)
+        assert live.problem(substitute(renamed)) == "no data", where  # ... the renamed ones do not
