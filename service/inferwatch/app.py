@@ -19,10 +19,12 @@ or a probe never counts as a request, never shows in ``active_requests`` and mak
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from flask import Flask, Response, g, request
 from opentelemetry import trace
@@ -171,8 +173,13 @@ class OperationalEndpoints:
     for everything else: the series exists at 0 from start-up and a scrape is never in flight.
     """
 
-    def __init__(self, app: Callable, telemetry: Telemetry, upstream: UpstreamClient):
+    def __init__(self, app: Callable, telemetry: Telemetry, upstream: UpstreamClient, settings: Settings):
         self._app = app
+        self._metrics_port = str(settings.metrics_port) if settings.metrics_port else None
+        self._metrics_authorization = (
+            b"Bearer " + Path(settings.metrics_token_file).read_bytes().strip()
+            if settings.metrics_token_file else None
+        )
         self._active = telemetry.meter_provider.get_meter("inferwatch").create_up_down_counter(
             HTTP_SERVER_ACTIVE_REQUESTS, unit="{request}", description="Number of active HTTP server requests."
         )
@@ -190,8 +197,33 @@ class OperationalEndpoints:
             return "200 OK", JSON, b'{"status":"ready"}'
         return "503 Service Unavailable", JSON, error_body("not_ready", "the model server does not answer /ping")
 
+    def _route(self, environ: dict):
+        path = environ.get("PATH_INFO", "")
+        if self._metrics_port is None:
+            return self._routes.get(path)
+        if environ.get("SERVER_PORT") == self._metrics_port:
+            # The metrics port serves the operational endpoints and nothing else.
+            return self._routes.get(path, self._not_found)
+        return None if path == "/metrics" else self._routes.get(path)
+
+    @staticmethod
+    def _not_found() -> tuple[str, str, bytes]:
+        return "404 Not Found", JSON, error_body("not_found", "this port serves /metrics, /healthz and /readyz")
+
+    def _authorized(self, environ: dict) -> bool:
+        if self._metrics_authorization is None:
+            return True
+        given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
+        return hmac.compare_digest(given, self._metrics_authorization)
+
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        route = self._routes.get(environ.get("PATH_INFO", ""))
+        try:
+            return self._dispatch(environ, start_response)
+        finally:
+            _drain_body(environ)
+
+    def _dispatch(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        route = self._route(environ)
         if route is None:
             attributes = self._scheme_attributes.get(environ.get("wsgi.url_scheme"), self._scheme_attributes["http"])
             self._active.add(1, attributes)
@@ -199,14 +231,40 @@ class OperationalEndpoints:
                 return self._app(environ, start_response)
             finally:
                 self._active.add(-1, attributes)
-        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+        headers = []
+        if route == self._not_found:
+            status, content_type, body = route()
+        elif environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             status, content_type, body = (
                 "405 Method Not Allowed", JSON, error_body("method_not_allowed", "use GET"),
             )
+        elif route == self._routes["/metrics"] and not self._authorized(environ):
+            status, content_type, body = (
+                "401 Unauthorized", JSON, error_body("unauthorized", "a valid bearer token is required"),
+            )
+            headers.append(("WWW-Authenticate", 'Bearer realm="metrics"'))
         else:
             status, content_type, body = route()
-        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        start_response(status, headers)
         return [body]
+
+
+def _drain_body(environ: dict) -> None:
+    """Read what the app left of the request body (a 404, 405, 413 or 415 answers unread).
+
+    uWSGI closes a keep-alive connection whose body was not read, without saying so in the
+    response; a client that reuses the connection then gets a reset. The body is already
+    buffered (post-buffering), so this costs a memory copy, never a wait on the client.
+    """
+    if not environ.get("CONTENT_LENGTH") or environ.get("CONTENT_LENGTH") == "0":
+        return
+    stream = environ.get("wsgi.input")
+    try:
+        while stream is not None and stream.read(65536):
+            pass
+    except (OSError, ValueError):
+        pass  # the connection is gone; nothing left to keep clean
 
 
 def create_app(
@@ -253,7 +311,7 @@ def create_app(
         return Response(error_body("internal_error", "the proxy failed to handle the request"), 500, content_type=JSON)
 
     telemetry.instrument_app(app)
-    app.wsgi_app = OperationalEndpoints(app.wsgi_app, telemetry, upstream)
+    app.wsgi_app = OperationalEndpoints(app.wsgi_app, telemetry, upstream, settings)
     app.extensions["inferwatch"] = {
         "settings": settings, "telemetry": telemetry, "upstream": upstream, "sampler": sampler, "rate": rate,
         "access_log": access_log,

@@ -18,7 +18,15 @@ environment variable                       flag                           defaul
 ``INFERWATCH_HOST_METRICS_INTERVAL``       ``--host-metrics-interval``    ``5.0`` (seconds)
 ``INFERWATCH_DISK_PATH``                   ``--disk-path``                ``/``
 ``INFERWATCH_LOG_LEVEL``                   ``--log-level``                ``INFO``
+``INFERWATCH_METRICS_PORT``                ``--metrics-port``             ``0`` (same port)
+``INFERWATCH_METRICS_HOST``                ``--metrics-host``             the ``--host``
+``INFERWATCH_METRICS_TOKEN_FILE``          ``--metrics-token-file``       none (no token)
 =========================================  =============================  ========================
+
+``/metrics`` can be kept from clients: on a port of its own (``INFERWATCH_METRICS_PORT``, on
+``INFERWATCH_METRICS_HOST``; the main port then answers 404 for it), and/or behind a bearer
+token read from a file (``INFERWATCH_METRICS_TOKEN_FILE``; scrapes without
+``Authorization: Bearer <token>`` get 401).
 
 Example::
 
@@ -35,6 +43,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -77,6 +86,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _token_file(text: str) -> str:
+    path = Path(text).expanduser()
+    try:
+        token = path.read_text().strip()
+    except OSError as error:
+        raise ValueError(f"cannot read the token file: {error.strerror}") from None
+    if not token:
+        raise ValueError("the token file is empty")
+    return str(path)
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in logging.getLevelNamesMapping():
@@ -97,6 +117,14 @@ class Settings:
     host_metrics_interval: float = 5.0
     disk_path: str = "/"
     log_level: str = "INFO"
+    metrics_port: int = 0
+    metrics_host: str = ""
+    metrics_token_file: str = ""
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where /metrics is served when it has a port of its own; None: on the main port."""
+        return (self.metrics_host or self.host, self.metrics_port) if self.metrics_port else None
 
     @property
     def invocations_url(self) -> str:
@@ -120,6 +148,9 @@ PARSERS: Mapping[str, Callable[[str], Any]] = {
     "host_metrics_interval": _positive_float,
     "disk_path": str,
     "log_level": _log_level,
+    "metrics_port": _port,
+    "metrics_host": str,
+    "metrics_token_file": _token_file,
 }
 
 

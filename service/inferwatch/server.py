@@ -28,7 +28,7 @@ def oversize_guard_bytes(settings: Settings) -> int:
 
 
 def uwsgi_command(settings: Settings) -> list[str]:
-    return [
+    command = [
         str(Path(sys.executable).parent / "uwsgi"),
         "--http11-socket", f"{settings.host}:{settings.port}",
         "--master",
@@ -53,6 +53,10 @@ def uwsgi_command(settings: Settings) -> list[str]:
         "--limit-post", str(oversize_guard_bytes(settings)),
         "--module", "inferwatch.wsgi:application",
     ]
+    if settings.metrics_address is not None:
+        host, port = settings.metrics_address
+        command[3:3] = ["--http11-socket", f"{host}:{port}"]
+    return command
 
 
 def serve(settings: Settings) -> None:
