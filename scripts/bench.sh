@@ -6,5 +6,5 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/system-deps.sh"
 venv=$("$root/scripts/bootstrap.sh")
 cd "$root"
-export PATH="$venv/bin:$PATH"
+export PATH="$venv/bin:$PATH" PYTHONPATH="$root/service${PYTHONPATH:+:$PYTHONPATH}"
 exec "$venv/bin/python" tests/benchmarks/bench_proxy.py "$@"

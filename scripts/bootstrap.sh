@@ -3,7 +3,8 @@
 #
 # The virtualenv lives in a cache directory keyed by the hash of pyproject.toml, the lock file
 # and the Python version, so a second run, or a fresh clone on the same machine, costs seconds.
-# Only the project itself is re-installed (editable, no dependencies) on every run.
+# It holds the dependencies only: the scripts put this checkout's service/ on PYTHONPATH, so
+# two checkouts sharing the environment never run each other's code.
 #   INFERWATCH_CACHE   cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/inferwatch)
 #   PYTHON             interpreter to build the venv with (default python3, must be >= 3.11)
 set -euo pipefail
@@ -22,5 +23,4 @@ if [ ! -x "$venv/.ready" ]; then
   "$venv/bin/pip" uninstall --quiet --yes inferwatch >&2
   printf '#!/bin/sh\n' > "$venv/.ready" && chmod +x "$venv/.ready"
 fi
-"$venv/bin/pip" install --quiet --no-deps --no-build-isolation -e "$root" >&2
 echo "$venv"

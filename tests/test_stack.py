@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import signal
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
 from conftest import child_env, total
 from inferwatch.load import LoadPlan, run_load
 from inferwatch.processes import free_port, http_ok
+from inferwatch.stack import StackPorts, port_answers, port_is_free
 
 
 def test_load_report_agrees_with_the_proxys_counters(proxy):
@@ -31,30 +38,89 @@ def test_load_is_always_bounded():
         LoadPlan(bad_share=1.5)
 
 
-def test_up_starts_the_stack_sends_traffic_and_leaves_nothing_behind(tmp_path):
-    proxy_port, mlflow_port = free_port(), free_port()
-    command = [sys.executable, "-m", "inferwatch", "up", "--run-dir", str(tmp_path),
-               "--proxy-port", str(proxy_port), "--mlflow-port", str(mlflow_port),
-               "--traffic", "20", "--duration", "1"]
-    before = {p.pid for p in psutil.process_iter()}
-    finished = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=240)
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    assert f"http://127.0.0.1:{proxy_port}/metrics" in finished.stdout
-    assert "sent 20" in finished.stdout and "succeeded 20" in finished.stdout
-    assert "stopped" in finished.stdout
-    assert not http_ok(f"http://127.0.0.1:{proxy_port}/healthz")
-    assert not http_ok(f"http://127.0.0.1:{mlflow_port}/ping")
-    leftovers = [p for p in psutil.process_iter(["pid", "cmdline"])
-                 if p.pid not in before and str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+def read_until(stream, marker: str, timeout: float) -> list[str]:
+    """Lines of ``stream`` up to the one containing ``marker`` (fails after ``timeout``)."""
+    lines: list[str] = []
+    done = threading.Event()
+
+    def reader():
+        for line in stream:
+            lines.append(line.rstrip("\n"))
+            if marker in line:
+                done.set()
+                return
+
+    threading.Thread(target=reader, daemon=True).start()
+    assert done.wait(timeout), "\n".join(lines[-30:])
+    return lines
+
+
+def prometheus_value(port: int, query: str) -> float | None:
+    answer = requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=5).json()
+    result = answer["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_up_runs_the_whole_stack_counts_reach_prometheus_and_nothing_is_left_behind(tmp_path):
+    ports = StackPorts(**{field.name: free_port() for field in dataclasses.fields(StackPorts)
+                          if field.name != "alertmanager_cluster"})
+    command = [sys.executable, "-m", "inferwatch", "up", "--run-dir", str(tmp_path), "--traffic", "30",
+               "--duration", "120"]
+    for name, port in ports.named().items():
+        command += [f"--{name.replace('_', '-')}-port", str(port)]
+    up = subprocess.Popen(command, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = read_until(up.stdout, "running; Ctrl-C stops the stack", timeout=240)
+        output = "\n".join(lines)
+        assert "sent 30" in output and "succeeded 30" in output, output
+        for url in (f"http://127.0.0.1:{ports.proxy}/readyz", f"http://127.0.0.1:{ports.mlflow}/ping",
+                    f"http://127.0.0.1:{ports.collector_health}/", f"http://127.0.0.1:{ports.prometheus}/-/ready",
+                    f"http://127.0.0.1:{ports.alertmanager}/-/ready"):
+            assert http_ok(url), url
+        for printed in (f"http://127.0.0.1:{ports.proxy}/predict", f"http://127.0.0.1:{ports.proxy}/metrics",
+                        f"http://127.0.0.1:{ports.prometheus}", f"http://127.0.0.1:{ports.alertmanager}",
+                        str(tmp_path / "mail" / "new")):
+            assert printed in output, printed
+        assert port_answers(ports.smtp)
+        deadline = time.monotonic() + 60
+        while prometheus_value(ports.prometheus, "sum(prediction_success_total)") != 30:
+            assert time.monotonic() < deadline, "the 30 successes never reached Prometheus through the collector"
+            time.sleep(1)
+        assert prometheus_value(ports.prometheus, 'sum(http_requests_total{job="inferwatch"})') == 30
+        assert prometheus_value(ports.prometheus, "sum(prediction_failure_total)") == 0
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(60)
+        up.stdout.close()
+    assert up.returncode == 0
+    for name, port in ports.named().items():
+        assert port_is_free(port), f"{name} still holds port {port}"
+    leftovers = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+                 if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
     assert leftovers == []
-    assert {"mlflow.log", "proxy.log"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"mlflow.log", "proxy.log", "otelcol.log", "prometheus.log", "alertmanager.log", "smtp-sink.log"} <= {
+        p.name for p in tmp_path.iterdir()}
 
 
-def test_up_says_which_port_is_taken(tmp_path, proxy):
+def test_up_says_which_port_is_taken_before_starting_anything(tmp_path, proxy):
     finished = subprocess.run(
         [sys.executable, "-m", "inferwatch", "up", "--run-dir", str(tmp_path), "--proxy-port", str(proxy.port),
-         "--mlflow-port", str(free_port()), "--duration", "1"],
+         "--duration", "1"],
         env=child_env(), capture_output=True, text=True, timeout=60,
     )
     assert finished.returncode == 1
-    assert f"port {proxy.port} for the proxy is taken" in finished.stderr
+    assert f"port {proxy.port} for proxy is taken; choose another with --proxy-port" in finished.stderr
+    assert not (tmp_path / "mlflow.log").exists()
+
+
+def test_up_says_how_to_get_a_missing_binary(tmp_path):
+    ports = StackPorts(**{field.name: free_port() for field in dataclasses.fields(StackPorts)
+                          if field.name != "alertmanager_cluster"})
+    env = child_env()
+    env["PATH"] = str(Path(sys.executable).parent) + ":/nonexistent"  # mlflow only: no prometheus
+    command = [sys.executable, "-m", "inferwatch", "up", "--run-dir", str(tmp_path), "--duration", "1"]
+    for name, port in ports.named().items():
+        command += [f"--{name.replace('_', '-')}-port", str(port)]
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 1
+    assert "prometheus not found on PATH" in finished.stderr and "apt-get install" in finished.stderr

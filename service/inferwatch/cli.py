@@ -5,7 +5,7 @@
 ``inferwatch demo-model DIR``
     Train the demo model and save it to DIR for ``mlflow models serve -m DIR``.
 ``inferwatch up``
-    Run the demo stack natively: demo model, MLflow model server, proxy; Ctrl-C stops it.
+    Run the whole stack natively (see :mod:`inferwatch.stack`); Ctrl-C stops it.
 ``inferwatch load``
     Send demo predictions to a proxy and print a summary (see :mod:`inferwatch.load`).
 """
@@ -18,6 +18,7 @@ import sys
 
 from inferwatch import __version__
 from inferwatch.config import ConfigError, Settings, env_name, flag_name, load_settings
+from inferwatch.stack import StackPorts
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,11 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo-model", help="train and save the demo model")
     demo.add_argument("directory", help="where to save the MLflow model (must not exist)")
 
-    up = commands.add_parser("up", help="run the demo stack as native processes")
-    up.add_argument("--run-dir", default=".run", help="logs and the demo model (default .run)")
-    up.add_argument("--proxy-port", type=int, default=8000)
-    up.add_argument("--mlflow-port", type=int, default=5005)
+    up = commands.add_parser("up", help="run the whole stack as native processes")
+    up.add_argument("--run-dir", default=".run", help="logs, data and the demo model (default .run)")
+    for field in dataclasses.fields(StackPorts):
+        up.add_argument(f"--{field.name.replace('_', '-')}-port", dest=f"{field.name}_port", type=int,
+                        default=field.default, metavar="PORT", help=f"default {field.default}")
     up.add_argument("--traffic", type=int, default=100, help="demo predictions to send once up (default 100)")
+    up.add_argument("--bad-share", type=float, default=0.0, help="fraction of bad demo requests, 0..1")
     up.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
 
     load = commands.add_parser("load", help="send demo predictions and summarize the answers")
@@ -77,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         from pathlib import Path
 
-        from inferwatch.stack import StackPorts, up
+        from inferwatch.stack import up
 
-        ports = StackPorts(proxy=args.proxy_port, mlflow=args.mlflow_port)
-        return up(Path(args.run_dir), ports, args.traffic, args.duration)
+        ports = StackPorts(**{field.name: getattr(args, f"{field.name}_port") for field in dataclasses.fields(StackPorts)})
+        return up(Path(args.run_dir), ports, args.traffic, args.duration, args.bad_share)
 
     flags = {field.name: getattr(args, field.name) for field in dataclasses.fields(Settings)}
     try:

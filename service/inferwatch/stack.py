@@ -1,24 +1,37 @@
-"""``inferwatch up``: the demo stack as native processes, for machines without Docker.
+"""``inferwatch up``: the whole stack as native processes, for machines without Docker.
 
-It trains the demo model (once per run directory), starts the MLflow model server and the proxy
-in dependency order with readiness waits, sends a little demo traffic, prints the URLs, and stops
-everything on Ctrl-C or SIGTERM. Logs go to the run directory, one file per component.
+In dependency order, each waited for until it answers: the demo model (trained once per run
+directory), the MLflow model server, our OpenTelemetry Collector (built by
+``otel-collector/build.sh``, cached), the proxy (OTLP to the collector), an SMTP sink
+(aiosmtpd, storing mail in a Maildir), Alertmanager (its configuration rendered for the sink),
+and Prometheus (the committed rules, scraping the collector). Then it sends demo traffic, prints
+the URLs, and stops everything on Ctrl-C or SIGTERM, leaving no process behind. Each component
+logs to ``<run dir>/<name>.log``.
+
+A taken port or a missing binary stops the start before anything runs, with what to do.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from inferwatch.alert_rules import ALERTMANAGER_TEMPLATES, write_alertmanager_config
 from inferwatch.demo_model import save_demo_model
 from inferwatch.load import LoadPlan, run_load
 from inferwatch.processes import ManagedProcess, ProcessFailed, mlflow_serve_command
+
+ROOT = Path(__file__).resolve().parents[2]
+INSTALL_HINT = "run scripts/system-deps.sh (apt-get install -y prometheus prometheus-alertmanager)"
 
 
 class StackError(RuntimeError):
@@ -27,78 +40,186 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True)
 class StackPorts:
+    """Every port the stack listens on (all on 127.0.0.1); each has a ``--<name>-port`` flag."""
+
     proxy: int = 8000
     mlflow: int = 5005
+    otlp_grpc: int = 4317
+    otlp_http: int = 4318
+    collector_metrics: int = 8889
+    collector_health: int = 13133
+    collector_telemetry: int = 8888
+    prometheus: int = 9090
+    alertmanager: int = 9093
+    alertmanager_cluster: int = 0  # 0: clustering off
+    smtp: int = 1025
+
+    def named(self) -> dict[str, int]:
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if getattr(self, field.name)}
 
 
-def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        return sock.connect_ex((host, port)) != 0
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
-def _require(binary: str, hint: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        raise StackError(f"{binary} not found on PATH: {hint}")
-    return path
+def port_answers(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def find_binary(*names: str, hint: str, search_path: str | None = None) -> str:
+    for name in names:
+        path = shutil.which(name, path=search_path)
+        if path:
+            return path
+    raise StackError(f"{' or '.join(names)} not found on PATH: {hint}")
 
 
 class Stack:
     def __init__(self, run_dir: Path, ports: StackPorts):
-        self.run_dir = run_dir
+        self.run_dir = run_dir.resolve()
         self.ports = ports
         self.processes: list[ManagedProcess] = []
+        self.env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+                        PYTHONUNBUFFERED="1")
+
+    def preflight(self) -> dict[str, str]:
+        """Check ports and binaries before anything starts; return the binaries' paths."""
+        for name, port in self.ports.named().items():
+            if not port_is_free(port):
+                flag = "--" + name.replace("_", "-") + "-port"
+                raise StackError(f"port {port} for {name.replace('_', ' ')} is taken; choose another with {flag}")
+        if not (ROOT / "otel-collector" / "config.yaml").exists():
+            raise StackError(f"the repository's files are not at {ROOT}: run inferwatch up from a checkout")
+        binaries = {
+            "mlflow": find_binary("mlflow", hint="install the project with scripts/bootstrap.sh", search_path=self.env["PATH"]),
+            "prometheus": find_binary("prometheus", hint=INSTALL_HINT, search_path=self.env["PATH"]),
+            "alertmanager": find_binary("prometheus-alertmanager", "alertmanager", hint=INSTALL_HINT, search_path=self.env["PATH"]),
+            "go": find_binary("go", hint="install Go >= 1.24 to build the collector", search_path=self.env["PATH"]),
+        }
+        return binaries
 
     def start(self) -> None:
-        for name, port in (("proxy", self.ports.proxy), ("MLflow", self.ports.mlflow)):
-            if not _port_is_free(port):
-                raise StackError(f"port {port} for the {name} is taken; choose another with --{name.lower()}-port")
-        venv_bin = str(Path(sys.executable).parent)
-        _require("mlflow", "install the project with scripts/bootstrap.sh")
+        binaries = self.preflight()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         model_dir = self.run_dir / "demo-model"
         if not (model_dir / "MLmodel").exists():
             save_demo_model(model_dir)
-        env = {"PATH": venv_bin + ":" + "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
-        mlflow = self._spawn("mlflow", mlflow_serve_command(model_dir, self.ports.mlflow), env)
-        mlflow.wait_ready(f"http://127.0.0.1:{self.ports.mlflow}/ping", timeout=120)
-        proxy_env = dict(env, INFERWATCH_UPSTREAM=f"http://127.0.0.1:{self.ports.mlflow}",
-                         INFERWATCH_PORT=str(self.ports.proxy))
-        proxy = self._spawn("proxy", [sys.executable, "-m", "inferwatch", "serve"], proxy_env)
-        proxy.wait_ready(f"http://127.0.0.1:{self.ports.proxy}/readyz", timeout=30)
+        p = self.ports
+        self._spawn("mlflow", mlflow_serve_command(model_dir, p.mlflow), f"http://127.0.0.1:{p.mlflow}/ping", 120)
+        self._spawn("otelcol", [self._collector_binary(), "--config", str(ROOT / "otel-collector" / "config.yaml")],
+                    f"http://127.0.0.1:{p.collector_health}/", env={
+                        "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{p.otlp_grpc}",
+                        "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{p.otlp_http}",
+                        "OTELCOL_PROMETHEUS_ENDPOINT": f"127.0.0.1:{p.collector_metrics}",
+                        "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{p.collector_health}",
+                        "OTELCOL_TELEMETRY_PORT": str(p.collector_telemetry),
+                        "OTELCOL_TRACES_FILE": str(self.run_dir / "traces.jsonl"),
+                        "OTELCOL_TRACES_SAMPLE_PERCENT": "100",
+                    })
+        self._spawn("proxy", [sys.executable, "-m", "inferwatch", "serve"],
+                    f"http://127.0.0.1:{p.proxy}/readyz", env={
+                        "INFERWATCH_UPSTREAM": f"http://127.0.0.1:{p.mlflow}",
+                        "INFERWATCH_PORT": str(p.proxy),
+                        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{p.otlp_http}",
+                        "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+                    })
+        mail = self.run_dir / "mail"
+        self._spawn("smtp-sink", [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{p.smtp}",
+                                  "-c", "aiosmtpd.handlers.Mailbox", str(mail)], None)
+        self._wait_port("smtp-sink", p.smtp)
+        config = write_alertmanager_config(
+            self.run_dir / "alertmanager" / "alertmanager.yml",
+            {"INFERWATCH_SMTP_SMARTHOST": f"127.0.0.1:{p.smtp}"},
+            ROOT / ALERTMANAGER_TEMPLATES,
+        )
+        self._spawn("alertmanager", [
+            binaries["alertmanager"], f"--config.file={config}",
+            f"--storage.path={self.run_dir / 'alertmanager' / 'data'}",
+            f"--web.listen-address=127.0.0.1:{p.alertmanager}",
+            f"--cluster.listen-address={'127.0.0.1:%d' % p.alertmanager_cluster if p.alertmanager_cluster else ''}",
+        ], f"http://127.0.0.1:{p.alertmanager}/-/ready")
+        self._spawn("prometheus", [
+            binaries["prometheus"], f"--config.file={self._prometheus_config()}",
+            f"--storage.tsdb.path={self.run_dir / 'prometheus'}",
+            f"--web.listen-address=127.0.0.1:{p.prometheus}",
+        ], f"http://127.0.0.1:{p.prometheus}/-/ready", 60)
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> ManagedProcess:
-        import os
+    def _collector_binary(self) -> str:
+        print("building the collector (cached after the first time)...", flush=True)
+        with open(self.run_dir / "otelcol-build.log", "ab") as log:
+            built = subprocess.run(["bash", str(ROOT / "otel-collector" / "build.sh")], stdout=subprocess.PIPE,
+                                   stderr=log, env=self.env, text=True, timeout=1800)
+        if built.returncode != 0:
+            raise StackError(f"the collector build failed; see {self.run_dir / 'otelcol-build.log'}")
+        return built.stdout.strip().splitlines()[-1]
 
-        full_env = dict(os.environ, **env)
-        process = ManagedProcess(name, command, self.run_dir / f"{name}.log", env=full_env).start()
-        self.processes.append(process)
+    def _prometheus_config(self) -> Path:
+        """The committed prometheus.yml with this stack's ports and an absolute rules path."""
+        import yaml  # the demo extra: the service image runs without it
+        committed = ROOT / "observability" / "prometheus" / "prometheus.yml"
+        config = yaml.safe_load(committed.read_text())
+        config["rule_files"] = [str(committed.parent / pattern) for pattern in config["rule_files"]]
+        config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{self.ports.alertmanager}"]
+        config["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{self.ports.collector_metrics}"]
+        path = self.run_dir / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def _spawn(self, name: str, command: list[str], ready_url: str | None, timeout: float = 30.0,
+               env: dict[str, str] | None = None) -> ManagedProcess:
+        print(f"starting {name}...", flush=True)
+        process = ManagedProcess(name, command, self.run_dir / f"{name}.log", env=dict(self.env, **(env or {})))
+        self.processes.append(process.start())
+        if ready_url:
+            process.wait_ready(ready_url, timeout=timeout)
         return process
+
+    def _wait_port(self, name: str, port: int, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not port_answers(port):
+            process = next(p for p in self.processes if p.name == name)
+            if not process.running or time.monotonic() > deadline:
+                raise ProcessFailed(name, f"not listening on {port}", process.log_tail())
+            time.sleep(0.1)
 
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
 
     def urls(self) -> dict[str, str]:
-        proxy = f"http://127.0.0.1:{self.ports.proxy}"
+        p = self.ports
         return {
-            "proxy": proxy + "/predict",
-            "metrics": proxy + "/metrics",
-            "mlflow": f"http://127.0.0.1:{self.ports.mlflow}/invocations",
+            "proxy": f"http://127.0.0.1:{p.proxy}/predict",
+            "metrics": f"http://127.0.0.1:{p.proxy}/metrics",
+            "collector": f"http://127.0.0.1:{p.collector_metrics}/metrics",
+            "prometheus": f"http://127.0.0.1:{p.prometheus}",
+            "alertmanager": f"http://127.0.0.1:{p.alertmanager}",
+            "emails": str(self.run_dir / "mail" / "new"),
+            "traces": str(self.run_dir / "traces.jsonl"),
             "logs": str(self.run_dir),
         }
 
 
-def up(run_dir: Path, ports: StackPorts, traffic: int, duration: float | None) -> int:
-    run_dir.mkdir(parents=True, exist_ok=True)
+def up(run_dir: Path, ports: StackPorts, traffic: int, duration: float | None, bad_share: float = 0.0) -> int:
     stack = Stack(run_dir, ports)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    started = time.monotonic()
     try:
         stack.start()
+        print(f"stack up in {time.monotonic() - started:.1f} s", flush=True)
         for name, url in stack.urls().items():
-            print(f"{name:>8}: {url}", flush=True)
+            print(f"{name:>12}: {url}", flush=True)
         if traffic:
-            plan = LoadPlan(f"http://127.0.0.1:{ports.proxy}", count=traffic, concurrency=2)
+            plan = LoadPlan(f"http://127.0.0.1:{ports.proxy}", count=traffic, concurrency=2, bad_share=bad_share)
             print(run_load(plan, progress=lambda *_: None).summary(), flush=True)
         print("running; Ctrl-C stops the stack", flush=True)
         deadline = None if duration is None else time.monotonic() + duration
