@@ -62,6 +62,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from inferwatch import generated
+
 RULES_DIR = Path("observability/prometheus/rules")
 ALERTMANAGER_DIR = Path("observability/alertmanager")
 ALERTMANAGER_CONFIG = ALERTMANAGER_DIR / "alertmanager.yml"
@@ -565,8 +567,7 @@ def committed_files(root: Path) -> dict[Path, str]:
 
 def stale_files(root: Path) -> list[Path]:
     """Committed files that differ from the rendering (missing ones included)."""
-    return [path for path, text in committed_files(root).items()
-            if not path.is_file() or path.read_text() != text]
+    return generated.stale(committed_files(root))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -642,16 +643,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(out)
         return 0
-    if args.write:
-        for path, text in committed_files(args.root).items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(path)
-        return 0
-    stale = stale_files(args.root)
-    for path in stale:
-        print(f"{path} differs from the rendering: run python -m inferwatch.alert_rules --write", file=sys.stderr)
-    return 1 if stale else 0
+    return generated.check_or_write(committed_files(args.root), args.write, "python -m inferwatch.alert_rules")
 
 
 if __name__ == "__main__":

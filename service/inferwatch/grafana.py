@@ -46,6 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from inferwatch import generated
 from inferwatch.alert_rules import (
     THRESHOLDS,
     AlertRule,
@@ -680,8 +681,7 @@ def committed_files(root: Path, t: Thresholds = THRESHOLDS) -> dict[Path, str]:
 
 def stale_files(root: Path) -> list[Path]:
     """Committed files that differ from the rendering (missing ones included)."""
-    return [path for path, text in committed_files(root).items()
-            if not path.is_file() or path.read_text() != text]
+    return generated.stale(committed_files(root))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -695,16 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
     args = parser.parse_args(argv)
 
-    if args.write:
-        for path, text in committed_files(args.root).items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(path)
-        return 0
-    stale = stale_files(args.root)
-    for path in stale:
-        print(f"{path} differs from the rendering: run python -m inferwatch.grafana --write", file=sys.stderr)
-    return 1 if stale else 0
+    return generated.check_or_write(committed_files(args.root), args.write, "python -m inferwatch.grafana")
 
 
 if __name__ == "__main__":
