@@ -30,6 +30,7 @@ def child_env(**extra: str) -> dict[str, str]:
     """Environment for child processes: the venv first on PATH (mlflow execs uvicorn)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "INFERWATCH_"))}
     env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "service"), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env

@@ -116,12 +116,12 @@ def test_a_password_file_ending_in_a_newline_is_refused(tmp_path):
 def test_the_command_renders_from_the_environment_and_reports_a_bad_setting(tmp_path):
     out = tmp_path / "alertmanager.yml"
     command = [sys.executable, "-m", "inferwatch.alert_rules", "--alertmanager-config", str(out)]
-    ok = subprocess.run(command, cwd=REPO, env={"PATH": "/usr/bin:/bin", **REAL_SMTP_ENV,
+    ok = subprocess.run(command, cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "service"), **REAL_SMTP_ENV,
                                                 "INFERWATCH_SMTP_PASSWORD": "pw"},
                         capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert amtool("check-config", str(out)).returncode == 0
-    bad = subprocess.run(command, cwd=REPO, env={"PATH": "/usr/bin:/bin", "INFERWATCH_SMTP_USERNAME": "me"},
+    bad = subprocess.run(command, cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "service"), "INFERWATCH_SMTP_USERNAME": "me"},
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "INFERWATCH_SMTP_PASSWORD_FILE" in bad.stderr
 
