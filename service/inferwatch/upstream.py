@@ -6,7 +6,8 @@ body and its content type are forwarded: client headers (forwarding headers, hop
 ``Host``) never reach the model server, and the client can never choose the upstream.
 
 Transport failures become :class:`~inferwatch.errors.ProxyError` with the status they mean:
-connection refused or reset -> 503, connect or read timeout -> 504.
+connection refused or reset -> 503, connect or read timeout (also in the middle of the body) ->
+504, an answer cut short after its headers -> 502.
 """
 
 from __future__ import annotations
@@ -88,8 +89,14 @@ class UpstreamClient:
             response = self._session.send(prepared, timeout=self._timeout, allow_redirects=False)
         except requests.Timeout:
             raise errors.upstream_timeout() from None
-        except requests.ConnectionError:
+        except requests.ConnectionError as error:
+            # requests reports a read timeout in the middle of the body as a ConnectionError.
+            if any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in error.args):
+                raise errors.upstream_timeout() from None
             raise errors.upstream_unavailable() from None
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+            # The headers came, the body did not: the model server died while answering.
+            raise errors.upstream_error("the answer was cut short") from None
         return UpstreamAnswer(
             status=response.status_code,
             body=response.content,

@@ -1,0 +1,42 @@
+"""A short soak for CI: 35 s of mixed load at 16 clients, checked for leaks and for miscounting.
+
+The same run as ``tests/benchmarks/soak.py`` (which takes minutes and records the figures), cut to
+fit the test suite: a real proxy in front of the real MLflow model server, exporting OTLP to the
+real collector, with 20 % bad requests.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.soak import soak
+from conftest import otlp_env
+
+DURATION_S = 35.0
+WARMUP_S = 10.0  # imports, first connections and allocator pools settle here; left out of the growth
+MAX_RSS_GROWTH_PERCENT = 10.0
+# Open FDs are one per client connection, pooled upstream connection, log and listening socket,
+# all steady under load; a connection being replaced shows as a momentary +1 or +2.
+MAX_FD_SPREAD = 4
+
+pytestmark = pytest.mark.slow
+
+
+def test_sustained_mixed_load_leaves_memory_and_file_descriptors_flat_and_every_request_counted(
+    mlflow_server, start_proxy, start_collector
+):
+    collector = start_collector()
+    proxy = start_proxy(mlflow_server.url, env=otlp_env(collector))
+    result = soak(proxy.url, proxy.process.process.pid, DURATION_S, concurrency=16, bad_share=0.2,
+                  warmup_s=WARMUP_S, sample_every_s=1.0, collector_metrics_url=collector.metrics_url)
+    print("\n" + result.markdown())
+    figures = result.figures
+
+    assert result.report.sent > 1000, "too little load to judge"
+    assert result.unexpected() == {}
+    assert result.counter_mismatches() == {}
+    assert result.worker_survived
+    assert figures["samples_after_warmup"] >= 20
+    assert figures["rss_growth_peak_percent"] < MAX_RSS_GROWTH_PERCENT
+    assert figures["fds_max"] - figures["fds_min"] <= MAX_FD_SPREAD
+    assert figures["threads_min"] == figures["threads_max"]
