@@ -75,7 +75,7 @@ def percentile(values, q: float) -> float:
 
 def machine_facts() -> dict:
     versions = {}
-    for package in ("mlflow", "flask", "waitress", "requests", "opentelemetry-sdk",
+    for package in ("mlflow", "flask", "pyuwsgi", "requests", "opentelemetry-sdk",
                     "opentelemetry-instrumentation-flask", "opentelemetry-exporter-prometheus"):
         try:
             versions[package] = metadata.version(package)
