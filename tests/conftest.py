@@ -18,7 +18,15 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from inferwatch.demo_model import save_demo_model
-from inferwatch.processes import ManagedProcess, free_port, mlflow_serve_command
+from inferwatch.processes import (
+    CollectorPorts,
+    ManagedProcess,
+    build_collector,
+    collector_command,
+    collector_env,
+    free_port,
+    mlflow_serve_command,
+)
 
 VENV_BIN = str(Path(sys.executable).parent)
 TESTS = Path(__file__).parent
@@ -174,11 +182,10 @@ def proxy(start_proxy, mlflow_server) -> Proxy:
 @pytest.fixture(scope="session")
 def otelcol_binary() -> str:
     """The collector built from otel-collector/builder-config.yaml (cached by the manifest's hash)."""
-    built = subprocess.run(
-        ["bash", str(ROOT / "otel-collector" / "build.sh")], capture_output=True, text=True, timeout=1800
-    )
-    assert built.returncode == 0, built.stderr[-4000:]
-    return built.stdout.strip().splitlines()[-1]
+    try:
+        return build_collector()
+    except subprocess.CalledProcessError as error:
+        raise AssertionError(f"the collector build failed:\n{error.stderr}") from None
 
 
 @dataclass
@@ -187,18 +194,16 @@ class Collector:
 
     binary: str
     workdir: Path
-    ports: dict[str, int] = field(default_factory=lambda: {
-        name: free_port() for name in ("grpc", "http", "prometheus", "health", "telemetry")
-    })
+    ports: CollectorPorts = field(default_factory=CollectorPorts)
     process: ManagedProcess | None = None
 
     @property
     def otlp_http(self) -> str:
-        return f"http://127.0.0.1:{self.ports['http']}"
+        return f"http://127.0.0.1:{self.ports.otlp_http}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['prometheus']}/metrics"
+        return f"http://127.0.0.1:{self.ports.metrics}/metrics"
 
     @property
     def traces_file(self) -> Path:
@@ -206,20 +211,10 @@ class Collector:
 
     def start(self, **env: str) -> Collector:
         self.process = ManagedProcess(
-            "otelcol",
-            [self.binary, "--config", str(ROOT / "otel-collector" / "config.yaml")],
-            self.workdir / "otelcol.log",
-            env=child_env(
-                OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{self.ports['grpc']}",
-                OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{self.ports['http']}",
-                OTELCOL_PROMETHEUS_ENDPOINT=f"127.0.0.1:{self.ports['prometheus']}",
-                OTELCOL_HEALTH_ENDPOINT=f"127.0.0.1:{self.ports['health']}",
-                OTELCOL_TELEMETRY_PORT=str(self.ports["telemetry"]),
-                OTELCOL_TRACES_FILE=str(self.traces_file),
-                **env,
-            ),
+            "otelcol", collector_command(self.binary), self.workdir / "otelcol.log",
+            env=child_env(**collector_env(self.ports, self.traces_file), **env),
         ).start()
-        self.process.wait_ready(f"http://127.0.0.1:{self.ports['health']}/", timeout=30)
+        self.process.wait_ready(f"http://127.0.0.1:{self.ports.health}/", timeout=30)
         return self
 
     def stop(self) -> None:

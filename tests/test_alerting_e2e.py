@@ -157,7 +157,7 @@ def start_proxy_and_target(scrape: str, mlflow_url: str, start_proxy, request):
         proxy = start_proxy(mlflow_url)
         return proxy, f"127.0.0.1:{proxy.port}"
     collector = request.getfixturevalue("start_collector")()
-    return start_proxy(mlflow_url, env=otlp_env(collector)), f"127.0.0.1:{collector.ports['prometheus']}"
+    return start_proxy(mlflow_url, env=otlp_env(collector)), f"127.0.0.1:{collector.ports.metrics}"
 
 
 @pytest.mark.parametrize("scrape", ["service", "collector"])

@@ -25,11 +25,15 @@ from inferwatch.metric_mapping import UNMATCHED_ROUTE
 ACCESS_LOGGER = "inferwatch.access"
 
 
+def utc_timestamp(seconds: float) -> str:
+    """RFC 3339 in UTC with milliseconds, e.g. 2026-11-26T05:35:04.123Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds % 1 * 1000):03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": utc_timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
         }
@@ -119,7 +123,7 @@ class AccessLog:
 def format_line(entry: tuple) -> str:
     created, method, route, status, duration_s, outcome, trace_id, span_id = entry
     return json.dumps({
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z",
+        "time": utc_timestamp(created),
         "level": "INFO",
         "logger": ACCESS_LOGGER,
         "message": "request",

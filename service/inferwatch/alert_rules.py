@@ -627,12 +627,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m inferwatch.alert_rules",
         description="Render the Prometheus rule files and the Alertmanager configuration from THRESHOLDS.",
     )
-    action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--check", action="store_true", help="exit 1 if a committed file differs from the rendering")
-    action.add_argument("--write", action="store_true", help="rewrite the committed files")
+    action = generated.add_check_write_arguments(parser)
     action.add_argument("--alertmanager-config", metavar="OUT", type=Path,
                         help="render Alertmanager's configuration from INFERWATCH_SMTP_* to OUT")
-    parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
     args = parser.parse_args(argv)
 
     if args.alertmanager_config:

@@ -6,9 +6,19 @@ provisioning); each generator gives ``{path: text}`` and shares these two verbs.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+
+
+def add_check_write_arguments(parser: argparse.ArgumentParser):
+    """``--check`` | ``--write`` (required, exclusive) and ``--root``; returns the exclusive group."""
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--check", action="store_true", help="exit 1 if a committed file differs from the rendering")
+    action.add_argument("--write", action="store_true", help="rewrite the committed files")
+    parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
+    return action
 
 
 def stale(files: Mapping[Path, str]) -> list[Path]:

@@ -115,7 +115,6 @@ class Datasource:
 PROMETHEUS = Datasource("prometheus", "Prometheus", "prometheus", "http://prometheus:9090")
 JAEGER = Datasource("jaeger", "Jaeger", "jaeger", "http://jaeger:16686")
 ALERTMANAGER = Datasource("alertmanager", "Alertmanager", "alertmanager", "http://alertmanager:9093")
-DATASOURCES = (PROMETHEUS, JAEGER, ALERTMANAGER)
 # Server-side expressions (reduce, threshold) in Grafana rules: a built-in pseudo datasource.
 EXPRESSIONS = Datasource("__expr__", "Expression", "__expr__", "")
 
@@ -689,10 +688,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m inferwatch.grafana",
         description="Render Grafana's provisioning files and dashboard from THRESHOLDS and the metric contract.",
     )
-    action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--check", action="store_true", help="exit 1 if a committed file differs from the rendering")
-    action.add_argument("--write", action="store_true", help="rewrite the committed files")
-    parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
+    generated.add_check_write_arguments(parser)
     args = parser.parse_args(argv)
 
     return generated.check_or_write(committed_files(args.root), args.write, "python -m inferwatch.grafana")

@@ -15,7 +15,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+# The repository checkout this package runs from (the collector and the configs live there).
+ROOT = Path(__file__).resolve().parents[2]
+COLLECTOR_CONFIG = ROOT / "otel-collector" / "config.yaml"
 
 
 class ProcessFailed(RuntimeError):
@@ -138,3 +143,40 @@ def mlflow_serve_command(model_dir: str | Path, port: int, host: str = "127.0.0.
         "-w", str(workers),
         "--env-manager", "local",
     ]
+
+
+@dataclass(frozen=True)
+class CollectorPorts:
+    """The ports our collector listens on (all on 127.0.0.1)."""
+
+    otlp_grpc: int = field(default_factory=free_port)
+    otlp_http: int = field(default_factory=free_port)
+    metrics: int = field(default_factory=free_port)
+    health: int = field(default_factory=free_port)
+    telemetry: int = field(default_factory=free_port)
+
+
+def build_collector(stderr=subprocess.PIPE, env: Mapping[str, str] | None = None) -> str:
+    """Path of the collector binary: ``otel-collector/build.sh`` builds it once, then it is cached.
+
+    Raises ``subprocess.CalledProcessError`` when the build fails (its log went to ``stderr``).
+    """
+    built = subprocess.run(["bash", str(ROOT / "otel-collector" / "build.sh")], stdout=subprocess.PIPE,
+                           stderr=stderr, env=env, text=True, timeout=1800, check=True)
+    return built.stdout.strip().splitlines()[-1]
+
+
+def collector_command(binary: str) -> list[str]:
+    return [binary, "--config", str(COLLECTOR_CONFIG)]
+
+
+def collector_env(ports: CollectorPorts, traces_file: str | Path) -> dict[str, str]:
+    """The OTELCOL_* variables of config.yaml for these ports, traces written to ``traces_file``."""
+    return {
+        "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports.otlp_grpc}",
+        "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports.otlp_http}",
+        "OTELCOL_PROMETHEUS_ENDPOINT": f"127.0.0.1:{ports.metrics}",
+        "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{ports.health}",
+        "OTELCOL_TELEMETRY_PORT": str(ports.telemetry),
+        "OTELCOL_TRACES_FILE": str(traces_file),
+    }

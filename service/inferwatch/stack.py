@@ -28,9 +28,18 @@ from pathlib import Path
 from inferwatch.alert_rules import ALERTMANAGER_TEMPLATES, write_alertmanager_config
 from inferwatch.demo_model import save_demo_model
 from inferwatch.load import LoadPlan, run_load
-from inferwatch.processes import ManagedProcess, ProcessFailed, mlflow_serve_command
+from inferwatch.processes import (
+    COLLECTOR_CONFIG,
+    ROOT,
+    CollectorPorts,
+    ManagedProcess,
+    ProcessFailed,
+    build_collector,
+    collector_command,
+    collector_env,
+    mlflow_serve_command,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "run scripts/system-deps.sh (apt-get install -y prometheus prometheus-alertmanager)"
 
 
@@ -96,7 +105,7 @@ class Stack:
             if not port_is_free(port):
                 flag = "--" + name.replace("_", "-") + "-port"
                 raise StackError(f"port {port} for {name.replace('_', ' ')} is taken; choose another with {flag}")
-        if not (ROOT / "otel-collector" / "config.yaml").exists():
+        if not COLLECTOR_CONFIG.exists():
             raise StackError(f"the repository's files are not at {ROOT}: run inferwatch up from a checkout")
         binaries = {
             "mlflow": find_binary("mlflow", hint="install the project with scripts/bootstrap.sh", search_path=self.env["PATH"]),
@@ -114,16 +123,12 @@ class Stack:
             save_demo_model(model_dir)
         p = self.ports
         self._spawn("mlflow", mlflow_serve_command(model_dir, p.mlflow), f"http://127.0.0.1:{p.mlflow}/ping", 120)
-        self._spawn("otelcol", [self._collector_binary(), "--config", str(ROOT / "otel-collector" / "config.yaml")],
-                    f"http://127.0.0.1:{p.collector_health}/", env={
-                        "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{p.otlp_grpc}",
-                        "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{p.otlp_http}",
-                        "OTELCOL_PROMETHEUS_ENDPOINT": f"127.0.0.1:{p.collector_metrics}",
-                        "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{p.collector_health}",
-                        "OTELCOL_TELEMETRY_PORT": str(p.collector_telemetry),
-                        "OTELCOL_TRACES_FILE": str(self.run_dir / "traces.jsonl"),
-                        "OTELCOL_TRACES_SAMPLE_PERCENT": "100",
-                    })
+        collector = CollectorPorts(p.otlp_grpc, p.otlp_http, p.collector_metrics, p.collector_health,
+                                   p.collector_telemetry)
+        self._spawn("otelcol", collector_command(self._collector_binary()),
+                    f"http://127.0.0.1:{p.collector_health}/",
+                    env={**collector_env(collector, self.run_dir / "traces.jsonl"),
+                         "OTELCOL_TRACES_SAMPLE_PERCENT": "100"})
         self._spawn("proxy", [sys.executable, "-m", "inferwatch", "serve"],
                     f"http://127.0.0.1:{p.proxy}/readyz", env={
                         "INFERWATCH_UPSTREAM": f"http://127.0.0.1:{p.mlflow}",
@@ -154,12 +159,12 @@ class Stack:
 
     def _collector_binary(self) -> str:
         print("building the collector (cached after the first time)...", flush=True)
-        with open(self.run_dir / "otelcol-build.log", "ab") as log:
-            built = subprocess.run(["bash", str(ROOT / "otel-collector" / "build.sh")], stdout=subprocess.PIPE,
-                                   stderr=log, env=self.env, text=True, timeout=1800)
-        if built.returncode != 0:
-            raise StackError(f"the collector build failed; see {self.run_dir / 'otelcol-build.log'}")
-        return built.stdout.strip().splitlines()[-1]
+        log_path = self.run_dir / "otelcol-build.log"
+        with open(log_path, "ab") as log:
+            try:
+                return build_collector(stderr=log, env=self.env)
+            except subprocess.CalledProcessError:
+                raise StackError(f"the collector build failed; see {log_path}") from None
 
     def _prometheus_config(self) -> Path:
         """The committed prometheus.yml with this stack's ports and an absolute rules path."""

@@ -19,7 +19,15 @@ from pathlib import Path
 from bench_proxy import ROOT, env_with
 from harness import cpu_seconds, median, run_wrk, wrk_script
 from inferwatch.demo_model import save_demo_model
-from inferwatch.processes import ManagedProcess, free_port, mlflow_serve_command
+from inferwatch.processes import (
+    CollectorPorts,
+    ManagedProcess,
+    build_collector,
+    collector_command,
+    collector_env,
+    free_port,
+    mlflow_serve_command,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,21 +49,16 @@ def main(argv: list[str] | None = None) -> int:
         return process
 
     try:
-        binary = subprocess.run(["bash", str(ROOT / "otel-collector" / "build.sh")], capture_output=True,
-                                text=True, check=True).stdout.strip().splitlines()[-1]
-        mlflow_port, health, http = free_port(), free_port(), free_port()
+        mlflow_port, collector = free_port(), CollectorPorts()
         spawn("mlflow", mlflow_serve_command(save_demo_model(work / "model"), mlflow_port), env_with(),
               f"http://127.0.0.1:{mlflow_port}/ping")
-        spawn("otelcol", [binary, "--config", str(ROOT / "otel-collector" / "config.yaml")], env_with(
-            OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{free_port()}", OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{http}",
-            OTELCOL_PROMETHEUS_ENDPOINT=f"127.0.0.1:{free_port()}", OTELCOL_HEALTH_ENDPOINT=f"127.0.0.1:{health}",
-            OTELCOL_TELEMETRY_PORT=str(free_port()), OTELCOL_TRACES_FILE=str(work / "traces.jsonl"),
-        ), f"http://127.0.0.1:{health}/")
+        spawn("otelcol", collector_command(build_collector()),
+              env_with(**collector_env(collector, work / "traces.jsonl")), f"http://127.0.0.1:{collector.health}/")
         sides = {}
         for name, source in (("baseline", work / "baseline" / "service"), ("current", ROOT / "service")):
             port = free_port()
             env = env_with(INFERWATCH_UPSTREAM=f"http://127.0.0.1:{mlflow_port}", INFERWATCH_PORT=str(port),
-                           OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{http}", OTEL_METRIC_EXPORT_INTERVAL="5000",
+                           OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.otlp_http}", OTEL_METRIC_EXPORT_INTERVAL="5000",
                            PYTHONPATH=str(source))
             process = spawn(name, [sys.executable, "-m", "inferwatch", "serve"], env,
                             f"http://127.0.0.1:{port}/readyz")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +35,15 @@ import requests
 
 from harness import cpu_seconds, machine_facts, median, percentile, run_wrk, wrk_script
 from inferwatch.demo_model import SEED_EXAMPLE, save_demo_model
-from inferwatch.processes import ManagedProcess, free_port, mlflow_serve_command
+from inferwatch.processes import (
+    CollectorPorts,
+    ManagedProcess,
+    build_collector,
+    collector_command,
+    collector_env,
+    free_port,
+    mlflow_serve_command,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -72,27 +79,19 @@ class Bench:
         return process
 
     def start(self) -> None:
-        binary = subprocess.run(["bash", str(ROOT / "otel-collector" / "build.sh")], capture_output=True,
-                                text=True, check=True, timeout=1800).stdout.strip().splitlines()[-1]
+        binary = build_collector()
         model = save_demo_model(self.work / "model")
         self.mlflow_port, self.proxy_on_port, self.proxy_off_port = free_port(), free_port(), free_port()
         self.spawn("mlflow", mlflow_serve_command(model, self.mlflow_port), env_with(),
                    f"http://127.0.0.1:{self.mlflow_port}/ping")
-        ports = {name: free_port() for name in ("grpc", "http", "prom", "health", "telemetry")}
-        self.collector_metrics = f"http://127.0.0.1:{ports['prom']}/metrics"
-        self.spawn("otelcol", [binary, "--config", str(ROOT / "otel-collector" / "config.yaml")], env_with(
-            OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{ports['grpc']}",
-            OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{ports['http']}",
-            OTELCOL_PROMETHEUS_ENDPOINT=f"127.0.0.1:{ports['prom']}",
-            OTELCOL_HEALTH_ENDPOINT=f"127.0.0.1:{ports['health']}",
-            OTELCOL_TELEMETRY_PORT=str(ports["telemetry"]),
-            OTELCOL_TRACES_FILE=str(self.work / "traces.jsonl"),
-        ), f"http://127.0.0.1:{ports['health']}/")
+        ports = CollectorPorts()
+        self.spawn("otelcol", collector_command(binary), env_with(**collector_env(ports, self.work / "traces.jsonl")),
+                   f"http://127.0.0.1:{ports.health}/")
         upstream = f"http://127.0.0.1:{self.mlflow_port}"
         command = [sys.executable, "-m", "inferwatch", "serve"]
         self.proxy_on = self.spawn("proxy_on", command, env_with(
             INFERWATCH_UPSTREAM=upstream, INFERWATCH_PORT=str(self.proxy_on_port),
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{ports['http']}",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{ports.otlp_http}",
             OTEL_METRIC_EXPORT_INTERVAL="5000",
         ), f"http://127.0.0.1:{self.proxy_on_port}/readyz")
         self.proxy_off = self.spawn("proxy_off", command, env_with(
@@ -104,7 +103,7 @@ class Bench:
         config.write_text(
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             "scrape_configs:\n  - job_name: inferwatch\n    static_configs:\n"
-            f"      - targets: ['127.0.0.1:{ports['prom']}']\n"
+            f"      - targets: ['127.0.0.1:{ports.metrics}']\n"
         )
         self.spawn("prometheus", ["prometheus", f"--config.file={config}",
                                   f"--web.listen-address=127.0.0.1:{self.prometheus_port}",

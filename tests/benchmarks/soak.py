@@ -39,7 +39,7 @@ if str(TESTS) not in sys.path:  # run as a script; under pytest tests/ is alread
 
 from conftest import Collector, MlflowServer, child_env, parse_samples, total  # noqa: E402
 from inferwatch.load import LoadPlan, LoadReport, run_load  # noqa: E402
-from inferwatch.processes import ManagedProcess, free_port  # noqa: E402
+from inferwatch.processes import ManagedProcess, build_collector, free_port  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 1024 * 1024
@@ -240,14 +240,6 @@ def start_proxy(upstream: str, workdir: Path, env: dict[str, str]) -> tuple[str,
     return url, process
 
 
-def collector_binary() -> str:
-    import subprocess
-
-    built = subprocess.run(["bash", str(TESTS.parent / "otel-collector" / "build.sh")],
-                           capture_output=True, text=True, check=True, timeout=1800)
-    return built.stdout.strip().splitlines()[-1]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the load (default 5)")
@@ -271,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         env, collector = {}, None
         if args.collector:
             (workdir / "otelcol").mkdir()
-            collector = Collector(collector_binary(), workdir / "otelcol")
+            collector = Collector(build_collector(), workdir / "otelcol")
             started.append(collector.start())
             env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_http, "OTEL_METRIC_EXPORT_INTERVAL": "5000"}
         url, proxy = start_proxy(mlflow.url, workdir, env)
