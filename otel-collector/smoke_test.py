@@ -1,7 +1,7 @@
 """Smoke test of the collector build and config.yaml with synthetic OTLP data (no service needed).
 
 Starts the collector on free loopback ports, sends it metrics under the OTel names of
-service/inferwatch/metric_mapping.py and a few traces through the OpenTelemetry SDK, then checks
+service/inferwatch/contract/metrics.py and a few traces through the OpenTelemetry SDK, then checks
 what comes out: the exact Prometheus names, types, labels and values on the prometheus exporter
 (percent scaling, MiB, summed-away attributes, default route, ``le`` edges), that nothing outside
 the contract appears, and that tail sampling kept the failed and the slow trace and nothing else.
@@ -42,8 +42,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
 from opentelemetry.trace import Status, StatusCode  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from inferwatch import metric_mapping as mm  # noqa: E402
-from inferwatch.collector_config import contract_names  # noqa: E402
+from inferwatch.contract import metrics as mm  # noqa: E402
+from inferwatch.render.collector import contract_names  # noqa: E402
 
 SERVICE_NAME = "inferwatch-smoke"
 UNMAPPED_METRIC = "inferwatch.smoke.unmapped"

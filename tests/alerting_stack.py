@@ -23,7 +23,7 @@ import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from inferwatch.processes import ManagedProcess, free_port
+from inferwatch.stack.processes import ManagedProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = REPO / "observability" / "prometheus"

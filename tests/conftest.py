@@ -17,8 +17,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from inferwatch.demo_model import save_demo_model
-from inferwatch.processes import (
+from inferwatch.stack.demo_model import save_demo_model
+from inferwatch.stack.processes import (
     CollectorPorts,
     ManagedProcess,
     build_collector,

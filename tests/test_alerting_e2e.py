@@ -32,9 +32,11 @@ from alerting_stack import (
     text_body,
 )
 from conftest import MlflowServer, otlp_env
-from inferwatch.alert_rules import RouteTimings, SmtpSettings, render_alertmanager_config, rule_files
-from inferwatch.demo_model import SEED_EXAMPLE
-from inferwatch.processes import free_port
+from inferwatch.contract.thresholds import RouteTimings
+from inferwatch.render.alertmanager import SmtpSettings, render_alertmanager_config
+from inferwatch.render.prometheus_rules import rule_files
+from inferwatch.stack.demo_model import SEED_EXAMPLE
+from inferwatch.stack.processes import free_port
 
 ALERT = "HighPredictionFailureRate"
 TEST_FOR = "2s"

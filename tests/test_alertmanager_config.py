@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from alerting_stack import ALERTMANAGER_DIR, REPO, require_binary
-from inferwatch.alert_rules import SettingError, SmtpSettings, render_alertmanager_config, write_alertmanager_config
+from inferwatch.render.alertmanager import SettingError, SmtpSettings, render_alertmanager_config, write_alertmanager_config
 
 COMMITTED = ALERTMANAGER_DIR / "alertmanager.yml"
 TEMPLATES = ALERTMANAGER_DIR / "templates"
@@ -29,7 +29,7 @@ def amtool(*args: str) -> subprocess.CompletedProcess:
 
 def test_the_committed_config_is_the_development_rendering():
     assert COMMITTED.read_text() == render_alertmanager_config(), (
-        "alertmanager.yml differs: run python -m inferwatch.alert_rules --write")
+        "alertmanager.yml differs: run python -m inferwatch.render --write")
 
 
 def test_amtool_accepts_the_committed_config_and_its_templates():
@@ -115,7 +115,7 @@ def test_a_password_file_ending_in_a_newline_is_refused(tmp_path):
 
 def test_the_command_renders_from_the_environment_and_reports_a_bad_setting(tmp_path):
     out = tmp_path / "alertmanager.yml"
-    command = [sys.executable, "-m", "inferwatch.alert_rules", "--alertmanager-config", str(out)]
+    command = [sys.executable, "-m", "inferwatch.render", "--alertmanager-config", str(out)]
     ok = subprocess.run(command, cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "service"), **REAL_SMTP_ENV,
                                                 "INFERWATCH_SMTP_PASSWORD": "pw"},
                         capture_output=True, text=True, timeout=60)

@@ -11,7 +11,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import otlp_env, parse_samples, total, tunable_payload
-from inferwatch.demo_model import SEED_EXAMPLE
+from inferwatch.stack.demo_model import SEED_EXAMPLE
 
 IGNORED_LABELS = {"job", "instance"}
 

@@ -11,12 +11,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "otel-collector" / "config.yaml"
 sys.path.insert(0, str(ROOT / "service"))
 
-from inferwatch import collector_config  # noqa: E402
-from inferwatch.metric_mapping import MAPPINGS  # noqa: E402
+from inferwatch.contract.metrics import MAPPINGS  # noqa: E402
+from inferwatch.render import collector as collector_config  # noqa: E402
 
-REGENERATE = (
-    "regenerate with: python -m inferwatch.collector_config --write otel-collector/config.yaml"
-)
+REGENERATE = "regenerate with: python -m inferwatch.render --write"
 
 
 def load_config() -> dict:
@@ -99,14 +97,18 @@ def test_write_replaces_only_the_generated_block(tmp_path):
         encoding="utf-8",
     )
 
-    assert collector_config.main(["--write", str(config)]) == 0
+    (tmp_path / collector_config.COLLECTOR_CONFIG).parent.mkdir(parents=True)
+    config.rename(tmp_path / collector_config.COLLECTOR_CONFIG)
+    config = tmp_path / collector_config.COLLECTOR_CONFIG
 
-    text = config.read_text(encoding="utf-8")
+    [(path, text)] = collector_config.committed_files(tmp_path).items()
+
+    assert path == config
     assert text == "processors:\n" + collector_config.render_processors() + "  batch: {}\n"
 
 
 def test_the_sampler_keeps_traces_slower_than_the_latency_alert_threshold():
-    from inferwatch.alert_rules import THRESHOLDS
+    from inferwatch.contract.thresholds import THRESHOLDS
 
     policies = load_config()["processors"]["tail_sampling/errors_slow_sample"]["policies"]
     slow = next(p for p in policies if p["type"] == "latency")["latency"]["threshold_ms"]

@@ -3,7 +3,7 @@
 import pytest
 
 from inferwatch.cli import main
-from inferwatch.config import ConfigError, Settings, load_settings
+from inferwatch.proxy.config import ConfigError, Settings, load_settings
 
 
 def test_defaults_match_the_seed():

@@ -29,8 +29,8 @@ import requests
 
 from alerting_stack import PROMETHEUS_DIR, PrometheusServer, poll, prometheus_test_config
 from conftest import MlflowServer, otlp_env, parse_samples, total, tunable_payload
-from inferwatch.demo_model import SEED_EXAMPLE
-from inferwatch.processes import free_port
+from inferwatch.stack.demo_model import SEED_EXAMPLE
+from inferwatch.stack.processes import free_port
 from test_collector import wait_for, without_ignored_labels
 
 LOAD_THREADS = 4

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import total
-from inferwatch.demo_model import PIMA_COLUMNS
+from inferwatch.stack.demo_model import PIMA_COLUMNS
 
-SPEC = yaml.safe_load(resources.files("inferwatch").joinpath("openapi.yaml").read_text())
+SPEC = yaml.safe_load(resources.files("inferwatch.proxy").joinpath("openapi.yaml").read_text())
 OPERATIONAL = {"/metrics", "/healthz", "/readyz"}
 PREDICTION_PATHS = [path for path, operations in SPEC["paths"].items() if path not in OPERATIONAL]
 KNOWN = [(method.upper(), path) for path, operations in SPEC["paths"].items() for method in operations]

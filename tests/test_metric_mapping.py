@@ -5,7 +5,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, InMemoryMetricReader, Sum
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
-from inferwatch import metric_mapping as mm
+from inferwatch.contract import metrics as mm
+from inferwatch.proxy.translate import to_prometheus
 
 
 def collect(record):
@@ -16,7 +17,7 @@ def collect(record):
                     aggregation=ExplicitBucketHistogramAggregation(mm.LATENCY_BUCKETS_SECONDS))],
     )
     record(provider.get_meter("test"))
-    translated = mm.to_prometheus(reader.get_metrics_data())
+    translated = to_prometheus(reader.get_metrics_data())
     provider.shutdown()
     return {m.name: m for rm in translated.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
 

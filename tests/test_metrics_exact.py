@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from conftest import parse_samples, total, tunable_payload
-from inferwatch.demo_model import SEED_EXAMPLE
-from inferwatch.metric_mapping import LATENCY_BUCKETS_SECONDS
+from inferwatch.contract.metrics import LATENCY_BUCKETS_SECONDS
+from inferwatch.stack.demo_model import SEED_EXAMPLE
 
 CONTRACT = {
     "http_requests_total": "counter",

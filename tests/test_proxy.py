@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from conftest import MlflowServer, total, tunable_payload
-from inferwatch.demo_model import PIMA_COLUMNS, SEED_EXAMPLE
-from inferwatch.processes import free_port
+from inferwatch.stack.demo_model import PIMA_COLUMNS, SEED_EXAMPLE
+from inferwatch.stack.processes import free_port
 
 ROW = [0.1, 1.2, -0.3, 0.4, -0.5, 0.6, -0.7, 0.8]
 RECORD = dict(zip(PIMA_COLUMNS, ROW))

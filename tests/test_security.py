@@ -13,9 +13,9 @@ import pytest
 import requests
 
 from conftest import ROOT, child_env, parse_samples, total
-from inferwatch.config import ConfigError, load_settings
-from inferwatch.demo_model import SEED_EXAMPLE
-from inferwatch.processes import free_port
+from inferwatch.proxy.config import ConfigError, load_settings
+from inferwatch.stack.demo_model import SEED_EXAMPLE
+from inferwatch.stack.processes import free_port
 from test_traces import HeaderRecordingRelay
 
 

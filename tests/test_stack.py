@@ -15,9 +15,9 @@ import pytest
 import requests
 
 from conftest import child_env, total
-from inferwatch.load import LoadPlan, run_load
-from inferwatch.processes import free_port, http_ok
-from inferwatch.stack import StackPorts, port_answers, port_is_free
+from inferwatch.stack.load import LoadPlan, run_load
+from inferwatch.stack.processes import free_port, http_ok
+from inferwatch.stack.up import StackPorts, port_answers, port_is_free
 
 
 def test_load_report_agrees_with_the_proxys_counters(proxy):

@@ -11,10 +11,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from inferwatch.app import ATTR_OUTCOME, ATTR_ROW_COUNT, close_app, create_app
-from inferwatch.config import Settings
-from inferwatch.demo_model import SEED_EXAMPLE
-from inferwatch.telemetry import setup_telemetry
+from inferwatch.proxy.app import ATTR_OUTCOME, ATTR_ROW_COUNT, close_app, create_app
+from inferwatch.proxy.config import Settings
+from inferwatch.proxy.telemetry import setup_telemetry
+from inferwatch.stack.demo_model import SEED_EXAMPLE
 
 
 class HeaderRecordingRelay(ThreadingHTTPServer):

@@ -1,13 +1,13 @@
 """The ``inferwatch`` command.
 
 ``inferwatch serve``
-    Run the proxy (see :mod:`inferwatch.config` for every flag and its environment variable).
+    Run the proxy (see :mod:`inferwatch.proxy.config` for every flag and its environment variable).
 ``inferwatch demo-model DIR``
     Train the demo model and save it to DIR for ``mlflow models serve -m DIR``.
 ``inferwatch up``
-    Run the whole stack natively (see :mod:`inferwatch.stack`); Ctrl-C stops it.
+    Run the whole stack natively (see :mod:`inferwatch.stack.up`); Ctrl-C stops it.
 ``inferwatch load``
-    Send demo predictions to a proxy and print a summary (see :mod:`inferwatch.load`).
+    Send demo predictions to a proxy and print a summary (see :mod:`inferwatch.stack.load`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import dataclasses
 import sys
 
 from inferwatch import __version__
-from inferwatch.config import ConfigError, Settings, env_name, flag_name, load_settings
-from inferwatch.stack import StackPorts
+from inferwatch.proxy.config import ConfigError, Settings, env_name, flag_name, load_settings
+from inferwatch.stack.up import StackPorts
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,12 +62,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo-model":
-        from inferwatch.demo_model import save_demo_model
+        from inferwatch.stack.demo_model import save_demo_model
 
         print(save_demo_model(args.directory))
         return 0
     if args.command == "load":
-        from inferwatch.load import LoadPlan, run_load
+        from inferwatch.stack.load import LoadPlan, run_load
 
         count = args.count if args.count is not None or args.duration is not None else 100
         try:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         from pathlib import Path
 
-        from inferwatch.stack import up
+        from inferwatch.stack.up import up
 
         ports = StackPorts(**{field.name: getattr(args, f"{field.name}_port") for field in dataclasses.fields(StackPorts)})
         return up(Path(args.run_dir), ports, args.traffic, args.duration, args.bad_share)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"inferwatch: bad setting {error}", file=sys.stderr)
         return 2
-    from inferwatch.server import serve
+    from inferwatch.proxy.server import serve
 
     serve(settings)  # replaces this process with the server
     return 0

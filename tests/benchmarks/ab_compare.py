@@ -18,8 +18,8 @@ from pathlib import Path
 
 from bench_proxy import ROOT, env_with
 from harness import cpu_seconds, median, run_wrk, wrk_script
-from inferwatch.demo_model import save_demo_model
-from inferwatch.processes import (
+from inferwatch.stack.demo_model import save_demo_model
+from inferwatch.stack.processes import (
     CollectorPorts,
     ManagedProcess,
     build_collector,

@@ -34,8 +34,8 @@ from pathlib import Path
 import requests
 
 from harness import cpu_seconds, machine_facts, median, percentile, run_wrk, wrk_script
-from inferwatch.demo_model import SEED_EXAMPLE, save_demo_model
-from inferwatch.processes import (
+from inferwatch.stack.demo_model import SEED_EXAMPLE, save_demo_model
+from inferwatch.stack.processes import (
     CollectorPorts,
     ManagedProcess,
     build_collector,

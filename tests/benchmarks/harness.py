@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from inferwatch.demo_model import SEED_EXAMPLE
+from inferwatch.stack.demo_model import SEED_EXAMPLE
 
 WRK_SCRIPT = """
 wrk.method = "POST"

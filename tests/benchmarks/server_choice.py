@@ -19,25 +19,25 @@ import tempfile
 from pathlib import Path
 
 from harness import cpu_seconds, run_wrk, wrk_script
-from inferwatch.processes import ManagedProcess, free_port
+from inferwatch.stack.processes import ManagedProcess, free_port
 
 CANDIDATES = {
     "waitress-16": ([sys.executable, "-m", "inferwatch", "serve"], {"INFERWATCH_THREADS": "16"}),
     "gunicorn-gthread-16": (
         [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", "16", "-b", "{addr}",
-         "inferwatch.wsgi:application"],
+         "inferwatch.proxy.wsgi:application"],
         {},
     ),
     "granian-16": (
         [str(Path(sys.executable).parent / "granian"), "--interface", "wsgi", "--workers", "1",
          "--blocking-threads", "16", "--host", "127.0.0.1", "--port", "{port}", "--no-ws",
-         "inferwatch.wsgi:application"],
+         "inferwatch.proxy.wsgi:application"],
         {},
     ),
     "uwsgi-16": (
         [str(Path(sys.executable).parent / "uwsgi"), "--http11-socket", "{addr}", "--processes", "1",
          "--threads", "16", "--enable-threads", "--lazy-apps", "--die-on-term", "--disable-logging",
-         "--module", "inferwatch.wsgi:application"],
+         "--module", "inferwatch.proxy.wsgi:application"],
         {},
     ),
 }

@@ -3,7 +3,7 @@
 Starts a real MLflow model server on the demo model, the proxy (``inferwatch serve``, request log
 on) and, with ``--collector``, the real collector the proxy exports OTLP to. Then sends
 predictions as fast as ``--concurrency`` clients allow for ``--minutes``, a ``--bad-share`` of
-them bad (invalid JSON, or a missing column the model rejects; see :mod:`inferwatch.load`), and
+them bad (invalid JSON, or a missing column the model rejects; see :mod:`inferwatch.stack.load`), and
 samples the uWSGI worker's resident memory, open file descriptors and threads every
 ``--sample-every`` seconds. At the end it checks:
 
@@ -38,13 +38,13 @@ if str(TESTS) not in sys.path:  # run as a script; under pytest tests/ is alread
     sys.path.insert(0, str(TESTS))
 
 from conftest import Collector, MlflowServer, child_env, parse_samples, total  # noqa: E402
-from inferwatch.load import LoadPlan, LoadReport, run_load  # noqa: E402
-from inferwatch.processes import ManagedProcess, build_collector, free_port  # noqa: E402
+from inferwatch.stack.load import LoadPlan, LoadReport, run_load  # noqa: E402
+from inferwatch.stack.processes import ManagedProcess, build_collector, free_port  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 1024 * 1024
 
-# What inferwatch.load's requests may get back (its "status code" keys), and the failure reason
+# What inferwatch.stack.load's requests may get back (its "status code" keys), and the failure reason
 # the proxy counts for each. Anything else is an unexpected answer.
 EXPECTED_FAILURES = {
     "400 invalid_json": "invalid_json",  # a truncated JSON body, answered by the proxy
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes * 60 <= args.warmup + 2 * args.sample_every:
         parser.error("--minutes must leave samples after the --warmup")
 
-    from inferwatch.demo_model import save_demo_model
+    from inferwatch.stack.demo_model import save_demo_model
 
     workdir = Path(tempfile.mkdtemp(prefix="inferwatch-soak-"))
     started: list = []

@@ -20,7 +20,7 @@ import time
 from flask import request
 from opentelemetry import trace
 
-from inferwatch.metric_mapping import UNMATCHED_ROUTE
+from inferwatch.contract.metrics import UNMATCHED_ROUTE
 
 ACCESS_LOGGER = "inferwatch.access"
 

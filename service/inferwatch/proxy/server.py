@@ -7,7 +7,7 @@ waitress, gunicorn (gthread) and granian (tests/benchmarks/server_choice.py): it
 in C cost the least proxy CPU per request.
 
 ``serve`` replaces the current process with uWSGI (pyuwsgi, from PyPI); the app is imported in
-the worker from :mod:`inferwatch.wsgi`, which reads the same ``INFERWATCH_*`` settings. SIGTERM
+the worker from :mod:`inferwatch.proxy.wsgi`, which reads the same ``INFERWATCH_*`` settings. SIGTERM
 and SIGINT shut down gracefully: in-flight requests finish, then telemetry is flushed.
 """
 
@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from inferwatch.config import Settings, env_name
+from inferwatch.proxy.config import Settings, env_name
 
 # Seconds a graceful shutdown waits for in-flight requests before the worker is killed.
 SHUTDOWN_GRACE_S = 15
@@ -51,7 +51,7 @@ def uwsgi_command(settings: Settings) -> list[str]:
         # A guard only: bodies over the proxy's limit get its JSON 413 up to this size; beyond
         # it uWSGI closes the connection without reading the body.
         "--limit-post", str(oversize_guard_bytes(settings)),
-        "--module", "inferwatch.wsgi:application",
+        "--module", "inferwatch.proxy.wsgi:application",
     ]
     if settings.metrics_address is not None:
         host, port = settings.metrics_address

@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferwatch.alert_rules import ALERTMANAGER_TEMPLATES, write_alertmanager_config
-from inferwatch.demo_model import save_demo_model
-from inferwatch.load import LoadPlan, run_load
-from inferwatch.processes import (
+from inferwatch.render.alertmanager import ALERTMANAGER_TEMPLATES, write_alertmanager_config
+from inferwatch.stack.demo_model import save_demo_model
+from inferwatch.stack.load import LoadPlan, run_load
+from inferwatch.stack.processes import (
     COLLECTOR_CONFIG,
     ROOT,
     CollectorPorts,

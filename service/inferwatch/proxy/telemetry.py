@@ -5,7 +5,7 @@ What it builds for one proxy process:
 * a ``TracerProvider`` and a ``MeterProvider`` sharing one ``Resource`` (``service.name``,
   ``service.version``, ``service.instance.id``);
 * a Prometheus reader that renders the metric contract for ``/metrics``: collections pass
-  through :func:`inferwatch.metric_mapping.to_prometheus` before
+  through :func:`inferwatch.proxy.translate.to_prometheus` before
   opentelemetry-exporter-prometheus turns them into text, into a registry of its own;
 * OTLP export of traces and metrics under semantic-convention names, when an endpoint is set;
 * the Flask and requests auto-instrumentations, bound to these providers.
@@ -53,12 +53,12 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry
 
 from inferwatch import __version__
-from inferwatch.metric_mapping import (
+from inferwatch.contract.metrics import (
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_DURATION,
     LATENCY_BUCKETS_SECONDS,
-    to_prometheus,
 )
+from inferwatch.proxy.translate import to_prometheus
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def setup_telemetry(
             ),
             # The Flask instrumentation's own gauge has no series until the first request and
             # would count requests the proxy answers in front of Flask; the app records
-            # http.server.active_requests itself (see inferwatch.app.ActiveRequests).
+            # http.server.active_requests itself (see inferwatch.proxy.app.OperationalEndpoints).
             View(
                 instrument_name=HTTP_SERVER_ACTIVE_REQUESTS,
                 meter_name=FLASK_INSTRUMENTATION_SCOPE,

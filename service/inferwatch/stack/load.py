@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import urllib3
 
-from inferwatch.demo_model import PIMA_COLUMNS
+from inferwatch.stack.demo_model import PIMA_COLUMNS
 
 MAX_DURATION_S = 24 * 3600.0
 

@@ -5,7 +5,7 @@ instrumentation wraps each call in a client span and sends ``traceparent`` upstr
 body and its content type are forwarded: client headers (forwarding headers, hop-by-hop headers,
 ``Host``) never reach the model server, and the client can never choose the upstream.
 
-Transport failures become :class:`~inferwatch.errors.ProxyError` with the status they mean:
+Transport failures become :class:`~inferwatch.proxy.errors.ProxyError` with the status they mean:
 connection refused or reset -> 503, connect or read timeout (also in the middle of the body) ->
 504, an answer cut short after its headers -> 502.
 """
@@ -23,8 +23,9 @@ from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 from urllib3.util.retry import Retry
 
-from inferwatch import __version__, errors
-from inferwatch.config import Settings
+from inferwatch import __version__
+from inferwatch.proxy import errors
+from inferwatch.proxy.config import Settings
 
 
 _FIXED_HEADERS = {

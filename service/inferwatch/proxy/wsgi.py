@@ -1,6 +1,6 @@
-"""The proxy as a WSGI application for servers that import one: ``inferwatch.wsgi:application``.
+"""The proxy as a WSGI application for servers that import one: ``inferwatch.proxy.wsgi:application``.
 
-Settings come from the ``INFERWATCH_*`` environment (see :mod:`inferwatch.config`). Run one
+Settings come from the ``INFERWATCH_*`` environment (see :mod:`inferwatch.proxy.config`). Run one
 process: several would each hold their own counters. When the server stops, the app's
 telemetry is flushed (uWSGI's atexit hook, or Python's elsewhere).
 """
@@ -8,9 +8,9 @@ telemetry is flushed (uWSGI's atexit hook, or Python's elsewhere).
 import atexit
 import logging
 
-from inferwatch.access_log import configure_logging
-from inferwatch.app import close_app, create_app
-from inferwatch.config import load_settings
+from inferwatch.proxy.access_log import configure_logging
+from inferwatch.proxy.app import close_app, create_app
+from inferwatch.proxy.config import load_settings
 
 _settings = load_settings()
 _log_listener = configure_logging(_settings.log_level)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import psutil
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from inferwatch.metric_mapping import (
+from inferwatch.contract.metrics import (
     FILESYSTEM_MOUNTPOINT,
     HTTP_SERVER_THROUGHPUT,
     SYSTEM_CPU_UTILIZATION,

@@ -1,7 +1,7 @@
 """Committed files rendered from code: check them, or write them again.
 
-Several files in the repository are generated (alert rules, Alertmanager and Grafana
-provisioning); each generator gives ``{path: text}`` and shares these two verbs.
+Every renderer gives ``{path: text}``; :mod:`inferwatch.render.committed` gathers them and
+these two verbs check or rewrite the lot.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ Example::
     INFERWATCH_UPSTREAM=http://127.0.0.1:5005 inferwatch serve --port 8000
 
 OpenTelemetry export is configured with the standard ``OTEL_*`` variables (see
-:mod:`inferwatch.telemetry`).
+:mod:`inferwatch.proxy.telemetry`).
 """
 
 from __future__ import annotations

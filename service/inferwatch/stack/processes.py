@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # The repository checkout this package runs from (the collector and the configs live there).
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COLLECTOR_CONFIG = ROOT / "otel-collector" / "config.yaml"
 
 

@@ -32,20 +32,20 @@ from opentelemetry.trace import Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from inferwatch import errors
-from inferwatch.access_log import AccessLog
-from inferwatch.config import Settings, load_settings
-from inferwatch.errors import FAILURES, PredictionOutcome, ProxyError, error_body
-from inferwatch.host import HostSampler, RequestRate
-from inferwatch.metric_mapping import (
+from inferwatch.proxy import errors
+from inferwatch.proxy.access_log import AccessLog
+from inferwatch.proxy.config import Settings, load_settings
+from inferwatch.proxy.errors import FAILURES, PredictionOutcome, ProxyError, error_body
+from inferwatch.proxy.host import HostSampler, RequestRate
+from inferwatch.contract.metrics import (
     ERROR_TYPE,
     HTTP_SERVER_ACTIVE_REQUESTS,
     PREDICTION_FAILURES,
     PREDICTION_SUCCESSES,
     URL_SCHEME,
 )
-from inferwatch.telemetry import Telemetry, setup_telemetry
-from inferwatch.upstream import UpstreamAnswer, UpstreamClient
+from inferwatch.proxy.telemetry import Telemetry, setup_telemetry
+from inferwatch.proxy.upstream import UpstreamAnswer, UpstreamClient
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,5 @@
+import sys
+
+from inferwatch.render.committed import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""Every committed file rendered from the contract, and the one command that checks or writes them.
+
+From the repository root::
+
+    python -m inferwatch.render --check    # exit 1 and list the files that differ
+    python -m inferwatch.render --write    # rewrite them after editing the contract or a renderer
+    python -m inferwatch.render --alertmanager-config OUT    # Alertmanager's config from INFERWATCH_SMTP_*
+
+The files: the Prometheus rule files (:mod:`~inferwatch.render.prometheus_rules`),
+``observability/alertmanager/alertmanager.yml`` (:mod:`~inferwatch.render.alertmanager`), the
+Grafana provisioning files and dashboard (:mod:`~inferwatch.render.grafana`), and the generated
+block of ``otel-collector/config.yaml`` (:mod:`~inferwatch.render.collector`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from inferwatch.render import alertmanager, collector, files, grafana, prometheus_rules
+
+COMMAND = "python -m inferwatch.render"
+RENDERERS = (prometheus_rules, alertmanager, grafana, collector)
+
+
+def committed_files(root: Path) -> dict[Path, str]:
+    """{path under root: the text it must hold}, for every renderer."""
+    rendered: dict[Path, str] = {}
+    for renderer in RENDERERS:
+        rendered.update(renderer.committed_files(root))
+    return rendered
+
+
+def stale_files(root: Path) -> list[Path]:
+    """Committed files that differ from the rendering (missing ones included)."""
+    return files.stale(committed_files(root))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=COMMAND,
+        description="Render every generated committed file (rules, Alertmanager, Grafana, collector) from the contract.",
+    )
+    action = files.add_check_write_arguments(parser)
+    action.add_argument("--alertmanager-config", metavar="OUT", type=Path,
+                        help="render Alertmanager's configuration from INFERWATCH_SMTP_* to OUT")
+    args = parser.parse_args(argv)
+
+    if args.alertmanager_config:
+        try:
+            out = alertmanager.write_alertmanager_config(
+                args.alertmanager_config, os.environ, args.root / alertmanager.ALERTMANAGER_TEMPLATES)
+        except alertmanager.SettingError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(out)
+        return 0
+    return files.check_or_write(committed_files(args.root), args.write, COMMAND)
