@@ -18,7 +18,8 @@
 //  4. round trip: the decoded dashboard, marshalled again, holds every key and value of the
 //     input. A key the SDK has no field for is lost there (fieldConfig.defaults and overrides
 //     are decoded leniently even in strict mode, so this is the only check that catches a
-//     typo there).
+//     typo there). A key whose value is null, [] or {} may be dropped: the SDK omits empty
+//     values, and Grafana reads them as absent.
 //
 // Output: one line per problem on stdout, "FILE: JSON-PATH: what", e.g.
 //
