@@ -4,7 +4,7 @@ A worked example for the rebuild of ``observability/grafana/dashboards/ml-model-
 every builder the inferwatch dashboard needs (query variables, a row, a timeseries panel with a
 Prometheus query, thresholds drawn as a line and a panel link, a stat panel), and the SDK's own
 JSON encoder. It is not the dashboard: the real one reads its thresholds and queries from the
-contract (``inferwatch.alert_rules``). The output passes the schema checker with no problem::
+contract (``inferwatch.contract.thresholds``). The output passes the schema checker with no problem::
 
     python -m venv /tmp/gf && /tmp/gf/bin/pip install 'grafana-foundation-sdk==1769699379!11.6.0'
     /tmp/gf/bin/python observability/grafana/schema-check/example_dashboard.py > /tmp/example.json
