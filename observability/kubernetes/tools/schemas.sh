@@ -10,7 +10,7 @@
 # Both come as Go modules through the module proxy (k8s.io/kubernetes holds api/openapi-spec/v3/,
 # github.com/prometheus-operator/prometheus-operator holds example/prometheus-operator-crd/). Only
 # those files are kept: the modules are downloaded into a throwaway module cache that is removed
-# afterwards, so the Kubernetes source tree (hundreds of MB) never lands in GOMODCACHE.
+# afterwards, so the Kubernetes source tree (135 MB) never lands in GOMODCACHE.
 # The last line of stdout is the directory, named by both versions, holding
 #   openapi-v3/*.json   one OpenAPI v3 document per API group version, e.g. apis__apps__v1_openapi.json
 #   crds/*.yaml         one CustomResourceDefinition per file, with its openAPIV3Schema
