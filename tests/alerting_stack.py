@@ -11,7 +11,7 @@ import email.policy
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -54,15 +54,23 @@ def poll(check: Callable[[], T | None], timeout: float, what: str, interval: flo
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last answer: {last!r}")
 
 
-def prometheus_test_config(scrape_target: str, rule_files: str, alertmanager: str, interval: str = "1s") -> str:
-    """The committed prometheus.yml with test-only addresses and short scrape/evaluation intervals."""
+def prometheus_test_config(scrape_target: str, rule_files: str, alertmanager: str, interval: str = "1s",
+                           job_name: str = "inferwatch", extra_jobs: Sequence[dict] = ()) -> str:
+    """The committed prometheus.yml with test-only addresses and short scrape/evaluation intervals.
+
+    ``scrape_target`` is scraped as the job ``job_name`` (the rules take any name: "inferwatch"
+    for a proxy scraped directly, "otel-collector" as committed for the collector), beside
+    ``extra_jobs`` (scrape configs, e.g. another team's job).
+    """
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"].update(scrape_interval=interval, evaluation_interval=interval)
     config["rule_files"] = [rule_files]
     [alertmanagers] = config["alerting"]["alertmanagers"]
     alertmanagers["static_configs"] = [{"targets": [alertmanager]}]
     [job] = config["scrape_configs"]
+    job["job_name"] = job_name
     job["static_configs"] = [{"targets": [scrape_target]}]
+    config["scrape_configs"].extend(extra_jobs)
     return yaml.safe_dump(config, sort_keys=False)
 
 
