@@ -110,11 +110,12 @@ def target_infos(text: str) -> list[dict[str, str]]:
 
 
 def test_both_paths_carry_the_marker_and_the_collector_names_job_and_instance_after_the_service(
-    mlflow_server, start_proxy, start_collector
+    mlflow_server, start_collector, start_proxy
 ):
     """The rules recognise inferwatch by target_info{telemetry_distro_name="inferwatch"}: it is on
     /metrics (Prometheus adds the scrape job and target) and on the collector's exporter, where
-    job is service.name and instance is service.instance.id (host name and port by default)."""
+    job is service.name and instance is service.instance.id (host name and port by default).
+    start_collector comes first: the proxy stops first and flushes to a live collector."""
     collector = start_collector()
     proxy = start_proxy(mlflow_server.url, env={**otlp_env(collector), "OTEL_SERVICE_NAME": "fraud-model"})
     [direct] = target_infos(proxy.metrics_text())
