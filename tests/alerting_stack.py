@@ -11,7 +11,7 @@ import email.policy
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -54,15 +54,23 @@ def poll(check: Callable[[], T | None], timeout: float, what: str, interval: flo
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last answer: {last!r}")
 
 
-def prometheus_test_config(scrape_target: str, rule_files: str, alertmanager: str, interval: str = "1s") -> str:
-    """The committed prometheus.yml with test-only addresses and short scrape/evaluation intervals."""
+def prometheus_test_config(scrape_target: str, rule_files: str, alertmanager: str, interval: str = "1s",
+                           job_name: str = "inferwatch", extra_jobs: Sequence[dict] = ()) -> str:
+    """The committed prometheus.yml with test-only addresses and short scrape/evaluation intervals.
+
+    ``scrape_target`` is scraped as the job ``job_name`` (the rules take any name: "inferwatch"
+    for a proxy scraped directly, "otel-collector" as committed for the collector), beside
+    ``extra_jobs`` (scrape configs, e.g. another team's job).
+    """
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"].update(scrape_interval=interval, evaluation_interval=interval)
     config["rule_files"] = [rule_files]
     [alertmanagers] = config["alerting"]["alertmanagers"]
     alertmanagers["static_configs"] = [{"targets": [alertmanager]}]
     [job] = config["scrape_configs"]
+    job["job_name"] = job_name
     job["static_configs"] = [{"targets": [scrape_target]}]
+    config["scrape_configs"].extend(extra_jobs)
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -205,3 +213,47 @@ def text_body(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain",))
     assert part is not None, f"no text/plain part in:\n{message}"
     return part.get_content().replace("\r\n", "\n")
+
+
+class ForeignExporter:
+    """Another team's service in the same Prometheus: a real prometheus_client exporter (the
+    library the seed's exporter was written with) under the names inferwatch uses.
+
+    It exports ``http_requests_total``, ``http_request_duration_seconds``,
+    ``prediction_success_total``, ``prediction_failure_total``, ``system_cpu_usage`` and an
+    OpenTelemetry-style ``target_info`` that is not inferwatch's, and looks as bad as it can:
+    every prediction fails, every request takes 5 s, the CPU is at 99 %. Nothing of it may fire
+    an inferwatch alert or show on the dashboard. Not a double of any inferwatch component.
+    """
+
+    JOB = "seed_exporter"
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("http_requests", "Requests.", ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("http_request_duration_seconds", "Latency.", ["method", "route", "status"],
+                                 buckets=(1, 2, 10), registry=self.registry)
+        self.successes = Counter("prediction_success", "Answered.", registry=self.registry)
+        self.failures = Counter("prediction_failure", "Failed.", registry=self.registry)
+        Gauge("system_cpu_usage", "CPU %.", registry=self.registry).set(99)
+        Info("target", "Another OpenTelemetry service.", registry=self.registry).info(
+            {"service_name": "billing", "telemetry_sdk_language": "java"})
+        self.port = free_port()
+        self.server, self._thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+
+    @property
+    def scrape_config(self) -> dict:
+        return {"job_name": self.JOB, "static_configs": [{"targets": [f"127.0.0.1:{self.port}"]}]}
+
+    def fail(self, count: int) -> None:
+        """``count`` predictions that failed slowly."""
+        for _ in range(count):
+            self.requests.labels("POST", "/predict", "503").inc()
+            self.latency.labels("POST", "/predict", "503").observe(5)
+            self.failures.inc()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

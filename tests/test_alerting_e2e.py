@@ -7,9 +7,14 @@ file. Only timings are shortened, through test-only configuration: scrape and ev
 second, the alert's ``for`` (rendered with an override, the expression untouched) and
 Alertmanager's group timings. The rule's [5m] window stays: it covers the whole test.
 
-The scenario runs twice, once per way Prometheus can read the metrics: the proxy's own /metrics,
-and the collector's exporter (the default in prometheus.yml) with the proxy sending it OTLP. The
-scrape target is the only difference (``start_alerting(scrape_target)``).
+The scenario runs twice, once per way Prometheus can read the metrics: the proxy's own /metrics
+scraped under the seed's job name (ml_model_exporter), and the collector's exporter (the default
+in prometheus.yml, scrape job otel-collector) with the proxy sending it OTLP as service
+fraud-model. No job is called "inferwatch": the rules recognise inferwatch by its marker.
+
+A third test runs two models (two proxies, two service names) into one collector and one
+Prometheus, beside another team's exporter of the same names: the totals per model are exact,
+and the one failing model fires one alert and one email, naming it.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from alerting_stack import (
     ALERTMANAGER_DIR,
     AlertmanagerServer,
+    ForeignExporter,
     PrometheusServer,
     SmtpSink,
     poll,
@@ -77,10 +84,11 @@ class AlertingStack:
 
 @pytest.fixture
 def start_alerting(tmp_path):
-    """``start_alerting(scrape_target)``: SMTP sink, Alertmanager and Prometheus, stopped at teardown."""
+    """``start_alerting(scrape_target, job_name, extra_jobs)``: SMTP sink, Alertmanager and
+    Prometheus scraping ``scrape_target`` as ``job_name``, stopped at teardown."""
     started: list = []
 
-    def start(scrape_target: str) -> AlertingStack:
+    def start(scrape_target: str, job_name: str, extra_jobs: tuple[dict, ...] = ()) -> AlertingStack:
         smtp = SmtpSink(SMTP_USER, SMTP_PASSWORD).start()
         started.append(smtp)
         alertmanager = AlertmanagerServer(_alertmanager_config(tmp_path / "alertmanager", smtp), tmp_path / "alertmanager")
@@ -88,7 +96,8 @@ def start_alerting(tmp_path):
         prometheus_dir = tmp_path / "prometheus"
         _write_rules(prometheus_dir / "rules")
         config = prometheus_dir / "prometheus.yml"
-        config.write_text(prometheus_test_config(scrape_target, "rules/*.yml", alertmanager.address))
+        config.write_text(prometheus_test_config(scrape_target, "rules/*.yml", alertmanager.address,
+                                                 job_name=job_name, extra_jobs=extra_jobs))
         prometheus = PrometheusServer(config, prometheus_dir)
         started.append(prometheus.start())
         return AlertingStack(prometheus, alertmanager, smtp)
@@ -123,7 +132,7 @@ def _write_rules(rules_dir: Path) -> None:
         (rules_dir / name).write_text(text)
 
 
-def predict(proxy, prometheus: PrometheusServer, count: int) -> dict[int, int]:
+def predict(proxy, prometheus: PrometheusServer, count: int, job: str) -> dict[int, int]:
     """``count`` predictions; the first alone, until Prometheus has scraped its status.
 
     http_requests_total{status=...} is born with the first request of that status, and rate()
@@ -134,8 +143,8 @@ def predict(proxy, prometheus: PrometheusServer, count: int) -> dict[int, int]:
         status = proxy.post(json=SEED_EXAMPLE).status_code
         statuses[status] = statuses.get(status, 0) + 1
         if sent == 0:
-            poll(lambda: prometheus.query(f'http_requests_total{{job="inferwatch", status="{status}"}}'),
-                 ALERT_TIMEOUT, f"Prometheus to scrape a {status} answer")
+            poll(lambda: prometheus.query(f'http_requests_total{{job="{job}", status="{status}"}}'),
+                 ALERT_TIMEOUT, f"Prometheus to scrape a {status} answer of {job}")
     return statuses
 
 
@@ -149,17 +158,29 @@ def alert_state(prometheus: PrometheusServer) -> str | None:
     return "firing" if "firing" in states else next(iter(states), None)
 
 
-def is_email_about(status: str):
-    return lambda m: ALERT in m["Subject"] and m["Subject"].startswith(f"[{status}")
+def is_email_about(status: str, job: str):
+    return lambda m: m["Subject"].startswith(f"[{status}") and f"{ALERT} ({job})" in m["Subject"]
 
 
-def start_proxy_and_target(scrape: str, mlflow_url: str, start_proxy, request):
-    """The proxy, and the address Prometheus scrapes for it: its own /metrics or the collector's."""
+@dataclass
+class Scraped:
+    """A proxy, where Prometheus scrapes it, and the job its series carry there."""
+
+    proxy: object
+    target: str
+    scrape_job: str
+    series_job: str
+
+
+def start_proxy_and_target(scrape: str, mlflow_url: str, start_proxy, request) -> Scraped:
+    """The proxy and what Prometheus scrapes for it: its own /metrics (the series' job is the
+    scrape job's name) or the collector's (the series' job is the service name)."""
     if scrape == "service":
         proxy = start_proxy(mlflow_url)
-        return proxy, f"127.0.0.1:{proxy.port}"
+        return Scraped(proxy, f"127.0.0.1:{proxy.port}", "ml_model_exporter", "ml_model_exporter")
     collector = request.getfixturevalue("start_collector")()
-    return start_proxy(mlflow_url, env=otlp_env(collector)), f"127.0.0.1:{collector.ports.metrics}"
+    proxy = start_proxy(mlflow_url, env={**otlp_env(collector), "OTEL_SERVICE_NAME": "fraud-model"})
+    return Scraped(proxy, f"127.0.0.1:{collector.ports.metrics}", "otel-collector", "fraud-model")
 
 
 @pytest.mark.parametrize("scrape", ["service", "collector"])
@@ -170,40 +191,41 @@ def test_a_model_server_outage_fires_the_failure_alert_by_email_and_the_recovery
     mlflow = MlflowServer(demo_model, free_port(), tmp_path / "mlflow.log").start()
     stack = None
     try:
-        proxy, target = start_proxy_and_target(scrape, mlflow.url, start_proxy, request)
-        stack = start_alerting(scrape_target=target)
+        scraped = start_proxy_and_target(scrape, mlflow.url, start_proxy, request)
+        proxy, job = scraped.proxy, scraped.series_job
+        stack = start_alerting(scraped.target, scraped.scrape_job)
         prometheus = stack.prometheus
 
         # rate() needs two samples: let Prometheus see the counters at 0 before any traffic.
-        poll(lambda: scalar(prometheus, 'prediction_success_total{job="inferwatch"}') == 0,
+        poll(lambda: scalar(prometheus, f'prediction_success_total{{job="{job}"}}') == 0,
              ALERT_TIMEOUT, "Prometheus to scrape the counters at 0")
 
         # Healthy: predictions succeed, Prometheus sees them, nothing fires.
-        assert predict(proxy, prometheus, 5) == {200: 5}
-        poll(lambda: (scalar(prometheus, 'prediction_success_total{job="inferwatch"}') or 0) >= 5,
+        assert predict(proxy, prometheus, 5, job) == {200: 5}
+        poll(lambda: (scalar(prometheus, f'prediction_success_total{{job="{job}"}}') or 0) >= 5,
              ALERT_TIMEOUT, "Prometheus to scrape 5 successes")
         assert alert_state(prometheus) is None
 
         # Outage: the model server dies, every prediction fails with 503.
         mlflow.process.kill()
         failures = 10
-        assert predict(proxy, prometheus, failures) == {503: failures}
+        assert predict(proxy, prometheus, failures, job) == {503: failures}
         outage_at = time.monotonic()
         poll(lambda: alert_state(prometheus) == "firing", ALERT_TIMEOUT, f"{ALERT} to fire")
         fired_after = time.monotonic() - outage_at
 
-        firing = stack.smtp.wait_for(is_email_about("FIRING"), EMAIL_TIMEOUT, f"the {ALERT} email")
+        firing = stack.smtp.wait_for(is_email_about("FIRING", job), EMAIL_TIMEOUT, f"the {ALERT} email")
         emailed_after = time.monotonic() - outage_at
-        assert_firing_email(firing)
+        assert_firing_email(firing, job)
         assert stack.smtp.logins and all(ok for _, ok in stack.smtp.logins), stack.smtp.logins
 
         assert_seed_queries_answer_on_real_metrics(prometheus)
 
         # Recovery: the model server is back, successes outnumber the failures 20 to 1.
         mlflow.start()
-        assert predict(proxy, prometheus, 20 * failures) == {200: 20 * failures}
+        assert predict(proxy, prometheus, 20 * failures, job) == {200: 20 * failures}
         poll(lambda: alert_state(prometheus) is None, ALERT_TIMEOUT, f"{ALERT} to resolve")
-        resolved = stack.smtp.wait_for(is_email_about("RESOLVED"), EMAIL_TIMEOUT, f"the resolved {ALERT} email")
+        resolved = stack.smtp.wait_for(is_email_about("RESOLVED", job), EMAIL_TIMEOUT, f"the resolved {ALERT} email")
         assert "Resolved:" in text_body(resolved)
     except Exception:
         if stack is not None:
@@ -215,8 +237,8 @@ def test_a_model_server_outage_fires_the_failure_alert_by_email_and_the_recovery
           f"whole test {time.monotonic() - started:.1f} s")
 
 
-def assert_firing_email(message) -> None:
-    assert message["Subject"].startswith(f"[FIRING:1] {ALERT}: Prediction failure rate above 10%"), message["Subject"]
+def assert_firing_email(message, job: str) -> None:
+    assert message["Subject"] == f"[FIRING:1] {ALERT} ({job}): Prediction failure rate above 10%", message["Subject"]
     assert message["From"] == SENDER and message["To"] == RECIPIENT
     body = text_body(message)
     assert "Summary:     Prediction failure rate above 10%" in body, body
@@ -224,7 +246,8 @@ def assert_firing_email(message) -> None:
     assert value, body
     # 10 failures after 5 successes: about two thirds failed (rate() extrapolates a little).
     assert 50 < float(value.group(1)) <= 100, body
-    assert f"{value.group(1)}% of predictions (inferwatch) failed over the last 5m" in body, body
+    assert f"{value.group(1)}% of predictions ({job}) failed over the last 5m" in body, body
+    assert f"job={job}" in body, body
     html = message.get_body(preferencelist=("html",)).get_content()
     assert "Prediction failure rate above 10%" in html and f"{value.group(1)}%" in html
 
@@ -254,3 +277,62 @@ def assert_seed_queries_answer_on_real_metrics(prometheus: PrometheusServer) -> 
     assert len(success_ratio) == 1 and len(failing) == 1, (success_ratio, failing)
     success, failure = float(success_ratio[0]["value"][1]), float(failing[0]["value"][1])
     assert 0 < success < 0.5 and math.isclose(success + failure, 1.0, rel_tol=1e-9), (success, failure)
+
+
+HEALTHY, FAILING = "fraud-model", "churn-model"
+
+
+def test_two_models_through_one_collector_count_apart_and_only_the_failing_one_alerts_naming_it(
+    mlflow_server, start_collector, start_proxy, start_alerting
+):
+    # start_collector before start_proxy: the proxies stop first and flush to a live collector.
+    """One proxy per model, each with its own service name, into one collector and one Prometheus,
+    beside another team's exporter of the same names that fails everything (and must not alert).
+    The failing model's proxy has no model server behind it: every prediction is a 503."""
+    collector = start_collector()
+    healthy = start_proxy(mlflow_server.url, env={**otlp_env(collector), "OTEL_SERVICE_NAME": HEALTHY})
+    failing = start_proxy(f"http://127.0.0.1:{free_port()}", env={**otlp_env(collector), "OTEL_SERVICE_NAME": FAILING})
+    foreign = ForeignExporter()
+    stack = None
+    try:
+        stack = start_alerting(f"127.0.0.1:{collector.ports.metrics}", "otel-collector", (foreign.scrape_config,))
+        prometheus = stack.prometheus
+        for job in (HEALTHY, FAILING):
+            poll(lambda: scalar(prometheus, f'prediction_success_total{{job="{job}"}}') == 0,
+                 ALERT_TIMEOUT, f"Prometheus to scrape {job}'s counters at 0")
+
+        foreign.fail(1)
+        assert predict(healthy, prometheus, 12, HEALTHY) == {200: 12}
+        assert predict(failing, prometheus, 9, FAILING) == {503: 9}
+        foreign.fail(50)
+
+        # Exact totals per model, as Prometheus has them through the collector.
+        def totals() -> dict[tuple[str, str], float]:
+            return {(r["metric"]["__name__"], r["metric"]["job"]): float(r["value"][1]) for r in prometheus.query(
+                'sum by (__name__, job) ({__name__=~"prediction_(success|failure)_total|http_requests_total", '
+                f'job=~"{HEALTHY}|{FAILING}"}})')}
+        expected = {("prediction_success_total", HEALTHY): 12, ("prediction_failure_total", HEALTHY): 0,
+                    ("http_requests_total", HEALTHY): 12, ("prediction_success_total", FAILING): 0,
+                    ("prediction_failure_total", FAILING): 9, ("http_requests_total", FAILING): 9}
+        poll(lambda: totals() == expected, ALERT_TIMEOUT, f"the exact totals {expected}")
+
+        # One alert, for the failing model, naming it; nothing for the healthy one or the foreign job.
+        poll(lambda: [a["state"] for a in prometheus.alerts(ALERT)] == ["firing"], ALERT_TIMEOUT, f"{ALERT} to fire")
+        [alert] = prometheus.alerts(ALERT)
+        assert alert["labels"]["job"] == FAILING and f"({FAILING}) failed" in alert["annotations"]["description"]
+        assert float(alert["value"]) == 1.0
+        assert prometheus.query(f'rate(prediction_failure_total{{job="{ForeignExporter.JOB}"}}[1m]) > 0'), (
+            "the foreign job's failures were scraped, so the absence of its alert means something")
+        everything = requests.get(prometheus.url + "/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        assert not [a for a in everything if a["labels"].get("job") == ForeignExporter.JOB], everything
+
+        message = stack.smtp.wait_for(is_email_about("FIRING", FAILING), EMAIL_TIMEOUT, f"the {ALERT} email of {FAILING}")
+        assert message["Subject"] == f"[FIRING:1] {ALERT} ({FAILING}): Prediction failure rate above 10%"
+        assert f"100% of predictions ({FAILING}) failed" in text_body(message)
+        assert [m["Subject"] for m in stack.smtp.messages() if ALERT in m["Subject"]] == [message["Subject"]]
+    except Exception:
+        if stack is not None:
+            print(stack.diagnostics())
+        raise
+    finally:
+        foreign.stop()

@@ -38,10 +38,10 @@ def test_amtool_accepts_the_committed_config_and_its_templates():
     assert "1 templates" in result.stdout
 
 
-def test_the_route_groups_by_alert_name_with_the_seeds_timings_and_sends_resolved():
+def test_the_route_groups_by_alert_name_and_model_with_the_seeds_timings_and_sends_resolved():
     config = yaml.safe_load(COMMITTED.read_text())
     route = config["route"]
-    assert route["group_by"] == ["alertname"]
+    assert route["group_by"] == ["alertname", "job"]  # one email per alert and model
     assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("30s", "5m", "4h")
     [receiver] = config["receivers"]
     assert receiver["name"] == route["receiver"]
@@ -126,31 +126,41 @@ def test_the_command_renders_from_the_environment_and_reports_a_bad_setting(tmp_
     assert bad.returncode == 2 and "INFERWATCH_SMTP_PASSWORD_FILE" in bad.stderr
 
 
-def test_the_email_names_the_alert_in_the_subject_and_shows_summary_and_value(tmp_path):
+def render_email(tmp_path, part: str, group_labels: dict, kind: str = "text") -> str:
+    """One part of the email amtool renders for one firing alert with ``group_labels``."""
     data = tmp_path / "data.json"
     data.write_text(json.dumps({
         "receiver": "email", "status": "firing",
-        "groupLabels": {"alertname": "HighPredictionFailureRate"},
-        "commonLabels": {"alertname": "HighPredictionFailureRate"},
+        "groupLabels": group_labels,
+        "commonLabels": group_labels,
         "commonAnnotations": {"summary": "Prediction failure rate above 10%"},
         "alerts": [{
             "status": "firing",
-            "labels": {"alertname": "HighPredictionFailureRate", "job": "inferwatch",
-                       "severity": "critical", "component": "prediction"},
+            "labels": {**group_labels, "severity": "critical", "component": "prediction"},
             "annotations": {"summary": "Prediction failure rate above 10%", "value": "66.67%",
-                            "description": "66.67% of predictions (inferwatch) failed over the last 5m"},
+                            "description": "66.67% of predictions (fraud-model) failed over the last 5m"},
             "startsAt": "2026-11-26T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
             "generatorURL": "http://prometheus:9090/graph",
         }],
     }))
+    result = amtool("template", "render", f"--template.glob={TEMPLATES}/*.tmpl", f"--template.type={kind}",
+                    f"--template.data={data}", f'--template.text={{{{ template "inferwatch.email.{part}" . }}}}')
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
-    def render(name: str, kind: str = "text") -> str:
-        result = amtool("template", "render", f"--template.glob={TEMPLATES}/*.tmpl", f"--template.type={kind}",
-                        f"--template.data={data}", f'--template.text={{{{ template "inferwatch.email.{name}" . }}}}')
-        assert result.returncode == 0, result.stderr
-        return result.stdout
 
-    assert render("subject").strip() == "[FIRING:1] HighPredictionFailureRate: Prediction failure rate above 10%"
-    text = render("text")
+def test_the_email_names_the_alert_and_the_model_in_the_subject_and_shows_summary_and_value(tmp_path):
+    group = {"alertname": "HighPredictionFailureRate", "job": "fraud-model"}
+    assert render_email(tmp_path, "subject", group).strip() == (
+        "[FIRING:1] HighPredictionFailureRate (fraud-model): Prediction failure rate above 10%")
+    text = render_email(tmp_path, "text", group)
     assert "Summary:     Prediction failure rate above 10%\nValue:       66.67%\n" in text
-    assert "<b>66.67%</b>" in render("html", "html")
+    assert "job=fraud-model" in text and "(fraud-model) failed" in text
+    assert "<b>66.67%</b>" in render_email(tmp_path, "html", group, "html")
+
+
+def test_an_alert_without_a_model_has_a_subject_without_one(tmp_path):
+    """InferwatchMetricsAbsent when there is no inferwatch series at all has no job label."""
+    group = {"alertname": "InferwatchMetricsAbsent"}
+    assert render_email(tmp_path, "subject", group).strip() == (
+        "[FIRING:1] InferwatchMetricsAbsent: Prediction failure rate above 10%")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 
@@ -101,6 +102,29 @@ def test_service_metrics_and_collector_metrics_are_the_same_contract(mlflow_serv
         assert total(samples, "active_requests") == 0
         assert 0 <= total(samples, "system_cpu_usage") <= 100
         assert total(samples, "system_memory_usage_mb") > 1
+
+
+def target_infos(text: str) -> list[dict[str, str]]:
+    return [sample.labels for family in text_string_to_metric_families(text) if family.name == "target_info"
+            for sample in family.samples]
+
+
+def test_both_paths_carry_the_marker_and_the_collector_names_job_and_instance_after_the_service(
+    mlflow_server, start_collector, start_proxy
+):
+    """The rules recognise inferwatch by target_info{telemetry_distro_name="inferwatch"}: it is on
+    /metrics (Prometheus adds the scrape job and target) and on the collector's exporter, where
+    job is service.name and instance is service.instance.id (host name and port by default).
+    start_collector comes first: the proxy stops first and flushes to a live collector."""
+    collector = start_collector()
+    proxy = start_proxy(mlflow_server.url, env={**otlp_env(collector), "OTEL_SERVICE_NAME": "fraud-model"})
+    [direct] = target_infos(proxy.metrics_text())
+    assert direct["telemetry_distro_name"] == "inferwatch" and direct["service_name"] == "fraud-model"
+    [via_collector] = wait_for(lambda: target_infos(collector.metrics_text()), 20, what="target_info on the collector")
+    assert via_collector["telemetry_distro_name"] == "inferwatch"
+    assert (via_collector["job"], via_collector["instance"]) == ("fraud-model", f"{socket.gethostname()}:{proxy.port}")
+    samples = parse_samples(collector.metrics_text())
+    assert {dict(labels)["job"] for (name, labels) in samples if name == "prediction_success_total"} == {"fraud-model"}
 
 
 def spans_in(path) -> list[dict]:

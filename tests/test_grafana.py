@@ -6,30 +6,38 @@ No Grafana runs here (it runs only in docker-compose), so the files are checked 
   datasource uids, the dashboard's uid, title and panel ids, thresholds equal to THRESHOLDS and
   to the Prometheus rules, timings equal to Alertmanager's;
 * live: a real Prometheus (Debian's package) with the committed rules scrapes a real proxy in
-  front of a real MLflow model server after real traffic, and every PromQL expression of every
-  panel, template variable and Grafana rule must run and return data. The check is shown to fail
-  when a metric is renamed.
+  front of a real MLflow model server after real traffic, under a model's job name, beside
+  another team's exporter of the same metric names; every PromQL expression of every panel,
+  template variable and Grafana rule must run and return data, and none may show the other
+  job. Variables are resolved as Grafana resolves them (tests/dashboard_queries.py). The check
+  is shown to fail when a metric is renamed.
 """
 
 from __future__ import annotations
 
 import configparser
-import json
 import math
 import re
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
-from alerting_stack import PROMETHEUS_DIR, REPO, PrometheusServer, poll, prometheus_test_config
+from alerting_stack import PROMETHEUS_DIR, REPO, ForeignExporter, PrometheusServer, poll, prometheus_test_config
 from conftest import Proxy, child_env
+from dashboard_queries import (
+    DashboardQueries,
+    dashboard,
+    grafana_rules,
+    panel_expressions,
+    query_panels,
+    rule_query,
+    variable_queries,
+)
 from inferwatch.contract.metrics import MAPPINGS, PrometheusType
-from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings
+from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings, Thresholds
 from inferwatch.render import grafana
 from inferwatch.render.prometheus_rules import recording_group
 from inferwatch.render.text import number
@@ -41,41 +49,14 @@ PROVISIONING_FILES = sorted((GRAFANA_DIR / "provisioning").rglob("*.yml"))
 GRAFANA_INI = GRAFANA_DIR / "grafana.ini"
 COMPOSE = REPO / "docker-compose.yml"
 
-# Values the test gives Grafana's variables: every instance and route, a 1m rate window (a few
-# scrapes at the test's 1 s interval), a 5m range.
-SUBSTITUTIONS = {"$__rate_interval": "1m", "$__range": "5m", "$instance": ".*", "$route": ".*"}
 LIVE_TIMEOUT = 45.0
+# The job the live proxy is scraped as: a model's name, not "inferwatch".
+LIVE_JOB = "fraud-model"
+MARKER = 'target_info{telemetry_distro_name="inferwatch"'
 
 
 def load_yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
-
-
-def dashboard() -> dict:
-    return json.loads((REPO / grafana.DASHBOARD_FILE).read_text())
-
-
-def query_panels(board: dict) -> list[dict]:
-    return [panel for panel in board["panels"] if panel["type"] != "row"]
-
-
-def panel_expressions(board: dict) -> list[tuple[str, str]]:
-    """(panel title and refId, expr) of every panel query."""
-    return [(f"{panel['title']} [{target['refId']}]", target["expr"])
-            for panel in query_panels(board) for target in panel["targets"]]
-
-
-def variable_queries(board: dict) -> list[tuple[str, str]]:
-    return [(variable["name"], variable["query"]["query"]) for variable in board["templating"]["list"]]
-
-
-def grafana_rules() -> list[dict]:
-    return [rule for group in load_yaml(REPO / grafana.ALERT_RULES_FILE)["groups"] for rule in group["rules"]]
-
-
-def rule_query(rule: dict) -> str:
-    [query] = [data["model"]["expr"] for data in rule["data"] if data["datasourceUid"] == grafana.PROMETHEUS.uid]
-    return query
 
 
 def rule_threshold(rule: dict) -> float:
@@ -97,13 +78,6 @@ def red_from(panel: dict) -> float:
     steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
     [red] = [step["value"] for step in steps if step["color"] == "red" and step["value"] is not None]
     return red
-
-
-def substitute(expr: str) -> str:
-    # Longest names first: $__rate_interval before a hypothetical $__rate.
-    for name in sorted(SUBSTITUTIONS, key=len, reverse=True):
-        expr = expr.replace(name, SUBSTITUTIONS[name])
-    return expr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,27 +196,48 @@ def test_units_match_what_each_metric_measures():
     assert "Prediction success rate" in units["percentunit"] and "Request rate by route" in units["reqps"]
 
 
-def test_every_query_sums_by_labels_so_several_instances_stay_right():
-    """Each query aggregates with ``sum by``, or reads a recording rule summed by job already."""
-    recorded = tuple(rule.record for rule in recording_group(THRESHOLDS).rules)
-    for where, expr in panel_expressions(dashboard()):
-        assert "sum by (" in expr or expr.startswith(recorded), f"{where}: {expr}"
+RECORDED = tuple(rule.record for rule in recording_group(THRESHOLDS).rules)
 
 
-def test_every_query_selects_the_job_and_every_variable_it_uses_is_defined():
+def test_every_query_sums_by_model_so_several_models_and_instances_stay_apart():
+    """Each query aggregates by the model labels (job) first, or reads a recording rule that does,
+    and every line's legend names its model."""
+    by_model = f"by ({', '.join(THRESHOLDS.model_labels)}"
+    for panel in query_panels(dashboard()):
+        for target in panel["targets"]:
+            where, expr = f"{panel['title']} [{target['refId']}]", target["expr"]
+            assert by_model in expr or expr.startswith(RECORDED), f"{where}: {expr}"
+            assert target["legendFormat"].startswith("{{job}}"), where
+
+
+def test_every_query_reads_only_inferwatchs_series_and_every_variable_it_uses_is_defined():
+    """Through the marker, or a recording rule (which keeps inferwatch's series only); the model
+    and instance variables list what the marker lists, so no other job can be chosen."""
     board = dashboard()
     defined = {variable["name"] for variable in board["templating"]["list"]}
+    for where, expr in panel_expressions(board):
+        assert MARKER in expr or expr.startswith(RECORDED), f"{where} reads series of any job: {expr}"
+        assert 'job=~"$job"' in expr, f"{where} ignores the model variable"
+    for name, query in variable_queries(board):
+        assert MARKER in query or 'job=~"$job"' in query, f"variable {name} lists any job's values: {query}"
     for where, expr in [*panel_expressions(board), *variable_queries(board)]:
-        assert THRESHOLDS.selector in expr, f"{where} does not select {THRESHOLDS.selector}"
         used = set(re.findall(r"\$(\w+)", expr)) - {"__rate_interval", "__range"}
         assert used <= defined, f"{where} uses undefined variables {used - defined}"
 
 
-def test_the_instance_and_route_variables_offer_every_value_with_a_regex_for_all():
+def test_the_selector_narrows_every_query_and_variable():
+    narrowed = grafana.dashboard(Thresholds(selector='env="prod"'))
+    for where, expr in [*panel_expressions(narrowed), *variable_queries(narrowed)]:
+        for selector in re.findall(r"\b[a-z_:]+\{[^}]*\}", expr):
+            assert 'env="prod"' in selector, f"{where}: {selector}"
+
+
+def test_the_model_instance_and_route_variables_offer_every_value_and_all_means_the_listed_ones():
     variables = {variable["name"]: variable for variable in dashboard()["templating"]["list"]}
-    assert set(variables) == {"instance", "route"}
+    assert list(variables) == ["job", "instance", "route"]
     for variable in variables.values():
-        assert variable["type"] == "query" and variable["includeAll"] and variable["allValue"] == ".*"
+        # No custom all value: "All" is the listed models, never ".*" (every job's series).
+        assert variable["type"] == "query" and variable["includeAll"] and variable["allValue"] is None
         assert variable["query"]["query"] == variable["definition"]
         assert variable["query"]["query"].startswith("label_values(")
 
@@ -260,12 +255,13 @@ def test_panel_thresholds_equal_the_alert_thresholds():
         assert panels[title]["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line", title
 
 
-def test_the_latency_panel_draws_p50_p95_p99_and_links_the_slow_traces():
+def test_the_latency_panel_draws_p50_p95_p99_and_links_each_models_slow_traces():
     panel = next(p for p in query_panels(dashboard()) if p["title"] == "Request latency p50 / p95 / p99")
-    assert [t["legendFormat"] for t in panel["targets"]] == ["p50", "p95", "p99"]
+    assert [t["legendFormat"] for t in panel["targets"]] == ["{{job}} p50", "{{job}} p95", "{{job}} p99"]
     assert [t["expr"].split(",")[0] for t in panel["targets"]] == [
         "histogram_quantile(0.5", "histogram_quantile(0.95", "histogram_quantile(0.99"]
-    assert "minDuration=2s" in panel["links"][0]["url"]
+    [link] = panel["fieldConfig"]["defaults"]["links"]
+    assert "minDuration=2s" in link["url"] and "service=${__field.labels.job}" in link["url"]
     assert "client span" in panel["description"], "the MLflow call's latency has no metric: say where it is"
 
 
@@ -351,11 +347,11 @@ def test_the_contact_point_emails_the_addresses_from_the_environment():
     assert "@" not in (REPO / grafana.CONTACT_POINTS_FILE).read_text(), "no address is committed"
 
 
-def test_the_policy_groups_by_alertname_with_alertmanagers_timings():
+def test_the_policy_groups_by_alertname_and_model_with_alertmanagers_timings():
     [policy] = load_yaml(REPO / grafana.POLICIES_FILE)["policies"]
     [point] = load_yaml(REPO / grafana.CONTACT_POINTS_FILE)["contactPoints"]
     assert policy["receiver"] == point["name"]
-    assert policy["group_by"] == ["alertname"]
+    assert policy["group_by"] == ["alertname", "job"] == load_yaml(REPO / "observability/alertmanager/alertmanager.yml")["route"]["group_by"]
     timings = (policy["group_wait"], policy["group_interval"], policy["repeat_interval"])
     assert timings == ("30s", "5m", "4h") == (RouteTimings().group_wait, RouteTimings().group_interval,
                                               RouteTimings().repeat_interval)
@@ -431,31 +427,15 @@ def test_a_compose_grafana_service_mounts_these_files_and_passes_every_variable_
 @dataclass
 class LiveStack:
     proxy: Proxy
+    foreign: ForeignExporter
     prometheus: PrometheusServer
-
-    def problem(self, expr: str) -> str | None:
-        """None when ``expr`` runs and returns at least one number; otherwise what is wrong."""
-        response = requests.get(self.prometheus.url + "/api/v1/query", params={"query": expr}, timeout=10)
-        body = response.json()
-        if body.get("status") != "success":
-            return f"error: {body.get('errorType')}: {body.get('error')}"
-        values = [float(sample["value"][1]) for sample in body["data"]["result"]]
-        if not values:
-            return "no data"
-        return None if any(not math.isnan(v) for v in values) else "only NaN"
-
-    def label_values(self, query: str) -> list[str]:
-        """Grafana's label_values(selector, label), asked of Prometheus as Grafana asks it."""
-        selector, label = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query).groups()
-        response = requests.get(self.prometheus.url + f"/api/v1/label/{label}/values",
-                                params={"match[]": selector}, timeout=10)
-        response.raise_for_status()
-        return response.json()["data"]
+    queries: DashboardQueries
 
 
 @pytest.fixture(scope="module")
 def live(mlflow_server, tmp_path_factory) -> LiveStack:
-    """A proxy before the session's MLflow, Prometheus (1 s scrapes, the committed rules) on it."""
+    """A proxy before the session's MLflow, scraped directly as job fraud-model, beside another
+    team's exporter of the same names; Prometheus (1 s scrapes, the committed rules) on both."""
     workdir = tmp_path_factory.mktemp("grafana-live")
     port = free_port()
     env = child_env(INFERWATCH_UPSTREAM=mlflow_server.url, INFERWATCH_PORT=str(port),
@@ -463,26 +443,29 @@ def live(mlflow_server, tmp_path_factory) -> LiveStack:
     process = ManagedProcess("inferwatch", [sys.executable, "-m", "inferwatch", "serve"],
                              workdir / "proxy.log", env=env).start()
     proxy = Proxy(port, process)
+    foreign = ForeignExporter()
     prometheus = None
     try:
         process.wait_ready(f"{proxy.url}/healthz", timeout=30)
-        prometheus = start_prometheus(f"127.0.0.1:{port}", workdir / "prometheus")
-        stack = LiveStack(proxy, prometheus)
+        prometheus = start_prometheus(f"127.0.0.1:{port}", workdir / "prometheus", foreign)
+        stack = LiveStack(proxy, foreign, prometheus, DashboardQueries(prometheus))
         send_traffic(stack)
         yield stack
     finally:
         if prometheus is not None:
             prometheus.stop()
+        foreign.stop()
         proxy.session.close()
         process.stop()
 
 
-def start_prometheus(target: str, workdir: Path) -> PrometheusServer:
+def start_prometheus(target: str, workdir: Path, foreign: ForeignExporter) -> PrometheusServer:
     rules = workdir / "rules"
     rules.mkdir(parents=True)
     for path in (PROMETHEUS_DIR / "rules").glob("*.yml"):  # the recording rules the panels read
         (rules / path.name).write_text(path.read_text())
-    config = yaml.safe_load(prometheus_test_config(target, "rules/*.yml", alertmanager="127.0.0.1:1"))
+    config = yaml.safe_load(prometheus_test_config(target, "rules/*.yml", alertmanager="127.0.0.1:1",
+                                                   job_name=LIVE_JOB, extra_jobs=[foreign.scrape_config]))
     del config["alerting"]  # nothing here listens to alerts
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -490,7 +473,8 @@ def start_prometheus(target: str, workdir: Path) -> PrometheusServer:
 
 
 def send_traffic(stack: LiveStack) -> None:
-    """Successes, bad input (400, a failure with a reason) and unknown paths (404).
+    """Successes, bad input (400, a failure with a reason) and unknown paths (404); the foreign
+    job fails slowly all the while.
 
     A series is born with its first request, and rate() cannot see the increase that created
     it: one request of each kind first, then the rest once Prometheus has scraped them.
@@ -501,51 +485,52 @@ def send_traffic(stack: LiveStack) -> None:
         "400": lambda: proxy.post(data="{not json", headers={"Content-Type": "application/json"}),
         "404": lambda: proxy.session.get(proxy.url + "/no-such-path", timeout=10),
     }
-    poll(lambda: prometheus.query('prediction_success_total{job="inferwatch"}'), LIVE_TIMEOUT,
+    poll(lambda: prometheus.query(f'prediction_success_total{{job="{LIVE_JOB}"}}'), LIVE_TIMEOUT,
          "Prometheus to scrape the counters at 0")
+    stack.foreign.fail(1)
     for status, send in kinds.items():
         assert send().status_code == int(status)
-    poll(lambda: {r["metric"]["status"] for r in prometheus.query('http_requests_total{job="inferwatch"}')}
-         >= set(kinds), LIVE_TIMEOUT, "Prometheus to scrape every status")
+    poll(lambda: {r["metric"]["status"] for r in prometheus.query(f'http_requests_total{{job="{LIVE_JOB}"}}')}
+         >= set(kinds) and prometheus.query(f'prediction_failure_total{{job="{ForeignExporter.JOB}"}} > 0'),
+         LIVE_TIMEOUT, "Prometheus to scrape every status, and the foreign failure")
     for status, send in kinds.items():
         for _ in range(20 if status == "200" else 3):
             assert send().status_code == int(status)
-
-
-def wait_for_data(stack: LiveStack, expressions: list[tuple[str, str]]) -> dict[str, str]:
-    """Problems left once every expression answers, or the deadline passes: {where: problem}.
-
-    Data can be late (a scrape, a rule evaluation away); a query Prometheus refuses never mends,
-    so an error ends the wait at once.
-    """
-    deadline = time.monotonic() + LIVE_TIMEOUT
-    while True:
-        problems = {where: f"{problem}: {expr}" for where, expr in expressions
-                    if (problem := stack.problem(substitute(expr)))}
-        refused = any(problem.startswith("error") for problem in problems.values())
-        if not problems or refused or time.monotonic() > deadline:
-            return problems
-        time.sleep(0.5)
+    stack.foreign.fail(100)
 
 
 @pytest.mark.slow
 def test_every_dashboard_query_runs_and_returns_data_from_the_real_service(live):
     expressions = panel_expressions(dashboard())
     assert len(expressions) == 19
-    assert wait_for_data(live, expressions) == {}
+    assert live.queries.wait_for_data(expressions, LIVE_TIMEOUT) == {}
 
 
 @pytest.mark.slow
-def test_every_template_variable_lists_values_from_the_real_service(live):
-    values = {name: live.label_values(substitute(query)) for name, query in variable_queries(dashboard())}
-    assert len(values["instance"]) == 1, values
+def test_every_template_variable_lists_values_from_the_real_service_and_no_other_job(live):
+    values = live.queries.resolve_variables()
+    assert values["job"] == [LIVE_JOB], values
+    assert values["instance"] == [f"127.0.0.1:{live.proxy.port}"], values
     assert {"/predict", "unmatched"} <= set(values["route"]), values
+
+
+@pytest.mark.slow
+def test_no_panel_shows_the_other_jobs_same_named_series(live):
+    """The foreign job exports the same names (all failing, slow, CPU at 99 %) and is scraped."""
+    expressions = panel_expressions(dashboard())
+    assert live.queries.wait_for_data(expressions, LIVE_TIMEOUT) == {}
+    assert live.prometheus.query(f'rate(prediction_failure_total{{job="{ForeignExporter.JOB}"}}[1m]) > 0')
+    assert live.prometheus.query(f'system_cpu_usage{{job="{ForeignExporter.JOB}"}}')
+    for where, expr in expressions:
+        assert live.queries.jobs_shown(expr) == {LIVE_JOB}, where
+    for where, expr in [(rule["title"], rule_query(rule)) for rule in grafana_rules()]:
+        assert live.queries.jobs_shown(expr) <= {LIVE_JOB}, where
 
 
 @pytest.mark.slow
 def test_every_grafana_rule_query_runs_and_returns_data_from_the_real_service(live):
     expressions = [(rule["title"], rule_query(rule)) for rule in grafana_rules()]
-    assert wait_for_data(live, expressions) == {}
+    assert live.queries.wait_for_data(expressions, LIVE_TIMEOUT) == {}
 
 
 def contract_metrics_in(expressions: list[tuple[str, str]]) -> list[str]:
@@ -559,7 +544,7 @@ def test_a_renamed_metric_makes_the_check_report_no_data(live, metric):
     """The check above would fail if a metric were renamed: every query reading it finds nothing."""
     reading = [(where, expr) for where, expr in panel_expressions(dashboard())
                if re.search(rf"\b{metric}(_bucket)?\b", expr)]
-    assert wait_for_data(live, reading) == {}  # the original queries answer ...
+    assert live.queries.wait_for_data(reading, LIVE_TIMEOUT) == {}  # the original queries answer ...
     for where, expr in reading:
         renamed = re.sub(rf"\b{metric}(?=(_bucket)?\b)", f"{metric}_renamed", expr)
-        assert live.problem(substitute(renamed)) == "no data", where  # ... the renamed ones do not
+        assert live.queries.problem(renamed) == "no data", where  # ... the renamed ones do not

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -9,8 +10,9 @@ import yaml
 
 from alerting_stack import PROMETHEUS_DIR, REPO, require_binary
 from inferwatch.contract import thresholds
-from inferwatch.contract.metrics import LATENCY_BUCKETS_SECONDS
+from inferwatch.contract.metrics import LATENCY_BUCKETS_SECONDS, MAPPINGS, MARKER_METRIC
 from inferwatch.contract.thresholds import THRESHOLDS
+from inferwatch.render.alertmanager import group_by
 from inferwatch.render.prometheus_rules import UnknownAlertError, rule_files, rule_groups
 from inferwatch.render.text import InvalidDurationError
 
@@ -64,16 +66,61 @@ def test_every_promtool_test_has_a_sentence_for_a_name():
             assert len(test.get("name", "").split()) >= 5, f"{test_file.name}: unnamed or terse test {test.get('name')!r}"
 
 
-def test_prometheus_yml_scrapes_one_source_under_the_job_the_rules_select():
+def test_prometheus_yml_scrapes_the_collector_only_and_keeps_the_services_job_and_instance():
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     assert config["global"]["scrape_interval"] == "5s"
     [job] = config["scrape_configs"]
     assert job["honor_labels"] is True, "the collector's job/instance (service.name, service.instance.id) kept"
     [static] = job["static_configs"]
     assert static["targets"] == ["127.0.0.1:8889"], "the collector's exporter, and only it"
-    assert THRESHOLDS.selector == f'job="{job["job_name"]}"'
     assert config["rule_files"] == ["rules/*.yml"]
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:9093"]
+    # The rules take any job name: none names the scrape job, or any job.
+    for text in rule_files().values():
+        assert job["job_name"] not in text
+        assert "job=" not in "".join(expressions(text)), text
+
+
+def expressions(text: str) -> list[str]:
+    return [rule["expr"] for group in yaml.safe_load(text)["groups"] for rule in group["rules"]]
+
+
+# Every series name a rule may select.
+SELECTED = sorted({*(m.prometheus_name + suffix for m in MAPPINGS for suffix in ("", "_bucket")),
+                   "up", MARKER_METRIC}, key=len, reverse=True)
+
+
+def selectors_in(expr: str) -> list[tuple[str, str]]:
+    """(series name, its matchers) of every series an expression selects."""
+    pattern = re.compile(rf"\b({'|'.join(SELECTED)})(?![\w:])(\{{[^}}]*\}})?")
+    return [(match.group(1), match.group(2) or "") for match in pattern.finditer(expr)]
+
+
+def test_the_selector_narrows_every_series_every_rule_reads():
+    narrowed = thresholds.Thresholds(selector='env="prod"')
+    for name, text in rule_files(narrowed).items():
+        for expr in expressions(text):
+            selected = selectors_in(expr)
+            assert selected, expr
+            for series, matchers in selected:
+                assert 'env="prod"' in matchers, f"{name}: {series} is not narrowed in {expr}"
+
+
+def test_every_series_a_rule_reads_is_kept_only_with_inferwatchs_marker():
+    marker = 'target_info{telemetry_distro_name="inferwatch"}'
+    for name, text in rule_files().items():
+        for expr in expressions(text):
+            reads = [series for series, _ in selectors_in(expr) if series != MARKER_METRIC]
+            assert expr.count(marker) >= len(reads) > 0, f"{name}: a series without the marker in {expr}"
+
+
+def test_adding_a_model_label_is_one_change_that_reaches_every_per_model_sum_and_the_email_grouping():
+    per_model = thresholds.Thresholds(model_labels=("job", "model_version"))
+    for name in ("predictions.yml", "recording.yml"):
+        for expr in expressions(rule_files(per_model)[name]):
+            groupings = re.findall(r"by \(([^)]*)\)", expr)
+            assert groupings and all(g.startswith("job, model_version") for g in groupings), expr
+    assert group_by(per_model) == ["alertname", "job", "model_version"]
 
 
 def test_the_latency_threshold_is_a_bucket_edge_so_the_quantile_is_not_interpolated_across_it():
@@ -112,7 +159,7 @@ def test_thresholds_appear_in_expression_and_text_from_one_value():
     changed = thresholds.Thresholds(cpu_percent=90, failure_ratio=0.05, latency_seconds=2.5)
     rendered = {alert: rule for text in rule_files(changed).values() for alert, rule in alerts_by_name(text).items()}
     assert rendered["HighCPUUsage"]["expr"].endswith("> 90")
-    assert "(threshold: 90%)" in rendered["HighCPUUsage"]["annotations"]["description"]
+    assert "threshold: 90%)" in rendered["HighCPUUsage"]["annotations"]["description"]
     assert rendered["HighPredictionFailureRate"]["expr"].endswith("> 0.05")
     assert rendered["HighPredictionFailureRate"]["annotations"]["summary"] == "Prediction failure rate above 5%"
     assert rendered["HighPredictionLatency"]["expr"].endswith("> 2.5")

@@ -47,6 +47,22 @@ FILESYSTEM_MOUNTPOINT = "system.filesystem.mountpoint"
 # scanning random paths cannot create new series.
 UNMATCHED_ROUTE = "unmatched"
 
+# The marker that tells inferwatch's series apart from another job's same-named ones (`up`,
+# `system_cpu_usage` and even `http_requests_total` are common names). Every inferwatch process
+# sets the resource attribute telemetry.distro.name = "inferwatch" (inferwatch.proxy.telemetry;
+# an OTEL_RESOURCE_ATTRIBUTES value cannot replace it), and both ways to Prometheus publish the
+# resource on `target_info` from start-up: the service's /metrics (scraped: the target's job and
+# instance) and the collector's exporter (job = service.name, instance = service.instance.id).
+# So `target_info{telemetry_distro_name="inferwatch"}` exists exactly for inferwatch's
+# (job, instance) pairs, and the rules keep a series only `and on (job, instance)` that marker.
+TELEMETRY_DISTRO_NAME = "telemetry.distro.name"
+TELEMETRY_DISTRO_VERSION = "telemetry.distro.version"
+DISTRO_NAME = "inferwatch"
+MARKER_METRIC = "target_info"
+MARKER_LABEL = "telemetry_distro_name"  # TELEMETRY_DISTRO_NAME as both exporters write the label
+# The labels that name one scrape target's (one process's) series, on either path.
+TARGET_LABELS = ("job", "instance")
+
 # Bucket edges of the request-duration histogram, in seconds. 2 s is the latency alert's
 # threshold and must be an edge, or histogram_quantile() would interpolate across it.
 LATENCY_BUCKETS_SECONDS = (

@@ -21,9 +21,20 @@ from dataclasses import dataclass
 class Thresholds:
     """Every threshold, duration and selector the alert rules use."""
 
-    # Every rule reads only series of this selector: the scrape job in prometheus.yml, the same
-    # whether Prometheus scrapes the collector or the service directly.
-    selector: str = 'job="inferwatch"'
+    # Which inferwatch series every rule, recording rule, dashboard panel, dashboard variable and
+    # alert text reads: label matchers added to each series they select (the marker included),
+    # e.g. 'job="fraud-model"', or 'job=~"fraud-.*", env="prod"'. Empty, the default, narrows
+    # nothing: any job name, scraped directly or through the collector. This selector narrows;
+    # it is not what tells inferwatch's series from another job's same-named ones: every query
+    # keeps a series only `and on (job, instance)` inferwatch's marker,
+    # target_info{telemetry_distro_name="inferwatch"} (see contract.metrics.MARKER_METRIC).
+    selector: str = ""
+    # The labels that name one model: every prediction alert and recording rule is evaluated per
+    # these (`sum by (...)`), Alertmanager and Grafana send one email per alert and these, and
+    # the dashboard's panels split by them. `job` is service.name (OTEL_SERVICE_NAME) through the
+    # collector, the scrape job's name when Prometheus scrapes a proxy directly. Labels the
+    # prediction series carry later (model, model_version) are added here and nowhere else.
+    model_labels: tuple[str, ...] = ("job",)
 
     # HighCPUUsage: host CPU in percent (system_cpu_usage, 0-100) above this ...
     cpu_percent: float = 80
@@ -49,16 +60,21 @@ class Thresholds:
     # ... for this long.
     failure_for: str = "2m"
 
-    # InferwatchDown: the scrape target (collector or service) has not answered for this long.
+    # InferwatchDown: a scrape target that served inferwatch's marker has not answered for this long.
     down_for: str = "1m"
-    # InferwatchMetricsAbsent: no contract series for this long (service gone behind the collector,
-    # or no target at all).
+    # InferwatchMetricsAbsent: a job that served inferwatch's series has none for this long
+    # (the proxy gone behind the collector, the collector down), or there are none at all.
     absent_for: str = "2m"
+    # InferwatchDown and InferwatchMetricsAbsent: how long a scrape target or a job stays known as
+    # inferwatch's after its marker was last seen. An outage longer than this stops alerting; a
+    # model removed on purpose alerts this long unless silenced. Rules read the marker over this
+    # window (one series per instance), so it costs a day of 5 s samples per instance.
+    remember_for: str = "1d"
 
-    # HighPredictionLatency's pointer to the slow traces: a Jaeger search for this service's
-    # traces at least latency_seconds long (the collector keeps every trace that slow).
+    # HighPredictionLatency's pointer to the slow traces: a Jaeger search for the alerting job's
+    # traces (its service.name, as `job` is through the collector) at least latency_seconds
+    # long (the collector keeps every trace that slow).
     jaeger_url: str = "http://localhost:16686"
-    trace_service: str = "inferwatch"
 
 
 THRESHOLDS = Thresholds()

@@ -3,7 +3,8 @@
 What it builds for one proxy process:
 
 * a ``TracerProvider`` and a ``MeterProvider`` sharing one ``Resource`` (``service.name``,
-  ``service.version``, ``service.instance.id``);
+  ``service.version``, ``service.instance.id``, and ``telemetry.distro.name=inferwatch``, the
+  marker that tells inferwatch's series from other jobs' in Prometheus, on ``target_info``);
 * a Prometheus reader that renders the metric contract for ``/metrics``: collections pass
   through :func:`inferwatch.proxy.translate.to_prometheus` before
   opentelemetry-exporter-prometheus turns them into text, into a registry of its own;
@@ -20,23 +21,33 @@ Environment (the standard OpenTelemetry variables):
 ``OTEL_METRIC_EXPORT_INTERVAL``        milliseconds between OTLP metric exports (SDK default 60000)
 ``OTEL_TRACES_EXPORTER``               ``none`` turns span export off
 ``OTEL_METRICS_EXPORTER``              ``none`` turns OTLP metric export off (/metrics stays)
-``OTEL_SERVICE_NAME``                  default ``inferwatch``
-``OTEL_RESOURCE_ATTRIBUTES``           extra resource attributes, e.g. ``deployment.environment=prod``
+``OTEL_SERVICE_NAME``                  default ``inferwatch``; one name per model, e.g. ``fraud-model``:
+                                       through the collector it is the series' ``job``
+``OTEL_RESOURCE_ATTRIBUTES``           extra resource attributes, e.g. ``deployment.environment=prod``;
+                                       ``service.instance.id=...`` here replaces the default below
+``K8S_POD_NAME``                       the pod name (Kubernetes downward API): the default
+                                       ``service.instance.id`` when set
+``INFERWATCH_PORT``                    the port in the default ``service.instance.id``
 ``OTEL_SDK_DISABLED``                  ``true`` records nothing (the benchmark's telemetry-off mode)
 ``OTEL_SEMCONV_STABILITY_OPT_IN``      forced to ``http``: the contract is built on the stable names
 =====================================  ==========================================================
 
+``service.instance.id`` (the ``instance`` label through the collector) defaults to a name a
+person recognises that survives a restart, so a restarted proxy continues its series: the pod
+name on Kubernetes (``K8S_POD_NAME``), else the host name and the proxy's port
+(``web-1:8000``).
+
 Example::
 
     OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_METRIC_EXPORT_INTERVAL=5000 \\
-        inferwatch serve
+        OTEL_SERVICE_NAME=fraud-model inferwatch serve
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import uuid
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -47,22 +58,33 @@ from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, MetricsData, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
-from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.resources import (
+    SERVICE_INSTANCE_ID,
+    SERVICE_NAME,
+    SERVICE_VERSION,
+    OTELResourceDetector,
+    Resource,
+)
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry
 
 from inferwatch import __version__
 from inferwatch.contract.metrics import (
+    DISTRO_NAME,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_DURATION,
     LATENCY_BUCKETS_SECONDS,
+    TELEMETRY_DISTRO_NAME,
+    TELEMETRY_DISTRO_VERSION,
 )
+from inferwatch.proxy.config import Settings, env_name
 from inferwatch.proxy.translate import to_prometheus
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SERVICE_NAME = "inferwatch"
+POD_NAME_VARIABLE = "K8S_POD_NAME"
 FLASK_INSTRUMENTATION_SCOPE = "opentelemetry.instrumentation.flask"
 
 
@@ -141,13 +163,31 @@ def _otlp_metric_exporter(environ: Mapping[str, str]):
     return OTLPMetricExporter()
 
 
-def build_resource(instance_id: str | None = None) -> Resource:
-    """Resource of the process; ``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES`` are merged in."""
-    attributes = {
-        SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", DEFAULT_SERVICE_NAME),
+def default_instance_id(environ: Mapping[str, str]) -> str:
+    """``service.instance.id`` unless ``OTEL_RESOURCE_ATTRIBUTES`` sets one: the pod name on
+    Kubernetes (``K8S_POD_NAME``), else ``<host name>:<port>``; both survive a restart."""
+    if pod := environ.get(POD_NAME_VARIABLE, "").strip():
+        return pod
+    port = environ.get(env_name("port"), "").strip() or str(Settings.port)
+    return f"{socket.gethostname()}:{port}"
+
+
+def build_resource() -> Resource:
+    """Resource of the process, from the environment as the OpenTelemetry SDK reads it.
+
+    ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` beat the defaults here (the SDK would
+    let explicit attributes win, so a default is passed only for a key the environment leaves
+    unset); the marker ``telemetry.distro.name`` is always inferwatch's.
+    """
+    from_environment = OTELResourceDetector().detect().attributes
+    defaults = {
+        SERVICE_NAME: DEFAULT_SERVICE_NAME,
         SERVICE_VERSION: __version__,
-        SERVICE_INSTANCE_ID: instance_id or str(uuid.uuid4()),
+        SERVICE_INSTANCE_ID: default_instance_id(os.environ),
     }
+    attributes = {key: value for key, value in defaults.items() if key not in from_environment}
+    attributes[TELEMETRY_DISTRO_NAME] = DISTRO_NAME
+    attributes[TELEMETRY_DISTRO_VERSION] = __version__
     return Resource.create(attributes)
 
 

@@ -23,7 +23,7 @@ The files (paths inside the container in brackets, as docker-compose mounts them
 * ``provisioning/alerting/{rules,contact-points,policies}.yml``
   [/etc/grafana/provisioning/alerting]: HighCPUUsage, HighPredictionLatency and
   HighPredictionFailureRate as Grafana-managed rules with the Prometheus rules' expressions,
-  thresholds and ``for``; an email contact point; the notification policy (group by alertname,
+  thresholds and ``for``; an email contact point; the notification policy (group by alertname and job,
   30s / 5m / 4h, the same :class:`~inferwatch.contract.thresholds.RouteTimings` as Alertmanager's).
 
 Environment variables Grafana expands in these files at start (provisioning files only, never in
@@ -45,8 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings, Thresholds
+from inferwatch.render import promql
+from inferwatch.render.alertmanager import group_by
 from inferwatch.render.prometheus_rules import (
     AlertRule,
+    cpu_expr,
     failure_ratio_expr,
     jaeger_slow_traces_url,
     latency_quantile_expr,
@@ -84,6 +87,8 @@ ALERT_QUERY_LOOKBACK_SECONDS = 600
 DASHBOARD_UID = "inferwatch-ml-model-service"
 DASHBOARD_TITLE = "ML model service"
 # Grafana's own variables, as the panel queries spell them.
+JOB = "$job"
+JOB_CHOSEN = f'job=~"{JOB}"'
 INSTANCE = "$instance"
 ROUTE = "$route"
 RATE_INTERVAL = "$__rate_interval"
@@ -210,15 +215,15 @@ def alert_conditions(t: Thresholds = THRESHOLDS) -> tuple[AlertCondition, ...]:
     q = "p" + percent(t.latency_quantile)
     return (
         AlertCondition(
-            "HighCPUUsage", f"system_cpu_usage{{{t.selector}}}", t.cpu_percent, t.cpu_for, "percent",
+            "HighCPUUsage", cpu_expr(t), t.cpu_percent, t.cpu_for, "percent",
             f"CPU usage is {{{{ humanize $values.B.Value }}}}% on {{{{ $labels.instance }}}} "
-            f"(threshold: {number(t.cpu_percent)}%).",
+            f"(job {{{{ $labels.job }}}}, threshold: {number(t.cpu_percent)}%).",
         ),
         AlertCondition(
             "HighPredictionLatency", latency_quantile_expr(t), t.latency_seconds, t.latency_for, "s",
             f"{q} latency of predictions ({{{{ $labels.job }}}}) is {{{{ humanizeDuration $values.B.Value }}}} "
             f"over the last {t.latency_window} (threshold: {latency}s). "
-            f"Slow traces: {jaeger_slow_traces_url(t)}",
+            f"Slow traces: {jaeger_slow_traces_url(t, '{{ $labels.job }}')}",
         ),
         AlertCondition(
             "HighPredictionFailureRate", failure_ratio_expr(t), t.failure_ratio, t.failure_for, "percentunit",
@@ -235,9 +240,10 @@ def _prometheus_alert(name: str, t: Thresholds) -> AlertRule:
 
 
 def _recorded(expr: str, t: Thresholds) -> str:
-    """The recording rule that records exactly ``expr`` (what an alert evaluates), as a query."""
+    """The recording rule that records exactly ``expr`` (what an alert evaluates), as a query of
+    the models chosen on the dashboard (the rule keeps inferwatch's series only already)."""
     record = next(rule.record for rule in recording_group(t).rules if rule.expr == expr)
-    return f"{record}{{{t.selector}}}"
+    return promql.series(t, record, JOB_CHOSEN)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,18 +251,29 @@ def _recorded(expr: str, t: Thresholds) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _matchers(t: Thresholds, *extra: str) -> str:
-    """The job's series of the instances chosen on the dashboard, and ``extra`` matchers."""
-    return "{" + ", ".join((t.selector, f'instance=~"{INSTANCE}"', *extra)) + "}"
+def _chosen(*extra: str) -> tuple[str, ...]:
+    """Matchers for the models and instances chosen on the dashboard, and ``extra``."""
+    return (JOB_CHOSEN, f'instance=~"{INSTANCE}"', *extra)
 
 
-def _http(t: Thresholds, *extra: str) -> str:
-    """Like :func:`_matchers`, for the HTTP metrics, which also carry the route."""
-    return _matchers(t, f'route=~"{ROUTE}"', *extra)
+def _http(*extra: str) -> tuple[str, ...]:
+    """Like :func:`_chosen`, for the HTTP metrics, which also carry the route."""
+    return _chosen(f'route=~"{ROUTE}"', *extra)
 
 
-def _rate(metric: str, selector: str, window: str = RATE_INTERVAL) -> str:
-    return f"rate({metric}{selector}[{window}])"
+def _gauge(t: Thresholds, metric: str, *by: str) -> str:
+    """An inferwatch gauge of the chosen instances, summed by model and ``by``."""
+    chosen = promql.of_inferwatch(t, promql.series(t, metric, *_chosen()))
+    return f"sum {promql.by(t, *by)} ({chosen})"
+
+
+def _sum_rate(t: Thresholds, metric: str, matchers: tuple[str, ...], *by: str) -> str:
+    return f"sum {promql.by(t, *by)} ({promql.rate(t, metric, RATE_INTERVAL, *matchers)})"
+
+
+def _legend(t: Thresholds, *labels: str) -> str:
+    """``{{job}} {{route}}``: the model labels first, so every line says which model it is."""
+    return " ".join("{{" + label + "}}" for label in (*t.model_labels, *labels))
 
 
 def _target(expr: str, legend: str, ref: str = "A", **extra) -> dict:
@@ -283,7 +300,7 @@ def _below(value: float) -> dict:
 
 def _timeseries(title: str, description: str, unit: str, targets: list[dict], *,
                 thresholds: dict = NO_THRESHOLD, minimum: float | None = 0, maximum: float | None = None,
-                width: int = 12, links: Iterable[dict] = ()) -> dict:
+                width: int = 12, data_links: Iterable[dict] = ()) -> dict:
     defaults = {
         "unit": unit,
         "thresholds": thresholds,
@@ -299,13 +316,14 @@ def _timeseries(title: str, description: str, unit: str, targets: list[dict], *,
         defaults["min"] = minimum
     if maximum is not None:
         defaults["max"] = maximum
+    if data_links:
+        defaults["links"] = list(data_links)
     return {
         "type": "timeseries", "title": title, "description": description, "datasource": PROMETHEUS.ref,
         "gridPos": {"h": 8, "w": width},
         "fieldConfig": {"defaults": defaults, "overrides": []},
         "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
                     "tooltip": {"mode": "multi", "sort": "desc"}},
-        "links": list(links),
         "targets": targets,
     }
 
@@ -337,118 +355,129 @@ def _at_a_glance(t: Thresholds) -> list[dict]:
     return [
         _row("At a glance"),
         _stat(
-            "Scrape targets up",
-            "Can Prometheus reach inferwatch? The number of scrape targets of job inferwatch that "
-            "answered the last scrape (the collector's exporter, or each service when scraped "
-            "directly). 0 is what InferwatchDown fires on.",
-            "none", _target(f"sum by (job) (up{{{t.selector}}})", "{{job}}"), thresholds=_below(1), decimals=0),
+            "Instances reporting",
+            "Does every model report? The number of inferwatch instances per model whose metrics "
+            "Prometheus has now (each proxy scraped directly, or each service behind the collector). "
+            "A model missing here is what InferwatchMetricsAbsent fires on, a target that does not "
+            "answer what InferwatchDown fires on.",
+            "none", _target(f"count {promql.by(t)} ({promql.marker(t, JOB_CHOSEN)})",
+                            _legend(t)),
+            thresholds=_below(1), decimals=0),
         _stat(
             f"{q} latency, {t.latency_window} (alert view)",
             f"Would HighPredictionLatency fire? The {q} of prediction latency over "
-            f"{t.latency_window}, every instance summed: the alert's own expression (recording rule). "
-            f"Red from {number(latency.threshold)} s; the alert fires above it for {latency.for_}. "
+            f"{t.latency_window} per model, every instance summed: the alert's own expression (recording "
+            f"rule). Red from {number(latency.threshold)} s; the alert fires above it for {latency.for_}. "
             "Ignores the instance and route selectors, as the alert does.",
-            latency.unit, _target(_recorded(latency.query, t), "{{job}}"), thresholds=_above(latency.threshold)),
+            latency.unit, _target(_recorded(latency.query, t), _legend(t)), thresholds=_above(latency.threshold)),
         _stat(
             f"Failure ratio, {t.failure_window} (alert view)",
             f"Would HighPredictionFailureRate fire? The failed share of predictions over "
-            f"{t.failure_window}, every instance summed: the alert's own expression (recording rule). "
-            f"Red from {percent(failure.threshold)}%; the alert fires above it for {failure.for_}. "
+            f"{t.failure_window} per model, every instance summed: the alert's own expression (recording "
+            f"rule). Red from {percent(failure.threshold)}%; the alert fires above it for {failure.for_}. "
             "Empty while there are no predictions (0/0).",
-            failure.unit, _target(_recorded(failure.query, t), "{{job}}"), thresholds=_above(failure.threshold)),
+            failure.unit, _target(_recorded(failure.query, t), _legend(t)), thresholds=_above(failure.threshold)),
         _stat(
             "Failed predictions in range",
-            "How many predictions failed in the selected time range? Every reason counted "
+            "How many predictions failed in the selected time range, per model? Every reason counted "
             "(bad input, model error, MLflow down or too slow); 'Failures by reason' says which.",
             "short",
-            _target(f"sum by (job) (increase(prediction_failure_total{_matchers(t)}[{TIME_RANGE}]))", "{{job}}"),
+            _target(f"sum {promql.by(t)} ({promql.of_inferwatch(t, _increase(t, 'prediction_failure_total'))})",
+                    _legend(t)),
             decimals=0),
     ]
 
 
+def _increase(t: Thresholds, metric: str) -> str:
+    return f"increase({promql.series(t, metric, *_chosen())}[{TIME_RANGE}])"
+
+
 def _requests(t: Thresholds) -> list[dict]:
-    errors = _http(t, 'status=~"4..|5.."')
+    errors = _http('status=~"4..|5.."')
     return [
         _row("Requests"),
         _timeseries(
             "Request rate by route",
             "How much traffic does each route get? HTTP requests per second that the service "
-            "answered (any status), from http_requests_total.",
-            "reqps", [_target(f"sum by (route) ({_rate('http_requests_total', _http(t))})", "{{route}}")]),
+            "answered (any status), from http_requests_total, per model and route.",
+            "reqps", [_target(_sum_rate(t, "http_requests_total", _http(), "route"), _legend(t, "route"))]),
         _timeseries(
             "Throughput reported by the service",
             "What request rate does each instance measure itself? http_requests_throughput, the "
             "seed's gauge: requests per second over the service's last host-sampling interval. "
             "Should follow 'Request rate by route'.",
-            "reqps", [_target(f"sum by (instance) (http_requests_throughput{_matchers(t)})", "{{instance}}")]),
+            "reqps", [_target(_gauge(t, "http_requests_throughput", "instance"), _legend(t, "instance"))]),
         _timeseries(
             "Errors by status",
             "Which errors does the service return, and where? 4xx and 5xx answers per second by "
-            "route and status (400 bad input, 404 unknown path, 503 MLflow down, 504 MLflow too "
+            "model, route and status (400 bad input, 404 unknown path, 503 MLflow down, 504 MLflow too "
             "slow, 502 MLflow error).",
-            "reqps", [_target(
-                f"sum by (route, status) ({_rate('http_requests_total', errors)})",
-                "{{status}} {{route}}")]),
+            "reqps", [_target(_sum_rate(t, "http_requests_total", errors, "route", "status"),
+                              _legend(t, "status", "route"))]),
         _timeseries(
             "Active requests",
             "How many requests are in flight right now? A count that keeps rising means requests "
             "are waiting on MLflow.",
-            "short", [_target(f"sum by (instance) (active_requests{_matchers(t)})", "{{instance}}")]),
+            "short", [_target(_gauge(t, "active_requests", "instance"), _legend(t, "instance"))]),
     ]
 
 
 def _latency(t: Thresholds) -> list[dict]:
     quantiles = sorted({0.5, t.latency_quantile, 0.99})
-    buckets = _rate("http_request_duration_seconds_bucket", _http(t))
+    buckets = _sum_rate(t, "http_request_duration_seconds_bucket", _http(), "le")
     targets = [
-        _target(f"histogram_quantile({number(q)}, sum by (le) ({buckets}))", "p" + percent(q),
+        _target(f"histogram_quantile({number(q)}, {buckets})", _legend(t) + " p" + percent(q),
                 ref=chr(ord("A") + i), exemplar=True)
         for i, q in enumerate(quantiles)
     ]
     latency = number(t.latency_seconds)
+    # A data link: clicking a model's line opens that model's slow traces (job is service.name
+    # through the collector, the path traces take).
+    traces = jaeger_slow_traces_url(t, "${__field.labels.job}")
     return [
         _row("Latency"),
         _timeseries(
             "Request latency p50 / p95 / p99",
-            f"How long do requests take? Latency quantiles of the selected routes, every instance "
-            f"summed. The line is HighPredictionLatency's threshold, {latency} s (a bucket edge); the "
-            f"alert watches the {'p' + percent(t.latency_quantile)} of /predict and /invocations over "
+            f"How long do requests take? Latency quantiles of the selected routes per model, every "
+            f"instance summed. The line is HighPredictionLatency's threshold, {latency} s (a bucket edge); "
+            f"the alert watches the {'p' + percent(t.latency_quantile)} of /predict and /invocations over "
             f"{t.latency_window}. The MLflow call alone has no metric in the contract: its duration "
-            "is the client span under each trace in Jaeger (panel link: traces slower than "
-            f"{latency} s).",
+            "is the client span under each trace in Jaeger (click a line: that model's traces slower "
+            f"than {latency} s).",
             "s", targets, thresholds=_above(t.latency_seconds), width=24,
-            links=[{"title": f"Traces slower than {latency} s (Jaeger)", "url": jaeger_slow_traces_url(t),
-                    "targetBlank": True}]),
+            data_links=[{"title": f"Traces slower than {latency} s (Jaeger)", "url": traces,
+                         "targetBlank": True}]),
     ]
 
 
 def _predictions(t: Thresholds) -> list[dict]:
-    success = f"sum by (job) ({_rate('prediction_success_total', _matchers(t))})"
-    failure = f"sum by (job) ({_rate('prediction_failure_total', _matchers(t))})"
+    success = _sum_rate(t, "prediction_success_total", _chosen())
+    failure = _sum_rate(t, "prediction_failure_total", _chosen())
     # Success below this is failure above HighPredictionFailureRate's threshold.
     healthy_success = round(1 - t.failure_ratio, 9)
     return [
         _row("Predictions"),
         _timeseries(
             "Prediction success rate",
-            f"What share of predictions does the model answer? Successes over all predictions. "
+            f"What share of predictions does each model answer? Successes over all predictions. "
             f"The line is {percent(healthy_success)}%: below it the failure ratio is above "
             f"HighPredictionFailureRate's {percent(t.failure_ratio)}%. Empty while there are no "
             "predictions.",
-            "percentunit", [_target(f"{success}\n/\n({success} + {failure})", "{{job}}")],
+            "percentunit", [_target(f"{success}\n/\n({success} + {failure})", _legend(t))],
             thresholds=_below(healthy_success), maximum=1, width=8),
         _timeseries(
             "Predictions answered and failed",
             "How many predictions per second succeed and fail? prediction_success_total and "
-            "prediction_failure_total, every instance summed.",
-            "reqps", [_target(success, "answered"), _target(failure, "failed", ref="B")], width=8),
+            "prediction_failure_total per model, every instance summed.",
+            "reqps", [_target(success, _legend(t) + " answered"), _target(failure, _legend(t) + " failed", ref="B")],
+            width=8),
         _timeseries(
             "Failures by reason",
-            "Why do predictions fail? Failed predictions per second by reason: invalid_json, "
+            "Why do predictions fail? Failed predictions per second by model and reason: invalid_json, "
             "invalid_input, unsupported_media_type, payload_too_large, model_rejected, "
             "upstream_unavailable, upstream_timeout, upstream_error.",
-            "reqps", [_target(
-                f"sum by (reason) ({_rate('prediction_failure_by_reason_total', _matchers(t))})", "{{reason}}")],
+            "reqps", [_target(_sum_rate(t, "prediction_failure_by_reason_total", _chosen(), "reason"),
+                              _legend(t, "reason"))],
             width=8),
     ]
 
@@ -461,24 +490,24 @@ def _host(t: Thresholds) -> list[dict]:
             CPU_PANEL,
             f"Is the host's CPU saturated? CPU used in percent, per instance. The line is "
             f"HighCPUUsage's threshold, {cpu}%; the alert fires above it for {t.cpu_for}.",
-            "percent", [_target(f"sum by (instance) (system_cpu_usage{_matchers(t)})", "{{instance}}")],
+            "percent", [_target(_gauge(t, "system_cpu_usage", "instance"), _legend(t, "instance"))],
             thresholds=_above(t.cpu_percent), maximum=100, width=6),
         _timeseries(
             "Memory used",
             "Is the host running out of memory? Memory used in percent of the total, per instance.",
-            "percent", [_target(f"sum by (instance) (system_ram_usage{_matchers(t)})", "{{instance}}")],
+            "percent", [_target(_gauge(t, "system_ram_usage", "instance"), _legend(t, "instance"))],
             maximum=100, width=6),
         _timeseries(
             "Memory used (MiB)",
             "How much memory does the host use? Memory used in MiB, per instance.",
-            "mbytes", [_target(f"sum by (instance) (system_memory_usage_mb{_matchers(t)})", "{{instance}}")],
+            "mbytes", [_target(_gauge(t, "system_memory_usage_mb", "instance"), _legend(t, "instance"))],
             width=6),
         _timeseries(
             "Disk used",
             "Is the disk filling up? Space used in percent at the path the service watches "
             "(--disk-path), per instance and mount point.",
             "percent",
-            [_target(f"sum by (instance, mountpoint) (system_disk_usage{_matchers(t)})", "{{instance}} {{mountpoint}}")],
+            [_target(_gauge(t, "system_disk_usage", "instance", "mountpoint"), _legend(t, "instance", "mountpoint"))],
             maximum=100, width=6),
     ]
 
@@ -506,7 +535,9 @@ def _query_variable(name: str, label: str, query: str, description: str) -> dict
         "definition": query,
         "query": {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
         "refresh": 2,  # on time range change: a new instance shows up without a reload
-        "includeAll": True, "multi": True, "allValue": ".*",
+        # No custom "All" value: Grafana then sends every listed value as (a|b|c), so "All" stays
+        # the listed models, where ".*" would match every other job's same-named series too.
+        "includeAll": True, "multi": True, "allValue": None,
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
         "options": [], "regex": "", "sort": 1, "hide": 0,
     }
@@ -530,12 +561,18 @@ def dashboard(t: Thresholds = THRESHOLDS) -> dict:
         "links": [],
         "annotations": {"list": []},
         "templating": {"list": [
-            # prediction_success_total exists from start-up, before any request.
-            _query_variable("instance", "Instance", f"label_values(prediction_success_total{{{t.selector}}}, instance)",
-                            "Service instances (the instance label: service.instance.id through the "
-                            "collector, host:port when scraped directly)."),
+            # The marker exists from start-up, before any request, and only for inferwatch.
+            _query_variable("job", "Model (job)", f"label_values({promql.marker(t)}, job)",
+                            "Models: the job label of inferwatch's series (service.name, i.e. "
+                            "OTEL_SERVICE_NAME, through the collector; the scrape job's name when "
+                            "Prometheus scrapes the proxies directly)."),
+            _query_variable("instance", "Instance",
+                            f'label_values({promql.marker(t, JOB_CHOSEN)}, instance)',
+                            "Service instances of the chosen models (the instance label: "
+                            "service.instance.id, host name and port by default, through the "
+                            "collector; host:port of the target when scraped directly)."),
             _query_variable("route", "Route",
-                            f'label_values(http_requests_total{{{t.selector}, instance=~"{INSTANCE}"}}, route)',
+                            f"label_values({promql.series(t, 'http_requests_total', *_chosen())}, route)",
                             "Route templates (/predict, /invocations; unknown paths are 'unmatched')."),
         ]},
         "panels": panels,
@@ -636,7 +673,7 @@ def policies(timings: RouteTimings = RouteTimings()) -> dict:
         "policies": [{
             "orgId": 1,
             "receiver": CONTACT_POINT,
-            "group_by": ["alertname"],
+            "group_by": group_by(),
             "group_wait": timings.group_wait,
             "group_interval": timings.group_interval,
             "repeat_interval": timings.repeat_interval,
@@ -666,6 +703,6 @@ def committed_files(root: Path, t: Thresholds = THRESHOLDS) -> dict[Path, str]:
             f"Grafana's email contact point; recipients from ${ALERT_EMAIL_VARIABLE} (comma-separated).",
             contact_points()),
         root / POLICIES_FILE: _yaml(
-            "Grafana's notification policy: one email per alert name, 30s / 5m / 4h as in Alertmanager.",
+            "Grafana's notification policy: one email per alert name and model, 30s / 5m / 4h as in Alertmanager.",
             policies()),
     }

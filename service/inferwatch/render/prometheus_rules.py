@@ -2,7 +2,9 @@
 
 One file per rule group under ``observability/prometheus/rules/`` (recording rules, host,
 predictions, availability): every expression and alert text reads its numbers from
-:data:`inferwatch.contract.thresholds.THRESHOLDS`, so a threshold is never written down twice.
+:data:`inferwatch.contract.thresholds.THRESHOLDS`, so a threshold is never written down twice,
+and selects its series through :mod:`inferwatch.render.promql` (the selector, the per-model
+labels, the marker that keeps other jobs' same-named series out).
 ``python -m inferwatch.render --check`` (and ``tests/test_prometheus_rules.py``) fail when a
 committed file differs from the rendering.
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from inferwatch.contract.thresholds import THRESHOLDS, Thresholds
+from inferwatch.render import promql
 from inferwatch.render.text import duration, number, percent, to_yaml
 
 RULES_DIR = Path("observability/prometheus/rules")
@@ -77,35 +80,34 @@ INSTANCE = "{{ $labels.instance }}"
 DASHBOARD_WINDOW = "5m"
 
 
-def _selector(*matchers: str) -> str:
-    return "{" + ", ".join(matchers) + "}"
-
-
-def _rate(metric: str, window: str, *matchers: str) -> str:
-    return f"rate({metric}{_selector(*matchers)}[{window}])"
-
-
 def failure_ratio_expr(t: Thresholds) -> str:
-    """Failed share of predictions per job; NaN (no result) while there are no predictions."""
-    failures = f"sum by (job) ({_rate('prediction_failure_total', t.failure_window, t.selector)})"
-    successes = f"sum by (job) ({_rate('prediction_success_total', t.failure_window, t.selector)})"
+    """Failed share of predictions per model; NaN (no result) while there are no predictions."""
+    failures = promql.sum_rate(t, "prediction_failure_total", t.failure_window)
+    successes = promql.sum_rate(t, "prediction_success_total", t.failure_window)
     return f"{failures}\n/\n({successes} + {failures})"
 
 
 def latency_quantile_expr(t: Thresholds) -> str:
-    """The latency quantile per job, over every instance's buckets summed (``sum by (le)``)."""
-    buckets = _rate("http_request_duration_seconds_bucket", t.latency_window, t.selector, t.latency_routes)
-    return f"histogram_quantile({number(t.latency_quantile)}, sum by (job, le) ({buckets}))"
+    """The latency quantile per model, over every instance's buckets summed (``sum by (..., le)``)."""
+    buckets = promql.sum_rate(t, "http_request_duration_seconds_bucket", t.latency_window, t.latency_routes,
+                              by_extra=("le",))
+    return f"histogram_quantile({number(t.latency_quantile)}, {buckets})"
+
+
+def cpu_expr(t: Thresholds) -> str:
+    """Host CPU per inferwatch instance (one series per job and instance)."""
+    return f"({promql.of_inferwatch(t, promql.series(t, 'system_cpu_usage'))})"
 
 
 def _percentile_name(quantile: float) -> str:
     return "p" + percent(quantile).replace(".", "_")
 
 
-def jaeger_slow_traces_url(t: Thresholds) -> str:
+def jaeger_slow_traces_url(t: Thresholds, service: str) -> str:
+    """A Jaeger search for ``service``'s traces at least ``latency_seconds`` long."""
     seconds = float(t.latency_seconds)
     min_duration = f"{number(seconds)}s" if seconds.is_integer() else f"{round(seconds * 1000)}ms"
-    return f"{t.jaeger_url}/search?service={t.trace_service}&minDuration={min_duration}&lookback=1h&limit=20"
+    return f"{t.jaeger_url}/search?service={service}&minDuration={min_duration}&lookback=1h&limit=20"
 
 
 def recording_group(t: Thresholds) -> RuleGroup:
@@ -115,14 +117,12 @@ def recording_group(t: Thresholds) -> RuleGroup:
     window = t.failure_window
     return RuleGroup("inferwatch.recording", "recording.yml", (
         RecordingRule(f"job:http_requests:rate{DASHBOARD_WINDOW}",
-                      f"sum by (job) ({_rate('http_requests_total', DASHBOARD_WINDOW, t.selector)})"),
+                      promql.sum_rate(t, "http_requests_total", DASHBOARD_WINDOW)),
         RecordingRule(f"job:http_request_duration_seconds_bucket:rate{DASHBOARD_WINDOW}",
-                      f"sum by (job, le) ({_rate('http_request_duration_seconds_bucket', DASHBOARD_WINDOW, t.selector)})"),
+                      promql.sum_rate(t, "http_request_duration_seconds_bucket", DASHBOARD_WINDOW, by_extra=("le",))),
         RecordingRule(f"job:http_request_duration_seconds:{p}_{t.latency_window}", latency_quantile_expr(t)),
-        RecordingRule(f"job:prediction_success:rate{window}",
-                      f"sum by (job) ({_rate('prediction_success_total', window, t.selector)})"),
-        RecordingRule(f"job:prediction_failure:rate{window}",
-                      f"sum by (job) ({_rate('prediction_failure_total', window, t.selector)})"),
+        RecordingRule(f"job:prediction_success:rate{window}", promql.sum_rate(t, "prediction_success_total", window)),
+        RecordingRule(f"job:prediction_failure:rate{window}", promql.sum_rate(t, "prediction_failure_total", window)),
         RecordingRule(f"job:prediction_failure:ratio_rate{window}", failure_ratio_expr(t)),
     ))
 
@@ -132,12 +132,12 @@ def host_group(t: Thresholds) -> RuleGroup:
     return RuleGroup("inferwatch.host", "host.yml", (
         AlertRule(
             "HighCPUUsage",
-            f"system_cpu_usage{_selector(t.selector)} > {cpu}",
+            f"{cpu_expr(t)} > {cpu}",
             t.cpu_for,
             {"severity": "critical", "component": "system"},
             {
                 "summary": f"CPU usage above {cpu}%",
-                "description": f"CPU usage is {VALUE}% on {INSTANCE} (threshold: {cpu}%).",
+                "description": f"CPU usage is {VALUE}% on {INSTANCE} (job {JOB}, threshold: {cpu}%).",
                 "value": f"{VALUE}%",
             },
         ),
@@ -148,7 +148,7 @@ def predictions_group(t: Thresholds) -> RuleGroup:
     q = _percentile_name(t.latency_quantile)
     latency = number(t.latency_seconds)
     ratio_percent = percent(t.failure_ratio)
-    traces = jaeger_slow_traces_url(t)
+    traces = jaeger_slow_traces_url(t, JOB)
     return RuleGroup("inferwatch.predictions", "predictions.yml", (
         AlertRule(
             "HighPredictionLatency",
@@ -179,6 +179,32 @@ def predictions_group(t: Thresholds) -> RuleGroup:
     ))
 
 
+def down_expr(t: Thresholds) -> str:
+    """Scrape targets that do not answer and served inferwatch's marker within ``remember_for``.
+
+    Only a target scraped directly serves the marker under its own job and instance; the
+    collector's target does not (its series keep the services' job and instance), so a collector
+    that is down shows as the services' metrics going missing instead.
+    """
+    known = f"present_over_time({promql.marker(t)}[{t.remember_for}])"
+    return f"{promql.series(t, 'up')} == 0 and {promql.on_target()} {known}"
+
+
+def absent_expr(t: Thresholds) -> str:
+    """Jobs that reported inferwatch's series within ``remember_for`` and have none now; else, when
+    there is no inferwatch series at all, one series without labels (``absent``).
+
+    Per job, not per model label or instance: instances come and go (a rolling update), a job
+    (a model's service) does not.
+    """
+    reporting = promql.of_inferwatch(t, promql.series(t, "prediction_success_total"))
+    return (f"group by (job) (present_over_time({promql.marker(t)}[{t.remember_for}]))\n"
+            f"unless on (job)\n"
+            f"group by (job) ({reporting})\n"
+            f"or on ()\n"
+            f"absent({reporting})")
+
+
 def availability_group(t: Thresholds) -> RuleGroup:
     # Without traffic the failure ratio is NaN and HighPredictionFailureRate stays silent, by
     # design: no predictions, nothing to judge. An outage that takes the metrics away with it is
@@ -186,25 +212,29 @@ def availability_group(t: Thresholds) -> RuleGroup:
     return RuleGroup("inferwatch.availability", "availability.yml", (
         AlertRule(
             "InferwatchDown",
-            f"up{_selector(t.selector)} == 0",
+            down_expr(t),
             t.down_for,
             {"severity": "critical", "component": "service"},
             {
                 "summary": "Prometheus cannot scrape inferwatch",
-                "description": f"Scrape target {INSTANCE} of job {JOB} does not answer: the service "
-                               "(or the collector in front of it) is down, so no prediction alert can fire.",
+                "description": f"Scrape target {INSTANCE} of job {JOB} does not answer: the inferwatch "
+                               "service there is down, so no prediction alert can fire for it.",
             },
         ),
         AlertRule(
             "InferwatchMetricsAbsent",
-            f"absent(prediction_success_total{_selector(t.selector)})",
+            absent_expr(t),
             t.absent_for,
             {"severity": "critical", "component": "service"},
             {
                 "summary": "inferwatch metrics are missing",
-                "description": f"No prediction_success_total{_selector(t.selector)} series: the service is down "
-                               "or not reporting (behind the collector its series vanish once the "
-                               "exporter's metric expiration passes), so no prediction alert can fire.",
+                "description": (
+                    f"{{{{ if $labels.job }}}}Job {JOB} reported inferwatch's metrics within the last "
+                    f"{t.remember_for} and has none now{{{{ else }}}}No inferwatch metrics at all "
+                    f"(no prediction_success_total with {promql.marker(t)}){{{{ end }}}}: the service "
+                    "is down or not reporting (behind the collector its series vanish once the exporter's "
+                    "metric expiration passes, and at once when the collector is down), so no prediction "
+                    "alert can fire."),
             },
         ),
     ))

@@ -1,0 +1,117 @@
+"""The seed user's own prometheus.yml, verbatim, with the committed rule files: alerts and dashboard work.
+
+The seed's README ships this prometheus.yml: job ``ml_model_exporter``, a 5 s scrape, the proxy
+scraped directly, no evaluation interval (Prometheus's default, 1 minute) and no rule files.
+The test adds only what it must: the committed rule files, and a free port instead of 8000. In
+front of a real MLflow model server, 30 invalid-JSON requests (every prediction failing) put
+HighPredictionFailureRate in pending (its ``for`` is 2 minutes: pending is the proof, firing
+would only add waiting), and every dashboard query, variable and Grafana rule query returns data.
+
+The first rule evaluation after the failures are scraped comes within the 1 minute interval, so
+this test takes about a minute: it is the user's configuration, timings included.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from alerting_stack import PROMETHEUS_DIR, PrometheusServer, poll
+from conftest import Proxy, child_env
+from dashboard_queries import DashboardQueries, grafana_rules, panel_expressions, rule_query
+from inferwatch.stack.processes import ManagedProcess, free_port
+
+# The seed README's prometheus.yml, character for character.
+SEED_PROMETHEUS_YML = """\
+global:
+  scrape_interval: 5s
+
+scrape_configs:
+  - job_name: "ml_model_exporter"
+    static_configs:
+    - targets: ["127.0.0.1:8000"]
+"""
+SEED_JOB = "ml_model_exporter"
+FAILURES = 30
+# A scrape (5 s), then the rule groups' next evaluation (at most 1 minute), with room to spare.
+EVALUATED_TIMEOUT = 100.0
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class SeedStack:
+    proxy: Proxy
+    prometheus: PrometheusServer
+
+
+def send_invalid_json(proxy: Proxy, prometheus: PrometheusServer, count: int) -> None:
+    """``count`` invalid-JSON predictions, scraped. The first goes alone: the 400 answers' HTTP
+    series are born with it, and rate() cannot see the increase that created a series."""
+    scraped = scraped_failures(prometheus)
+    for sent in range(count):
+        assert proxy.post(data="{not json", headers={"Content-Type": "application/json"}).status_code == 400
+        if sent == 0:
+            poll(lambda: scraped_failures(prometheus) == scraped + 1, 30, "Prometheus to scrape the first failure")
+    poll(lambda: scraped_failures(prometheus) == scraped + count, 30, f"Prometheus to scrape {count} failures")
+
+
+def scraped_failures(prometheus: PrometheusServer) -> float:
+    [sample] = prometheus.query(f'prediction_failure_total{{job="{SEED_JOB}"}}')
+    return float(sample["value"][1])
+
+
+@pytest.fixture(scope="module")
+def seed(mlflow_server, tmp_path_factory):
+    """A proxy in front of the session's MLflow, Prometheus with the seed's file and our rules,
+    after 30 invalid-JSON predictions have been scraped."""
+    workdir = tmp_path_factory.mktemp("seed-config")
+    port = free_port()
+    proxy = Proxy(port, ManagedProcess(
+        "inferwatch", [sys.executable, "-m", "inferwatch", "serve"], workdir / "proxy.log",
+        env=child_env(INFERWATCH_UPSTREAM=mlflow_server.url, INFERWATCH_PORT=str(port),
+                      INFERWATCH_LOG_LEVEL="WARNING")).start())
+    shutil.copytree(PROMETHEUS_DIR / "rules", workdir / "rules")
+    config = workdir / "prometheus.yml"
+    config.write_text(SEED_PROMETHEUS_YML.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+                      + "\nrule_files:\n  - rules/*.yml\n")
+    prometheus = PrometheusServer(config, workdir)
+    try:
+        proxy.process.wait_ready(f"{proxy.url}/healthz", timeout=30)
+        prometheus.start()
+        # rate() needs the counters at 0 before the failures.
+        poll(lambda: prometheus.query(f'prediction_failure_total{{job="{SEED_JOB}"}} == 0'), 30,
+             "Prometheus to scrape the counters at 0")
+        send_invalid_json(proxy, prometheus, FAILURES)
+        yield SeedStack(proxy, prometheus)
+    finally:
+        prometheus.stop()
+        proxy.session.close()
+        proxy.process.stop()
+
+
+def test_every_prediction_failing_puts_the_failure_rate_alert_in_pending_naming_the_seeds_job(seed):
+    prometheus = seed.prometheus
+    alerts = poll(lambda: prometheus.alerts("HighPredictionFailureRate"), EVALUATED_TIMEOUT,
+                  "HighPredictionFailureRate to go pending")
+    [alert] = alerts
+    assert alert["state"] == "pending", alert
+    assert alert["labels"] == {"alertname": "HighPredictionFailureRate", "job": SEED_JOB,
+                               "severity": "critical", "component": "prediction"}
+    assert float(alert["value"]) == 1.0
+    assert f"100% of predictions ({SEED_JOB}) failed" in alert["annotations"]["description"]
+    assert prometheus.alerts("InferwatchMetricsAbsent") == [] and prometheus.alerts("InferwatchDown") == []
+
+
+def test_every_dashboard_query_variable_and_grafana_rule_query_returns_data(seed):
+    # Traffic now, as while someone looks at the dashboard: the panels' rate windows are short.
+    send_invalid_json(seed.proxy, seed.prometheus, FAILURES)
+    queries = DashboardQueries(seed.prometheus)
+    expressions = [*panel_expressions(queries.board),
+                   *((rule["title"], rule_query(rule)) for rule in grafana_rules())]
+    assert queries.wait_for_data(expressions, EVALUATED_TIMEOUT) == {}
+    values = queries.resolve_variables()
+    assert values["job"] == [SEED_JOB] and len(values["instance"]) == 1 and "/predict" in values["route"], values
