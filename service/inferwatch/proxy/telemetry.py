@@ -181,11 +181,13 @@ def setup_telemetry(
     span_processors: Sequence[SpanProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
     environ: Mapping[str, str] | None = None,
+    exemplar_marks: ExemplarMarks | None = None,
 ) -> Telemetry:
     """Build providers, readers and exporters for one proxy process.
 
     ``span_processors`` and ``metric_readers`` are added beside the configured exporters (tests
-    pass in-memory ones). The requests instrumentation patches ``requests`` process-wide; it is
+    pass in-memory ones); ``exemplar_marks`` chooses which requests are marked to be exemplars
+    (default: about one per second). The requests instrumentation patches ``requests`` process-wide; it is
     re-bound to the newest providers, and undone by :meth:`Telemetry.shutdown`.
     """
     environ = os.environ if environ is None else environ
@@ -207,7 +209,7 @@ def setup_telemetry(
     ]
     if _exporter_enabled(environ, "metrics"):
         readers.append(PeriodicExportingMetricReader(_otlp_metric_exporter(environ)))
-    exemplar_marks = ExemplarMarks()
+    exemplar_marks = exemplar_marks or ExemplarMarks()
     meter_provider = MeterProvider(
         resource=resource,
         metric_readers=readers,

@@ -83,6 +83,10 @@ ALERT_QUERY_LOOKBACK_SECONDS = 600
 
 DASHBOARD_UID = "inferwatch-ml-model-service"
 DASHBOARD_TITLE = "ML model service"
+# The dashboard's time range in microseconds (Jaeger's unit), for links: Grafana's ${__from} and
+# ${__to} are milliseconds.
+GRAFANA_FROM_US = "${__from}000"
+GRAFANA_TO_US = "${__to}000"
 # Grafana's own variables, as the panel queries spell them.
 INSTANCE = "$instance"
 ROUTE = "$route"
@@ -406,19 +410,35 @@ def _latency(t: Thresholds) -> list[dict]:
         for i, q in enumerate(quantiles)
     ]
     latency = number(t.latency_seconds)
+    q = "p" + percent(t.latency_quantile)
+    slow_traces = [{"title": f"Traces slower than {latency} s in this time range (Jaeger)",
+                    "url": jaeger_slow_traces_url(t, GRAFANA_FROM_US, GRAFANA_TO_US), "targetBlank": True}]
+    request = f"histogram_quantile({number(t.latency_quantile)}, sum by (le) " \
+              f"({_rate('http_request_duration_seconds_bucket', _matchers(t, t.latency_routes))}))"
+    model = f"histogram_quantile({number(t.latency_quantile)}, sum by (le) " \
+            f"({_rate('upstream_request_duration_seconds_bucket', _matchers(t))}))"
     return [
         _row("Latency"),
         _timeseries(
             "Request latency p50 / p95 / p99",
             f"How long do requests take? Latency quantiles of the selected routes, every instance "
             f"summed. The line is HighPredictionLatency's threshold, {latency} s (a bucket edge); the "
-            f"alert watches the {'p' + percent(t.latency_quantile)} of /predict and /invocations over "
-            f"{t.latency_window}. The MLflow call alone has no metric in the contract: its duration "
-            "is the client span under each trace in Jaeger (panel link: traces slower than "
-            f"{latency} s).",
-            "s", targets, thresholds=_above(t.latency_seconds), width=24,
-            links=[{"title": f"Traces slower than {latency} s (Jaeger)", "url": jaeger_slow_traces_url(t),
-                    "targetBlank": True}]),
+            f"alert watches the {q} of /predict and /invocations over {t.latency_window}. The dots "
+            "are exemplars: a slow, failed or sampled request each, whose trace opens in Jaeger "
+            f"(panel link: every trace slower than {latency} s in the time range).",
+            "s", targets, thresholds=_above(t.latency_seconds), width=12, links=slow_traces),
+        _timeseries(
+            f"Model time vs proxy time ({q})",
+            f"How much of a prediction is the model? The {q} of the whole request (/predict and "
+            f"/invocations), the {q} of the MLflow call alone (upstream_request_duration_seconds: "
+            "model time) and their difference (proxy time: validation, forwarding, telemetry). "
+            "When the request line rises with the model line, MLflow is slow; when they part, the "
+            "proxy is. The dots are exemplars of the MLflow call.",
+            "s", [
+                _target(request, f"request {q}"),
+                _target(model, f"model (MLflow call) {q}", ref="B", exemplar=True),
+                _target(f"{request}\n-\n{model}", f"proxy (difference) {q}", ref="C"),
+            ], thresholds=_above(t.latency_seconds), width=12, links=slow_traces),
     ]
 
 
