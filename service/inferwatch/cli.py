@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     traces.add_argument("--slow", action="store_true", help="only traces at least the latency alert's threshold long")
     traces.add_argument("--errors", action="store_true", help="only traces with an error")
     traces.add_argument("--trace", default=None, metavar="ID", help="show one trace's span tree")
+    traces.add_argument("--request-id", default=None, metavar="ID", help="show the trace of the answer with this X-Request-Id")
     traces.add_argument("--limit", type=int, default=20, help="traces to list (default 20)")
     return parser
 
@@ -83,7 +84,7 @@ def _traces(args) -> int:
         return 2
     query = TracesQuery(jaeger_url=args.jaeger or os.environ.get("INFERWATCH_JAEGER_URL") or DEFAULT_JAEGER_URL,
                         since_s=since, slow=args.slow, errors=args.errors, trace_id=args.trace,
-                        limit=max(args.limit, 1), **({"service": args.service} if args.service else {}))
+                        request_id=args.request_id, limit=max(args.limit, 1), **({"service": args.service} if args.service else {}))
     try:
         status, text = run(query)
     except TraceStoreError as error:

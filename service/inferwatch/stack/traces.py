@@ -10,10 +10,12 @@ rest: proxy time)::
     inferwatch traces --errors --since 1h     # traces with an error, newest hour
     inferwatch traces                         # the slowest traces of the last 15 minutes
     inferwatch traces --trace 4bf92f3577b34da6a3ce929d0e0e4736    # one trace: its span tree
+    inferwatch traces --request-id req-42     # the trace of the answer with X-Request-Id: req-42
 
 ``--jaeger URL`` (default ``http://127.0.0.1:16686``, or ``INFERWATCH_JAEGER_URL``) names the
 query API; ``--service`` the traced service (default ``inferwatch``), ``--limit`` how many
-traces to list (default 20). The list is sorted slowest first. A trace id comes from an alert
+traces to list (default 20). The list is sorted slowest first, picked among the newest 1000
+traces of the window. A trace id comes from an alert
 email's link, an exemplar, a ``traceparent`` answer header or the proxy's JSON log line.
 """
 
@@ -31,6 +33,8 @@ from dataclasses import dataclass, field
 from inferwatch.contract.thresholds import THRESHOLDS
 
 DEFAULT_JAEGER_URL = "http://127.0.0.1:16686"
+# At most this many traces of the window are fetched to pick the slowest or the failed ones.
+SEARCH_DEPTH = 1000
 SERVER, CLIENT = "server", "client"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -222,6 +226,7 @@ class TracesQuery:
     slow: bool = False
     errors: bool = False
     trace_id: str | None = None
+    request_id: str | None = None
     limit: int = 20
     slow_seconds: float = THRESHOLDS.latency_seconds
     now: float | None = field(default=None, compare=False)
@@ -238,13 +243,23 @@ def run(query: TracesQuery) -> tuple[int, str]:
         return 0, format_tree(found)
     end = query.now if query.now is not None else time.time()
     start = end - query.since_s
-    # Jaeger returns the newest traces first; ask for more than shown and keep the slowest.
+    if query.request_id:
+        found = store.search(query.service, start, end, tags={"inferwatch.request.id": query.request_id},
+                             limit=query.limit)
+        if not found:
+            return 1, (f"no trace with request id {query.request_id!r} in the last {int(query.since_s)} s "
+                       f"at {query.jaeger_url} (sampled away, or older: see --since)")
+        return 0, "\n\n".join(format_tree(t) for t in found)
+    # Jaeger returns the newest traces first; ask for more than shown and keep the slowest. Its
+    # v2 memory store matches tags against span attributes only, and the error status is none, so
+    # failed traces are picked here, among the newest SEARCH_DEPTH of the window.
     fetched = store.search(
         query.service, start, end,
         min_duration=min_duration(query.slow_seconds) if query.slow else None,
-        tags={"error": "true"} if query.errors else None,
-        limit=max(query.limit, min(query.limit * 10, 1000)),
+        limit=SEARCH_DEPTH if query.errors else max(query.limit, min(query.limit * 10, SEARCH_DEPTH)),
     )
+    if query.errors:
+        fetched = [t for t in fetched if t.failed]
     traces = sorted(fetched, key=lambda t: t.server.duration_us, reverse=True)[: query.limit]
     what = " and ".join(filter(None, [
         f"at least {min_duration(query.slow_seconds)}" if query.slow else "", "failed" if query.errors else "",
