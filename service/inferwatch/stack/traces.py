@@ -261,10 +261,10 @@ def run(query: TracesQuery) -> tuple[int, str]:
     if query.errors:
         fetched = [t for t in fetched if t.failed]
     traces = sorted(fetched, key=lambda t: t.server.duration_us, reverse=True)[: query.limit]
-    what = " and ".join(filter(None, [
-        f"at least {min_duration(query.slow_seconds)}" if query.slow else "", "failed" if query.errors else "",
-    ])) or "any"
+    what = ", ".join(filter(None, [
+        "failed" if query.errors else "", f"at least {min_duration(query.slow_seconds)} long" if query.slow else "",
+    ])) or "all"
     if not traces:
-        return 0, f"no {what} traces of {query.service} in the last {int(query.since_s)} s at {query.jaeger_url}"
-    return 0, (f"{len(traces)} {what} traces of {query.service}, slowest first "
+        return 0, f"no traces of {query.service} ({what}) in the last {int(query.since_s)} s at {query.jaeger_url}"
+    return 0, (f"{len(traces)} traces of {query.service} ({what}), slowest first "
                f"(model = the MLflow call, proxy = the rest):\n" + format_list(traces))
