@@ -75,12 +75,15 @@ class Span:
 class Trace:
     trace_id: str
     spans: tuple[Span, ...]
+    service: str = THRESHOLDS.trace_service  # the proxy's service name
 
     @property
     def server(self) -> Span:
-        """The proxy's server span (the request), else the earliest span."""
+        """The proxy's server span (the request; a caller's own spans may share the trace),
+        else the earliest server span, else the earliest span."""
         servers = [s for s in self.spans if s.kind == SERVER]
-        return min(servers or self.spans, key=lambda s: s.start_us)
+        ours = [s for s in servers if s.service == self.service]
+        return min(ours or servers or self.spans, key=lambda s: s.start_us)
 
     @property
     def start_us(self) -> int:
@@ -111,8 +114,8 @@ class Trace:
         return sorted((s for s in self.spans if s.parent_id == span_id), key=lambda s: s.start_us)
 
 
-def parse_trace(data: Mapping) -> Trace:
-    """One trace of Jaeger's ``/api/traces`` JSON."""
+def parse_trace(data: Mapping, service: str = THRESHOLDS.trace_service) -> Trace:
+    """One trace of Jaeger's ``/api/traces`` JSON; ``service`` is the proxy's service name."""
     processes = {key: p.get("serviceName", "") for key, p in data.get("processes", {}).items()}
     spans = []
     for span in data["spans"]:
@@ -126,7 +129,7 @@ def parse_trace(data: Mapping) -> Trace:
             duration_us=int(span["duration"]),
             tags={tag["key"]: tag["value"] for tag in span.get("tags", [])},
         ))
-    return Trace(data["traceID"], tuple(spans))
+    return Trace(data["traceID"], tuple(spans), service)
 
 
 @dataclass
@@ -148,11 +151,11 @@ class JaegerQuery:
         except (urllib.error.URLError, OSError, ValueError) as error:
             raise TraceStoreError(f"cannot read the trace store at {self.base_url}: {error}") from None
 
-    def trace(self, trace_id: str) -> Trace | None:
+    def trace(self, trace_id: str, service: str = THRESHOLDS.trace_service) -> Trace | None:
         """The trace, or None when the store does not have it (sampled away, expired or unknown)."""
         answer = self._get(f"/api/traces/{urllib.parse.quote(trace_id.lower())}")
         data = (answer or {}).get("data") or []
-        return parse_trace(data[0]) if data else None
+        return parse_trace(data[0], service) if data else None
 
     def search(self, service: str, start_s: float, end_s: float, *, min_duration: str | None = None,
                tags: Mapping[str, str] | None = None, limit: int = 20) -> list[Trace]:
@@ -163,7 +166,7 @@ class JaegerQuery:
         if tags:
             params["tags"] = json.dumps(dict(tags))
         answer = self._get("/api/traces", params) or {}
-        return [parse_trace(data) for data in answer.get("data") or []]
+        return [parse_trace(data, service) for data in answer.get("data") or []]
 
 
 def min_duration(seconds: float) -> str:
@@ -236,7 +239,7 @@ def run(query: TracesQuery) -> tuple[int, str]:
     """(exit status, what to print)."""
     store = JaegerQuery(query.jaeger_url)
     if query.trace_id:
-        found = store.trace(query.trace_id)
+        found = store.trace(query.trace_id, query.service)
         if found is None:
             return 1, (f"trace {query.trace_id} is not in the trace store at {query.jaeger_url} "
                        "(never sent, sampled away, or older than the store keeps)")
