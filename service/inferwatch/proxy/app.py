@@ -188,7 +188,7 @@ class OperationalEndpoints:
         )
         self._scheme_attributes = {scheme: {URL_SCHEME: scheme} for scheme in ("http", "https")}
         self._active.add(0, self._scheme_attributes["http"])
-        self._routes: dict[str, Callable[[], tuple[str, str, bytes]]] = {
+        self._routes: dict[str, Callable[..., tuple[str, str, bytes]]] = {
             "/healthz": lambda: ("200 OK", JSON, b'{"status":"ok"}'),
             "/readyz": self._ready,
             "/metrics": self._metrics,

@@ -29,6 +29,9 @@ Environment (the standard OpenTelemetry variables):
 ``OTEL_SEMCONV_STABILITY_OPT_IN``      forced to ``http``: the contract is built on the stable names
 =====================================  ==========================================================
 
+``OTEL_METRICS_EXEMPLAR_FILTER`` is not read: a measurement becomes an exemplar only when the
+collector will keep its trace (see :mod:`inferwatch.proxy.exemplars`).
+
 Example::
 
     OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_METRIC_EXPORT_INTERVAL=5000 \\
@@ -187,8 +190,8 @@ def setup_telemetry(
 
     ``span_processors`` and ``metric_readers`` are added beside the configured exporters (tests
     pass in-memory ones); ``exemplar_marks`` chooses which requests are marked to be exemplars
-    (default: about one per second). The requests instrumentation patches ``requests`` process-wide; it is
-    re-bound to the newest providers, and undone by :meth:`Telemetry.shutdown`.
+    (default: about one per second). The requests instrumentation patches ``requests``
+    process-wide; it is re-bound to the newest providers, and undone by :meth:`Telemetry.shutdown`.
     """
     environ = os.environ if environ is None else environ
     os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "http"
