@@ -15,4 +15,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends \
     prometheus prometheus-alertmanager wrk docker-compose >&2
 fi
-command -v go >/dev/null 2>&1 || { echo "system-deps: go not found; install Go >= 1.24 to build the collector" >&2; exit 1; }
+command -v go >/dev/null 2>&1 || { echo "system-deps: go not found; install Go >= 1.26 to build the collector and Jaeger" >&2; exit 1; }

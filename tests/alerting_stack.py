@@ -23,7 +23,7 @@ import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from inferwatch.stack.processes import ManagedProcess, free_port
+from inferwatch.stack.processes import PROMETHEUS_EXEMPLAR_STORAGE, ManagedProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = REPO / "observability" / "prometheus"
@@ -91,6 +91,7 @@ class PrometheusServer:
             f"--config.file={self.config_path}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             f"--storage.tsdb.path={self.workdir / 'data'}",
+            PROMETHEUS_EXEMPLAR_STORAGE,
         ]
         self.process = ManagedProcess("prometheus", command, self.workdir / "prometheus.log", cwd=self.workdir).start()
         self.process.wait_ready(self.url + "/-/ready", timeout=START_TIMEOUT)
@@ -105,6 +106,13 @@ class PrometheusServer:
         response = requests.get(self.url + "/api/v1/query", params=params, timeout=10)
         response.raise_for_status()
         return response.json()["data"]["result"]
+
+    def exemplars(self, expr: str, start: float, end: float) -> list[dict]:
+        """/api/v1/query_exemplars: [{"seriesLabels": {...}, "exemplars": [{"labels", "value", "timestamp"}]}]."""
+        response = requests.get(self.url + "/api/v1/query_exemplars",
+                                params={"query": expr, "start": start, "end": end}, timeout=10)
+        response.raise_for_status()
+        return response.json()["data"]
 
     def alerts(self, name: str) -> list[dict]:
         response = requests.get(self.url + "/api/v1/alerts", timeout=10)

@@ -20,13 +20,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from inferwatch.stack.demo_model import save_demo_model
 from inferwatch.stack.processes import (
     CollectorPorts,
+    JaegerPorts,
     ManagedProcess,
     build_collector,
+    build_jaeger,
     collector_command,
     collector_env,
     free_port,
+    jaeger_command,
+    jaeger_env,
     mlflow_serve_command,
 )
+from inferwatch.stack.traces import JaegerQuery
 
 VENV_BIN = str(Path(sys.executable).parent)
 TESTS = Path(__file__).parent
@@ -190,12 +195,14 @@ def otelcol_binary() -> str:
 
 @dataclass
 class Collector:
-    """A running collector with config.yaml, on ports picked for this test."""
+    """A running collector with config.yaml, on ports picked for this test; traces go to
+    ``jaeger`` when one is given, else to ``traces_file``."""
 
     binary: str
     workdir: Path
     ports: CollectorPorts = field(default_factory=CollectorPorts)
     process: ManagedProcess | None = None
+    jaeger: JaegerPorts | None = None
 
     @property
     def otlp_http(self) -> str:
@@ -212,7 +219,7 @@ class Collector:
     def start(self, **env: str) -> Collector:
         self.process = ManagedProcess(
             "otelcol", collector_command(self.binary), self.workdir / "otelcol.log",
-            env=child_env(**collector_env(self.ports, self.traces_file), **env),
+            env=child_env(**collector_env(self.ports, self.traces_file, self.jaeger), **env),
         ).start()
         self.process.wait_ready(f"http://127.0.0.1:{self.ports.health}/", timeout=30)
         return self
@@ -229,11 +236,12 @@ class Collector:
 
 @pytest.fixture
 def start_collector(otelcol_binary, tmp_path) -> Iterator:
-    """Start collectors for this test: ``start_collector(OTELCOL_...="...")``."""
+    """Start collectors for this test: ``start_collector(jaeger=None, OTELCOL_...="...")``."""
     started: list[Collector] = []
 
-    def start(**env: str) -> Collector:
-        collector = Collector(otelcol_binary, tmp_path / f"otelcol-{len(started)}")
+    def start(jaeger: Jaeger | None = None, **env: str) -> Collector:
+        collector = Collector(otelcol_binary, tmp_path / f"otelcol-{len(started)}",
+                              jaeger=jaeger.ports if jaeger is not None else None)
         collector.workdir.mkdir()
         started.append(collector.start(**env))
         return collector
@@ -250,3 +258,57 @@ def otlp_env(collector: Collector, export_interval_ms: int = 300) -> dict[str, s
         "OTEL_METRIC_EXPORT_INTERVAL": str(export_interval_ms),
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
+
+
+@pytest.fixture(scope="session")
+def jaeger_binary() -> str:
+    """Jaeger v2 built from its Go module (observability/jaeger/build.sh, cached)."""
+    try:
+        return build_jaeger()
+    except subprocess.CalledProcessError as error:
+        raise AssertionError(f"the Jaeger build failed:\n{error.stderr}") from None
+
+
+@dataclass
+class Jaeger:
+    """A running Jaeger (memory store, observability/jaeger/config.yaml) on ports picked for this test."""
+
+    binary: str
+    workdir: Path
+    ports: JaegerPorts = field(default_factory=JaegerPorts)
+    process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return self.ports.query_url
+
+    @property
+    def query(self) -> JaegerQuery:
+        return JaegerQuery(self.url)
+
+    def start(self) -> Jaeger:
+        self.process = ManagedProcess(
+            "jaeger", jaeger_command(self.binary), self.workdir / "jaeger.log", env=child_env(**jaeger_env(self.ports)),
+        ).start()
+        self.process.wait_ready(self.ports.health_url, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+@pytest.fixture
+def start_jaeger(jaeger_binary, tmp_path) -> Iterator:
+    """Start a Jaeger for this test: ``start_jaeger()``."""
+    started: list[Jaeger] = []
+
+    def start() -> Jaeger:
+        jaeger = Jaeger(jaeger_binary, tmp_path / f"jaeger-{len(started)}")
+        jaeger.workdir.mkdir()
+        started.append(jaeger.start())
+        return jaeger
+
+    yield start
+    for jaeger in started:
+        jaeger.stop()

@@ -100,6 +100,10 @@ def test_service_metrics_and_collector_metrics_are_the_same_contract(mlflow_serv
         assert total(samples, "prediction_failure_by_reason_total", reason="model_rejected") == 1
         assert total(samples, "prediction_failure_by_reason_total", reason="unsupported_media_type") == 1
         assert total(samples, "active_requests") == 0
+        # The MLflow calls: 10 answered, 1 rejected; bad JSON, 415 and 404 never reach MLflow.
+        assert total(samples, "upstream_request_duration_seconds_count", status="200") == 10
+        assert total(samples, "upstream_request_duration_seconds_count", status="400") == 1
+        assert total(samples, "upstream_request_duration_seconds_count") == 11
         assert 0 <= total(samples, "system_cpu_usage") <= 100
         assert total(samples, "system_memory_usage_mb") > 1
 
@@ -147,12 +151,16 @@ def test_errors_and_slow_traces_are_always_kept_and_ordinary_ones_sampled_away(
 ):
     collector = start_collector(OTELCOL_TRACES_SAMPLE_PERCENT="0", OTELCOL_TRACES_DECISION_WAIT="1s")
     proxy = start_proxy(tunable_mlflow.url, env=otlp_env(collector))
-    assert proxy.post(json=tunable_payload()).status_code == 200  # ordinary: sampled away at 0 %
+    # Ordinary: sampled away at 0 %, except the one the proxy marks as an exemplar (the first
+    # request of each second); the others follow within that second.
+    for _ in range(3):
+        assert proxy.post(json=tunable_payload()).status_code == 200
     assert proxy.post(json=tunable_payload(fail=True)).status_code == 400  # an error trace
     assert proxy.post(json=tunable_payload(delay_s=2.2)).status_code == 200  # slower than the 2 s threshold
 
-    ordinary, failed, slow = wait_for(lambda: len(lines := access_lines(proxy)) == 3 and lines, 5, what="log lines")
-    assert (failed["outcome"], slow["duration_s"] > 2, ordinary["duration_s"] < 2) == ("model_rejected", True, True)
+    lines = wait_for(lambda: len(lines := access_lines(proxy)) == 5 and lines, 5, what="log lines")
+    *ordinary, failed, slow = lines
+    assert (failed["outcome"], slow["duration_s"] > 2, ordinary[0]["duration_s"] < 2) == ("model_rejected", True, True)
     wanted = {failed["trace_id"], slow["trace_id"]}
     wait_for(lambda: {s["traceId"] for s in spans_in(collector.traces_file)} >= wanted, timeout=30,
              what="the error and the slow trace in the trace file")
@@ -160,7 +168,11 @@ def test_errors_and_slow_traces_are_always_kept_and_ordinary_ones_sampled_away(
     by_trace: dict[str, list[dict]] = {}
     for span in spans_in(collector.traces_file):
         by_trace.setdefault(span["traceId"], []).append(span)
-    assert set(by_trace) == wanted, "the ordinary trace was kept"
+    marked = {span["traceId"] for span in spans_in(collector.traces_file)
+              if {"key": "inferwatch.exemplar", "value": {"boolValue": True}} in span.get("attributes", [])}
+    assert ordinary[0]["trace_id"] in marked, "the first request of the second is marked"
+    assert set(by_trace) == wanted | marked, "an ordinary, unmarked trace was kept"
+    assert {o["trace_id"] for o in ordinary} - marked, "every ordinary request was marked"
     for trace_spans in by_trace.values():
         server = next(s for s in trace_spans if s["name"] == "POST /predict")
         client = next(s for s in trace_spans if s["name"] == "POST")

@@ -114,3 +114,26 @@ def test_the_sampler_keeps_traces_slower_than_the_latency_alert_threshold():
     slow = next(p for p in policies if p["type"] == "latency")["latency"]["threshold_ms"]
     default_ms = int(slow.rsplit(":-", 1)[1].rstrip("}"))
     assert default_ms == THRESHOLDS.latency_seconds * 1000
+
+
+def _default(value: str) -> str:
+    """The default of a ``${env:NAME:-default}`` reference."""
+    return value.rsplit(":-", 1)[1].rstrip("}")
+
+
+def test_the_sampler_keeps_the_traces_the_proxy_marks_as_exemplars():
+    from inferwatch.proxy.exemplars import ATTR_EXEMPLAR
+
+    policies = load_config()["processors"]["tail_sampling/errors_slow_sample"]["policies"]
+    [marked] = [p for p in policies if p["type"] == "boolean_attribute"]
+    assert marked["boolean_attribute"] == {"key": ATTR_EXEMPLAR, "value": True}
+    assert [p["type"] for p in policies] == ["status_code", "latency", "boolean_attribute", "probabilistic"]
+
+
+def test_the_exporter_serves_exemplars_and_traces_go_to_jaeger_by_default():
+    config = load_config()
+    assert config["exporters"]["prometheus/contract"]["enable_open_metrics"] is True
+    assert _default(config["service"]["pipelines"]["traces"]["exporters"]) == "[otlp_grpc/traces]"
+    jaeger = yaml.safe_load((ROOT / "observability" / "jaeger" / "config.yaml").read_text())
+    assert _default(config["exporters"]["otlp_grpc/traces"]["endpoint"]) == _default(
+        jaeger["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"])

@@ -192,7 +192,8 @@ def test_units_match_what_each_metric_measures():
         units.setdefault(panel["fieldConfig"]["defaults"]["unit"], []).append(panel["title"])
     assert units["percent"] == ["CPU usage", "Memory used", "Disk used"]
     assert units["mbytes"] == ["Memory used (MiB)"]  # Grafana's mbytes is MiB (decmbytes is MB)
-    assert units["s"] == ["p95 latency, 5m (alert view)", "Request latency p50 / p95 / p99"]
+    assert units["s"] == ["p95 latency, 5m (alert view)", "Request latency p50 / p95 / p99",
+                          "Model time vs proxy time (p95)"]
     assert "Prediction success rate" in units["percentunit"] and "Request rate by route" in units["reqps"]
 
 
@@ -262,7 +263,18 @@ def test_the_latency_panel_draws_p50_p95_p99_and_links_each_models_slow_traces()
         "histogram_quantile(0.5", "histogram_quantile(0.95", "histogram_quantile(0.99"]
     [link] = panel["fieldConfig"]["defaults"]["links"]
     assert "minDuration=2s" in link["url"] and "service=${__field.labels.job}" in link["url"]
-    assert "client span" in panel["description"], "the MLflow call's latency has no metric: say where it is"
+    assert "start=${__from}000&end=${__to}000" in link["url"], "the dashboard's range, in microseconds"
+    assert all(target["exemplar"] for target in panel["targets"])
+
+
+def test_the_model_time_panel_shows_the_p95_of_the_request_of_the_mlflow_call_and_their_difference():
+    panel = next(p for p in query_panels(dashboard()) if p["title"] == "Model time vs proxy time (p95)")
+    request, model, proxy = (target["expr"] for target in panel["targets"])
+    assert "http_request_duration_seconds_bucket" in request and THRESHOLDS.latency_routes in request
+    assert "upstream_request_duration_seconds_bucket" in model
+    assert proxy == f"{request}\n-\n{model}"
+    assert [t.get("exemplar", False) for t in panel["targets"]] == [False, True, False]
+    assert red_from(panel) == THRESHOLDS.latency_seconds
 
 
 def test_the_dashboard_reads_every_metric_of_the_contract():
@@ -502,7 +514,7 @@ def send_traffic(stack: LiveStack) -> None:
 @pytest.mark.slow
 def test_every_dashboard_query_runs_and_returns_data_from_the_real_service(live):
     expressions = panel_expressions(dashboard())
-    assert len(expressions) == 19
+    assert len(expressions) == 22
     assert live.queries.wait_for_data(expressions, LIVE_TIMEOUT) == {}
 
 

@@ -111,6 +111,9 @@ def test_model_server_down_is_503_and_recovers_without_restarting_the_proxy(demo
     samples = proxy.metrics()
     assert total(samples, "prediction_success_total") == 2
     assert total(samples, "prediction_failure_by_reason_total", reason="upstream_unavailable") == 1
+    # The MLflow call that got no answer is model time too, under status="none".
+    assert total(samples, "upstream_request_duration_seconds_count", status="200") == 2
+    assert total(samples, "upstream_request_duration_seconds_count", status="none") == 1
 
 
 def test_slow_model_beyond_the_read_timeout_is_504(tunable_mlflow, start_proxy):
@@ -118,6 +121,8 @@ def test_slow_model_beyond_the_read_timeout_is_504(tunable_mlflow, start_proxy):
     response = proxy.post(json=tunable_payload(delay_s=1.5))
     assert response.status_code == 504
     assert error_of(response)["code"] == "upstream_timeout"
+    upstream = total(proxy.metrics(), "upstream_request_duration_seconds_sum", status="none")
+    assert 0.5 <= upstream < 1.5, "the call that timed out counts its 0.5 s wait as model time"
     # The proxy is still healthy and the connection pool still works afterwards.
     assert proxy.post(json=tunable_payload(delay_s=0.0)).status_code == 200
     samples = proxy.metrics()

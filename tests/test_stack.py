@@ -17,6 +17,7 @@ import requests
 from conftest import child_env, total
 from inferwatch.stack.load import LoadPlan, run_load
 from inferwatch.stack.processes import free_port, http_ok
+from inferwatch.stack.traces import JaegerQuery
 from inferwatch.stack.up import StackPorts, port_answers, port_is_free
 
 
@@ -88,6 +89,22 @@ def test_up_runs_the_whole_stack_counts_reach_prometheus_and_nothing_is_left_beh
             time.sleep(1)
         assert prometheus_value(ports.prometheus, 'sum(http_requests_total{job="inferwatch"})') == 30
         assert prometheus_value(ports.prometheus, "sum(prediction_failure_total)") == 0
+        # The trace store: Jaeger's query API has the demo traffic's traces (the stack keeps them
+        # all), and Prometheus stores exemplars that lead there.
+        assert http_ok(f"http://127.0.0.1:{ports.jaeger_health}/status")
+        assert f"http://127.0.0.1:{ports.jaeger_query}/api/traces?service=inferwatch" in output
+        jaeger = JaegerQuery(f"http://127.0.0.1:{ports.jaeger_query}")
+        while len(jaeger.search("inferwatch", time.time() - 600, time.time(), limit=100)) < 30:
+            assert time.monotonic() < deadline + 30, "the demo traffic's traces never reached Jaeger"
+            time.sleep(1)
+        while not (exemplars := requests.get(
+                f"http://127.0.0.1:{ports.prometheus}/api/v1/query_exemplars", timeout=5,
+                params={"query": "http_request_duration_seconds_bucket", "start": time.time() - 600,
+                        "end": time.time()}).json()["data"]):
+            assert time.monotonic() < deadline + 60, "no exemplar reached Prometheus"
+            time.sleep(1)
+        trace_id = exemplars[0]["exemplars"][0]["labels"]["trace_id"]
+        assert jaeger.trace(trace_id) is not None
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(60)
@@ -98,7 +115,8 @@ def test_up_runs_the_whole_stack_counts_reach_prometheus_and_nothing_is_left_beh
     leftovers = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
                  if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
     assert leftovers == []
-    assert {"mlflow.log", "proxy.log", "otelcol.log", "prometheus.log", "alertmanager.log", "smtp-sink.log"} <= {
+    assert {"mlflow.log", "proxy.log", "otelcol.log", "jaeger.log", "prometheus.log", "alertmanager.log",
+            "smtp-sink.log"} <= {
         p.name for p in tmp_path.iterdir()}
 
 

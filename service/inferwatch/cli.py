@@ -8,12 +8,16 @@
     Run the whole stack natively (see :mod:`inferwatch.stack.up`); Ctrl-C stops it.
 ``inferwatch load``
     Send demo predictions to a proxy and print a summary (see :mod:`inferwatch.stack.load`).
+``inferwatch traces``
+    The slowest or failed traces in the trace store, model time vs proxy time, or one trace's
+    span tree (see :mod:`inferwatch.stack.traces`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from inferwatch import __version__
@@ -56,7 +60,38 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--concurrency", type=int, default=4)
     load.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     load.add_argument("--bad-share", type=float, default=0.0, help="fraction of bad requests, 0..1")
+
+    traces = commands.add_parser("traces", help="list the slowest or failed traces: model time vs proxy time")
+    traces.add_argument("--jaeger", default=None, metavar="URL",
+                        help="Jaeger's query API (env INFERWATCH_JAEGER_URL, default http://127.0.0.1:16686)")
+    traces.add_argument("--service", default=None, help="the traced service (default inferwatch)")
+    traces.add_argument("--since", default="15m", help="how far back to look, e.g. 15m, 1h, 90s (default 15m)")
+    traces.add_argument("--slow", action="store_true", help="only traces at least the latency alert's threshold long")
+    traces.add_argument("--errors", action="store_true", help="only traces with an error")
+    traces.add_argument("--trace", default=None, metavar="ID", help="show one trace's span tree")
+    traces.add_argument("--request-id", default=None, metavar="ID", help="show the trace of the answer with this X-Request-Id")
+    traces.add_argument("--limit", type=int, default=20, help="traces to list (default 20)")
     return parser
+
+
+def _traces(args) -> int:
+    from inferwatch.stack.traces import DEFAULT_JAEGER_URL, TracesQuery, TraceStoreError, parse_since, run
+
+    try:
+        since = parse_since(args.since)
+    except ValueError as error:
+        print(f"inferwatch traces: --since {error}", file=sys.stderr)
+        return 2
+    query = TracesQuery(jaeger_url=args.jaeger or os.environ.get("INFERWATCH_JAEGER_URL") or DEFAULT_JAEGER_URL,
+                        since_s=since, slow=args.slow, errors=args.errors, trace_id=args.trace,
+                        request_id=args.request_id, limit=max(args.limit, 1), **({"service": args.service} if args.service else {}))
+    try:
+        status, text = run(query)
+    except TraceStoreError as error:
+        print(f"inferwatch traces: {error} (is `inferwatch up` running? see --jaeger)", file=sys.stderr)
+        return 1
+    print(text, file=sys.stdout if status == 0 else sys.stderr)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(run_load(plan).summary())
         return 0
+    if args.command == "traces":
+        return _traces(args)
     if args.command == "up":
         from pathlib import Path
 

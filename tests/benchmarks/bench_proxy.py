@@ -1,16 +1,18 @@
 """What the proxy and its telemetry cost, measured side by side against the direct MLflow call.
 
-One run brings up a real MLflow model server (1 worker) on the demo model, the real collector,
-Prometheus, and two proxies, then measures interleaved rounds (A B C A B C ...) so that machine
+One run brings up a real MLflow model server (1 worker) on the demo model, the real collector
+with Jaeger behind it (the trace store), Prometheus storing exemplars, and two proxies, then measures interleaved rounds (A B C A B C ...) so that machine
 drift cancels out:
 
 * ``direct``: wrk straight to MLflow ``/invocations``;
 * ``proxy_on``: through the proxy with full telemetry: spans and metrics over OTLP to the
-  collector, /metrics, and the JSON request log;
+  collector (traces on to Jaeger), /metrics, exemplars, the MLflow call's histogram, the
+  correlation headers and the JSON request log;
 * ``proxy_off``: the same proxy with ``OTEL_SDK_DISABLED=true`` and the request log off.
 
 For each: requests/s, p50/p95/p99 latency, and the CPU seconds the proxy process spent per request
-(from /proc: the most stable figure on a shared machine). Also: /metrics scrape time under load,
+(from /proc: the most stable figure on a shared machine). Also: /metrics scrape time under load
+(OpenMetrics with exemplars, as Prometheus asks for it),
 and the time from a request to its count being visible in Prometheus through the collector.
 
     scripts/bench.sh                       # or: python tests/benchmarks/bench_proxy.py --help
@@ -36,16 +38,23 @@ import requests
 from harness import cpu_seconds, machine_facts, median, percentile, run_wrk, wrk_script
 from inferwatch.stack.demo_model import SEED_EXAMPLE, save_demo_model
 from inferwatch.stack.processes import (
+    PROMETHEUS_EXEMPLAR_STORAGE,
     CollectorPorts,
+    JaegerPorts,
     ManagedProcess,
     build_collector,
+    build_jaeger,
     collector_command,
     collector_env,
     free_port,
+    jaeger_command,
+    jaeger_env,
     mlflow_serve_command,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+# What Prometheus 2.42 sends when it scrapes: OpenMetrics first, so /metrics writes exemplars.
+OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 GOALS = {
@@ -84,8 +93,11 @@ class Bench:
         self.mlflow_port, self.proxy_on_port, self.proxy_off_port = free_port(), free_port(), free_port()
         self.spawn("mlflow", mlflow_serve_command(model, self.mlflow_port), env_with(),
                    f"http://127.0.0.1:{self.mlflow_port}/ping")
+        jaeger = JaegerPorts()
+        self.spawn("jaeger", jaeger_command(build_jaeger()), env_with(**jaeger_env(jaeger)), jaeger.health_url)
         ports = CollectorPorts()
-        self.spawn("otelcol", collector_command(binary), env_with(**collector_env(ports, self.work / "traces.jsonl")),
+        self.spawn("otelcol", collector_command(binary),
+                   env_with(**collector_env(ports, self.work / "traces.jsonl", jaeger)),
                    f"http://127.0.0.1:{ports.health}/")
         upstream = f"http://127.0.0.1:{self.mlflow_port}"
         command = [sys.executable, "-m", "inferwatch", "serve"]
@@ -107,7 +119,7 @@ class Bench:
         )
         self.spawn("prometheus", ["prometheus", f"--config.file={config}",
                                   f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
-                                  f"--storage.tsdb.path={self.work / 'tsdb'}"], env_with(),
+                                  f"--storage.tsdb.path={self.work / 'tsdb'}", PROMETHEUS_EXEMPLAR_STORAGE], env_with(),
                    f"http://127.0.0.1:{self.prometheus_port}/-/ready", timeout=60)
 
     def stop(self) -> None:
@@ -153,7 +165,7 @@ class Bench:
             session = requests.Session()
             while not stop.is_set() and len(latencies) < 2000:
                 began = time.perf_counter()
-                session.get(url + "/metrics", timeout=10).raise_for_status()
+                session.get(url + "/metrics", headers={"Accept": OPENMETRICS_ACCEPT}, timeout=10).raise_for_status()
                 latencies.append((time.perf_counter() - began) * 1000)
                 stop.wait(0.05)
             session.close()

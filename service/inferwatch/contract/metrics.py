@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 # OpenTelemetry instrument names the service emits (semantic conventions where one exists).
 HTTP_SERVER_DURATION = "http.server.request.duration"
+# The MLflow call, as the requests instrumentation measures it around each upstream request.
+HTTP_CLIENT_DURATION = "http.client.request.duration"
 HTTP_SERVER_ACTIVE_REQUESTS = "http.server.active_requests"
 HTTP_SERVER_THROUGHPUT = "inferwatch.http.server.throughput"
 PREDICTION_SUCCESSES = "inferwatch.prediction.successes"
@@ -46,6 +48,8 @@ FILESYSTEM_MOUNTPOINT = "system.filesystem.mountpoint"
 # Requests that matched no route carry no http.route; they all share this label value, so
 # scanning random paths cannot create new series.
 UNMATCHED_ROUTE = "unmatched"
+# An MLflow call that got no HTTP answer (connection refused or reset, timed out) has no status.
+NO_UPSTREAM_STATUS = "none"
 
 # The marker that tells inferwatch's series apart from another job's same-named ones (`up`,
 # `system_cpu_usage` and even `http_requests_total` are common names). Every inferwatch process
@@ -58,13 +62,17 @@ UNMATCHED_ROUTE = "unmatched"
 TELEMETRY_DISTRO_NAME = "telemetry.distro.name"
 TELEMETRY_DISTRO_VERSION = "telemetry.distro.version"
 DISTRO_NAME = "inferwatch"
+# service.name when OTEL_SERVICE_NAME is unset: the job through the collector, and the service
+# whose traces Jaeger holds.
+DEFAULT_SERVICE_NAME = "inferwatch"
 MARKER_METRIC = "target_info"
 MARKER_LABEL = "telemetry_distro_name"  # TELEMETRY_DISTRO_NAME as both exporters write the label
 # The labels that name one scrape target's (one process's) series, on either path.
 TARGET_LABELS = ("job", "instance")
 
-# Bucket edges of the request-duration histogram, in seconds. 2 s is the latency alert's
-# threshold and must be an edge, or histogram_quantile() would interpolate across it.
+# Bucket edges of the request-duration histogram (and of the MLflow call's, so the two quantiles
+# compare edge for edge), in seconds. 2 s is the latency alert's threshold and must be an edge, or
+# histogram_quantile() would interpolate across it.
 LATENCY_BUCKETS_SECONDS = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 7.5, 10.0,
 )
@@ -124,6 +132,14 @@ MAPPINGS: tuple[MetricMapping, ...] = (
         "HTTP request latency in seconds.",
         labels=_HTTP_LABELS,
         label_defaults=_HTTP_DEFAULTS,
+    ),
+    MetricMapping(
+        HTTP_CLIENT_DURATION,
+        "upstream_request_duration_seconds",
+        PrometheusType.HISTOGRAM,
+        "Duration of the MLflow model server call in seconds (model time; the rest of a request is proxy time).",
+        labels={HTTP_RESPONSE_STATUS_CODE: "status"},
+        label_defaults={"status": NO_UPSTREAM_STATUS},
     ),
     MetricMapping(
         HTTP_SERVER_THROUGHPUT,

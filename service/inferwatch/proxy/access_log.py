@@ -3,7 +3,8 @@
 ``configure_logging`` sends every record through a queue to a background thread, and
 :class:`AccessLog` writes the request lines from a thread of its own, so a request never waits on
 a write to stderr. Each request line has ``time``, ``method``, ``route``, ``status``,
-``duration_s``, ``outcome``, ``trace_id`` and ``span_id``; the level is ``INFERWATCH_LOG_LEVEL``
+``duration_s``, ``outcome``, ``request_id`` (the ``X-Request-Id`` answered), ``trace_id`` and
+``span_id``; the level is ``INFERWATCH_LOG_LEVEL``
 (request lines are INFO, so WARNING silences them).
 """
 
@@ -79,7 +80,7 @@ class AccessLog:
         self._thread = threading.Thread(target=self._drain, name="inferwatch-access-log", daemon=True)
         self._thread.start()
 
-    def write(self, status: int, duration_s: float, outcome) -> None:
+    def write(self, status: int, duration_s: float, outcome, request_id: str | None = None) -> None:
         if not self._logger.isEnabledFor(logging.INFO):
             return
         context = trace.get_current_span().get_span_context()
@@ -91,6 +92,7 @@ class AccessLog:
             status,
             duration_s,
             outcome.value if outcome is not None else None,
+            request_id,
             context.trace_id if context.is_valid else None,
             context.span_id if context.is_valid else None,
         ))
@@ -121,7 +123,7 @@ class AccessLog:
 
 
 def format_line(entry: tuple) -> str:
-    created, method, route, status, duration_s, outcome, trace_id, span_id = entry
+    created, method, route, status, duration_s, outcome, request_id, trace_id, span_id = entry
     return json.dumps({
         "time": utc_timestamp(created),
         "level": "INFO",
@@ -132,6 +134,7 @@ def format_line(entry: tuple) -> str:
         "status": status,
         "duration_s": round(duration_s, 6),
         "outcome": outcome,
+        "request_id": request_id,
         "trace_id": format(trace_id, "032x") if trace_id is not None else None,
         "span_id": format(span_id, "016x") if span_id is not None else None,
     }) + "\n"

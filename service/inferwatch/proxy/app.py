@@ -11,7 +11,11 @@ Routes
 ``GET /readyz``
     The model server answers ``/ping`` within the ready timeout; 503 otherwise.
 ``GET /metrics``
-    The metric contract in the Prometheus text format.
+    The metric contract in the Prometheus text format, or in OpenMetrics with exemplars when the
+    scraper's ``Accept`` lists ``application/openmetrics-text`` (see :mod:`inferwatch.proxy.exposition`).
+
+Every answer of the app carries ``traceparent`` and ``X-Request-Id`` (see
+:mod:`inferwatch.proxy.correlation`).
 
 The three operational endpoints are answered in front of the instrumented Flask app, so a scrape
 or a probe never counts as a request, never shows in ``active_requests`` and makes no span.
@@ -29,10 +33,9 @@ from pathlib import Path
 from flask import Flask, Response, g, request
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from inferwatch.proxy import errors
+from inferwatch.proxy import correlation, errors, exposition
 from inferwatch.proxy.access_log import AccessLog
 from inferwatch.proxy.config import Settings, load_settings
 from inferwatch.proxy.errors import FAILURES, PredictionOutcome, ProxyError, error_body
@@ -185,12 +188,17 @@ class OperationalEndpoints:
         )
         self._scheme_attributes = {scheme: {URL_SCHEME: scheme} for scheme in ("http", "https")}
         self._active.add(0, self._scheme_attributes["http"])
-        self._routes: dict[str, Callable[[], tuple[str, str, bytes]]] = {
+        self._routes: dict[str, Callable[..., tuple[str, str, bytes]]] = {
             "/healthz": lambda: ("200 OK", JSON, b'{"status":"ok"}'),
             "/readyz": self._ready,
-            "/metrics": lambda: ("200 OK", CONTENT_TYPE_LATEST, generate_latest(telemetry.registry)),
+            "/metrics": self._metrics,
         }
+        self._registry = telemetry.registry
         self._upstream = upstream
+
+    def _metrics(self, environ: dict) -> tuple[str, str, bytes]:
+        content_type, body = exposition.render(self._registry, environ.get("HTTP_ACCEPT", ""))
+        return "200 OK", content_type, body
 
     def _ready(self) -> tuple[str, str, bytes]:
         if self._upstream.ready():
@@ -243,6 +251,8 @@ class OperationalEndpoints:
                 "401 Unauthorized", JSON, error_body("unauthorized", "a valid bearer token is required"),
             )
             headers.append(("WWW-Authenticate", 'Bearer realm="metrics"'))
+        elif route == self._routes["/metrics"]:
+            status, content_type, body = route(environ)  # the format follows the Accept header
         else:
             status, content_type, body = route()
         headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
@@ -297,7 +307,7 @@ def create_app(
     @app.after_request
     def _count_and_log(response: Response) -> Response:
         rate.hit()
-        access_log.write(response.status_code, time.perf_counter() - g.started, g.get("outcome"))
+        access_log.write(response.status_code, time.perf_counter() - g.started, g.get("outcome"), g.get("request_id"))
         return response
 
     @app.errorhandler(HTTPException)
@@ -311,6 +321,7 @@ def create_app(
         return Response(error_body("internal_error", "the proxy failed to handle the request"), 500, content_type=JSON)
 
     telemetry.instrument_app(app)
+    correlation.install(app, telemetry.exemplar_marks)  # after the instrumentation: its span exists
     app.wsgi_app = OperationalEndpoints(app.wsgi_app, telemetry, upstream, settings)
     app.extensions["inferwatch"] = {
         "settings": settings, "telemetry": telemetry, "upstream": upstream, "sampler": sampler, "rate": rate,

@@ -7,7 +7,10 @@ What it builds for one proxy process:
   marker that tells inferwatch's series from other jobs' in Prometheus, on ``target_info``);
 * a Prometheus reader that renders the metric contract for ``/metrics``: collections pass
   through :func:`inferwatch.proxy.translate.to_prometheus` before
-  opentelemetry-exporter-prometheus turns them into text, into a registry of its own;
+  opentelemetry-exporter-prometheus turns them into text, into a registry of its own, with the
+  histograms' exemplars attached for OpenMetrics scrapes (:mod:`inferwatch.proxy.exposition`);
+* exemplars on the two latency histograms only, and only for traces the collector is certain to
+  keep (:mod:`inferwatch.proxy.exemplars`);
 * OTLP export of traces and metrics under semantic-convention names, when an endpoint is set;
 * the Flask and requests auto-instrumentations, bound to these providers.
 
@@ -36,6 +39,9 @@ Environment (the standard OpenTelemetry variables):
 person recognises that survives a restart, so a restarted proxy continues its series: the pod
 name on Kubernetes (``K8S_POD_NAME``), else the host name and the proxy's port
 (``web-1:8000``).
+
+``OTEL_METRICS_EXEMPLAR_FILTER`` is not read: a measurement becomes an exemplar only when the
+collector will keep its trace (see :mod:`inferwatch.proxy.exemplars`).
 
 Example::
 
@@ -71,29 +77,48 @@ from prometheus_client import CollectorRegistry
 
 from inferwatch import __version__
 from inferwatch.contract.metrics import (
+    DEFAULT_SERVICE_NAME,
     DISTRO_NAME,
+    HTTP_CLIENT_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_DURATION,
     LATENCY_BUCKETS_SECONDS,
+    PREDICTION_FAILURES,
+    PREDICTION_SUCCESSES,
     TELEMETRY_DISTRO_NAME,
     TELEMETRY_DISTRO_VERSION,
 )
+from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.proxy.config import Settings, env_name
+from inferwatch.proxy.exemplars import ExemplarMarks, KeptTraceExemplarFilter, latest_per_bucket, no_exemplars
+from inferwatch.proxy.exposition import BucketExemplars, ExemplarCollector
 from inferwatch.proxy.translate import to_prometheus
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SERVICE_NAME = "inferwatch"
 POD_NAME_VARIABLE = "K8S_POD_NAME"
 FLASK_INSTRUMENTATION_SCOPE = "opentelemetry.instrumentation.flask"
 
 
 class MappedPrometheusMetricReader(PrometheusMetricReader):
-    """A Prometheus reader that exposes the metric contract instead of the OTel names."""
+    """A Prometheus reader that exposes the metric contract instead of the OTel names.
+
+    The exporter renders into a registry of its own; ``registry`` gets an
+    :class:`~inferwatch.proxy.exposition.ExemplarCollector` over it, which adds the exemplars of
+    each collection to the histogram buckets (written only in the OpenMetrics format).
+    """
+
+    def __init__(self, *, registry: CollectorRegistry, **kwargs) -> None:
+        self._exemplars = BucketExemplars()
+        source = CollectorRegistry(auto_describe=True)
+        super().__init__(registry=source, **kwargs)
+        registry.register(ExemplarCollector(source, self._exemplars))
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
         if metrics_data is not None:
-            super()._receive_metrics(to_prometheus(metrics_data), timeout_millis, **kwargs)
+            translated = to_prometheus(metrics_data)
+            self._exemplars.record(translated)
+            super()._receive_metrics(translated, timeout_millis, **kwargs)
 
 
 @dataclass
@@ -104,6 +129,8 @@ class Telemetry:
     meter_provider: metrics.MeterProvider
     registry: CollectorRegistry
     enabled: bool
+    # Marks about one request per second so its trace is kept and can be an exemplar.
+    exemplar_marks: ExemplarMarks = field(default_factory=ExemplarMarks)
     _shutdown_hooks: list = field(default_factory=list)
 
     def instrument_app(self, app) -> None:
@@ -197,12 +224,14 @@ def setup_telemetry(
     span_processors: Sequence[SpanProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
     environ: Mapping[str, str] | None = None,
+    exemplar_marks: ExemplarMarks | None = None,
 ) -> Telemetry:
     """Build providers, readers and exporters for one proxy process.
 
     ``span_processors`` and ``metric_readers`` are added beside the configured exporters (tests
-    pass in-memory ones). The requests instrumentation patches ``requests`` process-wide; it is
-    re-bound to the newest providers, and undone by :meth:`Telemetry.shutdown`.
+    pass in-memory ones); ``exemplar_marks`` chooses which requests are marked to be exemplars
+    (default: about one per second). The requests instrumentation patches ``requests``
+    process-wide; it is re-bound to the newest providers, and undone by :meth:`Telemetry.shutdown`.
     """
     environ = os.environ if environ is None else environ
     os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "http"
@@ -223,14 +252,26 @@ def setup_telemetry(
     ]
     if _exporter_enabled(environ, "metrics"):
         readers.append(PeriodicExportingMetricReader(_otlp_metric_exporter(environ)))
+    exemplar_marks = exemplar_marks or ExemplarMarks()
     meter_provider = MeterProvider(
         resource=resource,
         metric_readers=readers,
+        # An exemplar only where the collector keeps the trace: failed, slow or marked.
+        exemplar_filter=KeptTraceExemplarFilter(THRESHOLDS.latency_seconds, exemplar_marks),
         views=[
             View(
                 instrument_name=HTTP_SERVER_DURATION,
                 aggregation=ExplicitBucketHistogramAggregation(boundaries=LATENCY_BUCKETS_SECONDS),
+                exemplar_reservoir_factory=latest_per_bucket,
             ),
+            # The MLflow call (model time), on the same edges so the two quantiles compare.
+            View(
+                instrument_name=HTTP_CLIENT_DURATION,
+                aggregation=ExplicitBucketHistogramAggregation(boundaries=LATENCY_BUCKETS_SECONDS),
+                exemplar_reservoir_factory=latest_per_bucket,
+            ),
+            View(instrument_name=PREDICTION_SUCCESSES, exemplar_reservoir_factory=no_exemplars),
+            View(instrument_name=PREDICTION_FAILURES, exemplar_reservoir_factory=no_exemplars),
             # The Flask instrumentation's own gauge has no series until the first request and
             # would count requests the proxy answers in front of Flask; the app records
             # http.server.active_requests itself (see inferwatch.proxy.app.OperationalEndpoints).
@@ -247,7 +288,7 @@ def setup_telemetry(
         requests_instrumentor.uninstrument()
     requests_instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
 
-    telemetry = Telemetry(tracer_provider, meter_provider, registry, enabled=True)
+    telemetry = Telemetry(tracer_provider, meter_provider, registry, enabled=True, exemplar_marks=exemplar_marks)
     telemetry._shutdown_hooks.extend(
         [tracer_provider.shutdown, meter_provider.shutdown, requests_instrumentor.uninstrument]
     )

@@ -111,6 +111,7 @@ def _merge(a, b):
             bucket_counts=[x + y for x, y in zip(a.bucket_counts, b.bucket_counts)],
             min=min(a.min, b.min),
             max=max(a.max, b.max),
+            exemplars=[*(a.exemplars or ()), *(b.exemplars or ())],
             start_time_unix_nano=min(a.start_time_unix_nano, b.start_time_unix_nano),
             time_unix_nano=max(a.time_unix_nano, b.time_unix_nano),
         )
@@ -139,7 +140,10 @@ def _scale_histogram(point: HistogramDataPoint, scale: float) -> HistogramDataPo
     # Integral edges print as "2", not "2.0", exactly as the collector's Go exporter prints
     # them, so the le label values agree on both scrape paths.
     bounds = tuple(_plain_number(b * scale) for b in point.explicit_bounds)
-    return replace(point, explicit_bounds=bounds, sum=point.sum * scale)
+    if scale == 1.0:
+        return replace(point, explicit_bounds=bounds)
+    exemplars = [replace(e, value=e.value * scale) for e in point.exemplars or ()]
+    return replace(point, explicit_bounds=bounds, sum=point.sum * scale, exemplars=exemplars)
 
 
 def _plain_number(value: float) -> float | int:

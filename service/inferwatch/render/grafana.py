@@ -86,6 +86,10 @@ ALERT_QUERY_LOOKBACK_SECONDS = 600
 
 DASHBOARD_UID = "inferwatch-ml-model-service"
 DASHBOARD_TITLE = "ML model service"
+# The dashboard's time range in microseconds (Jaeger's unit), for links: Grafana's ${__from} and
+# ${__to} are milliseconds.
+GRAFANA_FROM_US = "${__from}000"
+GRAFANA_TO_US = "${__to}000"
 # Grafana's own variables, as the panel queries spell them.
 JOB = "$job"
 JOB_CHOSEN = f'job=~"{JOB}"'
@@ -431,22 +435,38 @@ def _latency(t: Thresholds) -> list[dict]:
         for i, q in enumerate(quantiles)
     ]
     latency = number(t.latency_seconds)
-    # A data link: clicking a model's line opens that model's slow traces (job is service.name
-    # through the collector, the path traces take).
-    traces = jaeger_slow_traces_url(t, "${__field.labels.job}")
+    q = "p" + percent(t.latency_quantile)
+    # A data link: clicking a model's line opens that model's slow traces of the dashboard's time
+    # range (job is service.name through the collector, the path traces take).
+    slow_traces = [{"title": f"Traces slower than {latency} s in this time range (Jaeger)",
+                    "url": jaeger_slow_traces_url(t, "${__field.labels.job}", GRAFANA_FROM_US, GRAFANA_TO_US),
+                    "targetBlank": True}]
+    request = f"histogram_quantile({number(t.latency_quantile)}, " \
+              f"{_sum_rate(t, 'http_request_duration_seconds_bucket', _chosen(t.latency_routes), 'le')})"
+    model = f"histogram_quantile({number(t.latency_quantile)}, " \
+            f"{_sum_rate(t, 'upstream_request_duration_seconds_bucket', _chosen(), 'le')})"
     return [
         _row("Latency"),
         _timeseries(
             "Request latency p50 / p95 / p99",
             f"How long do requests take? Latency quantiles of the selected routes per model, every "
             f"instance summed. The line is HighPredictionLatency's threshold, {latency} s (a bucket edge); "
-            f"the alert watches the {'p' + percent(t.latency_quantile)} of /predict and /invocations over "
-            f"{t.latency_window}. The MLflow call alone has no metric in the contract: its duration "
-            "is the client span under each trace in Jaeger (click a line: that model's traces slower "
-            f"than {latency} s).",
-            "s", targets, thresholds=_above(t.latency_seconds), width=24,
-            data_links=[{"title": f"Traces slower than {latency} s (Jaeger)", "url": traces,
-                         "targetBlank": True}]),
+            f"the alert watches the {q} of /predict and /invocations over {t.latency_window}. The dots "
+            "are exemplars: a slow, failed or sampled request each, whose trace opens in Jaeger "
+            f"(click a line: that model's traces slower than {latency} s in the time range).",
+            "s", targets, thresholds=_above(t.latency_seconds), width=12, data_links=slow_traces),
+        _timeseries(
+            f"Model time vs proxy time ({q})",
+            f"How much of a prediction is the model? Per model, the {q} of the whole request (/predict "
+            f"and /invocations), the {q} of the MLflow call alone (upstream_request_duration_seconds: "
+            "model time) and their difference (proxy time: validation, forwarding, telemetry). "
+            "When the request line rises with the model line, MLflow is slow; when they part, the "
+            "proxy is. The dots are exemplars of the MLflow call.",
+            "s", [
+                _target(request, f"{_legend(t)} request {q}"),
+                _target(model, f"{_legend(t)} model (MLflow call) {q}", ref="B", exemplar=True),
+                _target(f"{request}\n-\n{model}", f"{_legend(t)} proxy (difference) {q}", ref="C"),
+            ], thresholds=_above(t.latency_seconds), width=12, data_links=slow_traces),
     ]
 
 

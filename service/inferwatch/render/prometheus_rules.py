@@ -87,10 +87,10 @@ def failure_ratio_expr(t: Thresholds) -> str:
     return f"{failures}\n/\n({successes} + {failures})"
 
 
-def latency_quantile_expr(t: Thresholds) -> str:
+def latency_quantile_expr(t: Thresholds, *matchers: str) -> str:
     """The latency quantile per model, over every instance's buckets summed (``sum by (..., le)``)."""
     buckets = promql.sum_rate(t, "http_request_duration_seconds_bucket", t.latency_window, t.latency_routes,
-                              by_extra=("le",))
+                              *matchers, by_extra=("le",))
     return f"histogram_quantile({number(t.latency_quantile)}, {buckets})"
 
 
@@ -103,11 +103,63 @@ def _percentile_name(quantile: float) -> str:
     return "p" + percent(quantile).replace(".", "_")
 
 
-def jaeger_slow_traces_url(t: Thresholds, service: str) -> str:
-    """A Jaeger search for ``service``'s traces at least ``latency_seconds`` long."""
+# Traces a slow-trace link asks Jaeger for.
+TRACE_SEARCH_LIMIT = 20
+
+
+def _min_duration(t: Thresholds) -> str:
     seconds = float(t.latency_seconds)
-    min_duration = f"{number(seconds)}s" if seconds.is_integer() else f"{round(seconds * 1000)}ms"
-    return f"{t.jaeger_url}/search?service={service}&minDuration={min_duration}&lookback=1h&limit=20"
+    return f"{number(seconds)}s" if seconds.is_integer() else f"{round(seconds * 1000)}ms"
+
+
+def jaeger_slow_traces_url(t: Thresholds, service: str, start: str | None = None, end: str | None = None, *,
+                           api: bool = False) -> str:
+    """A Jaeger search for ``service``'s traces at least the latency threshold long.
+
+    ``start``/``end`` (microseconds since the epoch, or template text that renders them) bound
+    the search; without them it covers the last hour. ``api`` gives the query API's
+    ``/api/traces`` (JSON, what the native stack's Jaeger serves) instead of the UI's ``/search``.
+    """
+    query = f"service={service}&minDuration={_min_duration(t)}"
+    if start is None:
+        window = "&lookback=1h"
+    else:
+        window = f"&start={start}&end={end}" if api else f"&lookback=custom&start={start}&end={end}"
+    return f"{t.jaeger_url}{'/api/traces' if api else '/search'}?{query}{window}&limit={TRACE_SEARCH_LIMIT}"
+
+
+def _eval_time_us(offset: str = "") -> str:
+    """Template text: the rule's evaluation time (minus ``offset`` seconds), in microseconds."""
+    expr = f"(time() - {offset}) * 1e6" if offset else "time() * 1e6"
+    return f'{{{{ with query "{expr}" }}}}{{{{ . | first | value | printf "%.0f" }}}}{{{{ end }}}}'
+
+
+def _seconds(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return int(text[:-1]) * units[text[-1]]
+
+
+def upstream_quantile_expr(t: Thresholds, *matchers: str) -> str:
+    """The MLflow call's latency quantile (model time) per model, like :func:`latency_quantile_expr`."""
+    buckets = promql.sum_rate(t, "upstream_request_duration_seconds_bucket", t.latency_window, *matchers,
+                              by_extra=("le",))
+    return f"histogram_quantile({number(t.latency_quantile)}, {buckets})"
+
+
+def _model_time_text(t: Thresholds) -> str:
+    """Template text: how much of the alert's quantile the MLflow call took, for this alert's model."""
+    # One matcher per model label, filled in from the alert's own labels by printf.
+    matchers = [f"{label}=%q" for label in t.model_labels]
+    arguments = " ".join(f"$labels.{label}" for label in t.model_labels)
+    model = upstream_quantile_expr(t, *matchers)
+    share = f"{model} / {latency_quantile_expr(t, *matchers)}"
+    q = _percentile_name(t.latency_quantile)
+    return (
+        f"{{{{ with printf `{model}` {arguments} | query }}}} Model time: the MLflow call's {q} is "
+        f"{{{{ . | first | value | humanizeDuration }}}}{{{{ end }}}}"
+        f"{{{{ with printf `{share}` {arguments} {arguments} | query }}}}, {{{{ . | first | value | humanizePercentage }}}}"
+        f" of the request {q}; the rest is proxy time.{{{{ end }}}}"
+    )
 
 
 def recording_group(t: Thresholds) -> RuleGroup:
@@ -148,7 +200,9 @@ def predictions_group(t: Thresholds) -> RuleGroup:
     q = _percentile_name(t.latency_quantile)
     latency = number(t.latency_seconds)
     ratio_percent = percent(t.failure_ratio)
-    traces = jaeger_slow_traces_url(t, JOB)
+    # The slow traces of the alert's window: the quantile's window up to the evaluation.
+    start, end = _eval_time_us(str(_seconds(t.latency_window))), _eval_time_us()
+    traces = jaeger_slow_traces_url(t, JOB, start, end)
     return RuleGroup("inferwatch.predictions", "predictions.yml", (
         AlertRule(
             "HighPredictionLatency",
@@ -158,9 +212,11 @@ def predictions_group(t: Thresholds) -> RuleGroup:
             {
                 "summary": f"Prediction latency {q} above {latency}s",
                 "description": f"{q} latency of predictions ({JOB}) is {VALUE_DURATION} over the last "
-                               f"{t.latency_window} (threshold: {latency}s). Slow traces: {traces}",
+                               f"{t.latency_window} (threshold: {latency}s).{_model_time_text(t)} "
+                               f"Slow traces: {traces}",
                 "value": VALUE_DURATION,
                 "traces": traces,
+                "traces_api": jaeger_slow_traces_url(t, JOB, start, end, api=True),
             },
         ),
         AlertRule(

@@ -21,6 +21,9 @@ from pathlib import Path
 # The repository checkout this package runs from (the collector and the configs live there).
 ROOT = Path(__file__).resolve().parents[3]
 COLLECTOR_CONFIG = ROOT / "otel-collector" / "config.yaml"
+JAEGER_CONFIG = ROOT / "observability" / "jaeger" / "config.yaml"
+# Prometheus keeps the exemplars it scrapes (OpenMetrics) only with this flag (2.42 has it).
+PROMETHEUS_EXEMPLAR_STORAGE = "--enable-feature=exemplar-storage"
 
 
 class ProcessFailed(RuntimeError):
@@ -170,13 +173,72 @@ def collector_command(binary: str) -> list[str]:
     return [binary, "--config", str(COLLECTOR_CONFIG)]
 
 
-def collector_env(ports: CollectorPorts, traces_file: str | Path) -> dict[str, str]:
-    """The OTELCOL_* variables of config.yaml for these ports, traces written to ``traces_file``."""
-    return {
+def collector_env(ports: CollectorPorts, traces_file: str | Path, jaeger: JaegerPorts | None = None) -> dict[str, str]:
+    """The OTELCOL_* variables of config.yaml for these ports.
+
+    Traces go to the Jaeger listening on ``jaeger``'s OTLP/gRPC port, or, without one, to
+    ``traces_file`` (JSON lines).
+    """
+    env = {
         "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports.otlp_grpc}",
         "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports.otlp_http}",
         "OTELCOL_PROMETHEUS_ENDPOINT": f"127.0.0.1:{ports.metrics}",
         "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{ports.health}",
         "OTELCOL_TELEMETRY_PORT": str(ports.telemetry),
         "OTELCOL_TRACES_FILE": str(traces_file),
+        "OTELCOL_TRACES_EXPORTERS": "[file/traces]",
+    }
+    if jaeger is not None:
+        env["OTELCOL_TRACES_EXPORTERS"] = "[otlp_grpc/traces]"
+        env["OTELCOL_TRACES_OTLP_ENDPOINT"] = f"127.0.0.1:{jaeger.otlp_grpc}"
+    return env
+
+
+@dataclass(frozen=True)
+class JaegerPorts:
+    """The ports our Jaeger listens on (all on 127.0.0.1; see observability/jaeger/config.yaml)."""
+
+    otlp_grpc: int = field(default_factory=free_port)
+    otlp_http: int = field(default_factory=free_port)
+    query_http: int = field(default_factory=free_port)
+    query_grpc: int = field(default_factory=free_port)
+    health: int = field(default_factory=free_port)
+    telemetry: int = field(default_factory=free_port)
+
+    @property
+    def query_url(self) -> str:
+        """The query API (/api/traces ...), which is also what alert links point at."""
+        return f"http://127.0.0.1:{self.query_http}"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.health}/status"
+
+
+def build_jaeger(stderr=subprocess.PIPE, env: Mapping[str, str] | None = None) -> str:
+    """Path of the Jaeger v2 binary: ``observability/jaeger/build.sh`` builds it once (about
+    5 to 10 minutes cold), then it is cached by the wrapper module's go.mod and go.sum.
+
+    Raises ``subprocess.CalledProcessError`` when the build fails (its log went to ``stderr``).
+    """
+    built = subprocess.run(["bash", str(ROOT / "observability" / "jaeger" / "build.sh")], stdout=subprocess.PIPE,
+                           stderr=stderr, env=env, text=True, timeout=2400, check=True)
+    return built.stdout.strip().splitlines()[-1]
+
+
+def jaeger_command(binary: str) -> list[str]:
+    return [binary, "--config", str(JAEGER_CONFIG)]
+
+
+def jaeger_env(ports: JaegerPorts, max_traces: int = 20000) -> dict[str, str]:
+    """The JAEGER_* variables of observability/jaeger/config.yaml for these ports (memory store)."""
+    return {
+        "JAEGER_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports.otlp_grpc}",
+        "JAEGER_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports.otlp_http}",
+        "JAEGER_QUERY_HTTP_ENDPOINT": f"127.0.0.1:{ports.query_http}",
+        "JAEGER_QUERY_GRPC_ENDPOINT": f"127.0.0.1:{ports.query_grpc}",
+        "JAEGER_HEALTH_ENDPOINT": f"127.0.0.1:{ports.health}",
+        "JAEGER_TELEMETRY_HOST": "127.0.0.1",
+        "JAEGER_TELEMETRY_PORT": str(ports.telemetry),
+        "JAEGER_MAX_TRACES": str(max_traces),
     }

@@ -1,10 +1,12 @@
 """``inferwatch up``: the whole stack as native processes, for machines without Docker.
 
 In dependency order, each waited for until it answers: the demo model (trained once per run
-directory), the MLflow model server, our OpenTelemetry Collector (built by
-``otel-collector/build.sh``, cached), the proxy (OTLP to the collector), an SMTP sink
-(aiosmtpd, storing mail in a Maildir), Alertmanager (its configuration rendered for the sink),
-and Prometheus (the committed rules, scraping the collector). Then it sends demo traffic, prints
+directory), the MLflow model server, Jaeger v2 (the trace store, in memory, built by
+``observability/jaeger/build.sh``, cached; its query API on 127.0.0.1, no web UI), our
+OpenTelemetry Collector (built by ``otel-collector/build.sh``, cached; traces to Jaeger), the
+proxy (OTLP to the collector), an SMTP sink (aiosmtpd, storing mail in a Maildir), Alertmanager
+(its configuration rendered for the sink), and Prometheus (the rules rendered for this stack's
+Jaeger address, scraping the collector, storing exemplars). Then it sends demo traffic, prints
 the URLs, and stops everything on Ctrl-C or SIGTERM, leaving no process behind. Each component
 logs to ``<run dir>/<name>.log``.
 
@@ -25,18 +27,26 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from inferwatch.contract.metrics import DEFAULT_SERVICE_NAME
+from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.render.alertmanager import ALERTMANAGER_TEMPLATES, write_alertmanager_config
+from inferwatch.render.prometheus_rules import rule_files
 from inferwatch.stack.demo_model import save_demo_model
 from inferwatch.stack.load import LoadPlan, run_load
 from inferwatch.stack.processes import (
     COLLECTOR_CONFIG,
     ROOT,
+    PROMETHEUS_EXEMPLAR_STORAGE,
     CollectorPorts,
+    JaegerPorts,
     ManagedProcess,
     ProcessFailed,
     build_collector,
+    build_jaeger,
     collector_command,
     collector_env,
+    jaeger_command,
+    jaeger_env,
     mlflow_serve_command,
 )
 
@@ -58,6 +68,12 @@ class StackPorts:
     collector_metrics: int = 8889
     collector_health: int = 13133
     collector_telemetry: int = 8888
+    jaeger_otlp_grpc: int = 14317
+    jaeger_otlp_http: int = 14318
+    jaeger_query: int = 16686
+    jaeger_query_grpc: int = 16685
+    jaeger_health: int = 13134
+    jaeger_telemetry: int = 18888
     prometheus: int = 9090
     alertmanager: int = 9093
     alertmanager_cluster: int = 0  # 0: clustering off
@@ -111,7 +127,7 @@ class Stack:
             "mlflow": find_binary("mlflow", hint="install the project with scripts/bootstrap.sh", search_path=self.env["PATH"]),
             "prometheus": find_binary("prometheus", hint=INSTALL_HINT, search_path=self.env["PATH"]),
             "alertmanager": find_binary("prometheus-alertmanager", "alertmanager", hint=INSTALL_HINT, search_path=self.env["PATH"]),
-            "go": find_binary("go", hint="install Go >= 1.24 to build the collector", search_path=self.env["PATH"]),
+            "go": find_binary("go", hint="install Go >= 1.26 to build the collector and Jaeger", search_path=self.env["PATH"]),
         }
         return binaries
 
@@ -123,11 +139,13 @@ class Stack:
             save_demo_model(model_dir)
         p = self.ports
         self._spawn("mlflow", mlflow_serve_command(model_dir, p.mlflow), f"http://127.0.0.1:{p.mlflow}/ping", 120)
+        jaeger = self.jaeger_ports
+        self._spawn("jaeger", jaeger_command(self._jaeger_binary()), jaeger.health_url, env=jaeger_env(jaeger))
         collector = CollectorPorts(p.otlp_grpc, p.otlp_http, p.collector_metrics, p.collector_health,
                                    p.collector_telemetry)
         self._spawn("otelcol", collector_command(self._collector_binary()),
                     f"http://127.0.0.1:{p.collector_health}/",
-                    env={**collector_env(collector, self.run_dir / "traces.jsonl"),
+                    env={**collector_env(collector, self.run_dir / "traces.jsonl", jaeger),
                          "OTELCOL_TRACES_SAMPLE_PERCENT": "100"})
         self._spawn("proxy", [sys.executable, "-m", "inferwatch", "serve"],
                     f"http://127.0.0.1:{p.proxy}/readyz", env={
@@ -155,7 +173,23 @@ class Stack:
             binaries["prometheus"], f"--config.file={self._prometheus_config()}",
             f"--storage.tsdb.path={self.run_dir / 'prometheus'}",
             f"--web.listen-address=127.0.0.1:{p.prometheus}",
+            PROMETHEUS_EXEMPLAR_STORAGE,
         ], f"http://127.0.0.1:{p.prometheus}/-/ready", 60)
+
+    @property
+    def jaeger_ports(self) -> JaegerPorts:
+        p = self.ports
+        return JaegerPorts(p.jaeger_otlp_grpc, p.jaeger_otlp_http, p.jaeger_query, p.jaeger_query_grpc,
+                           p.jaeger_health, p.jaeger_telemetry)
+
+    def _jaeger_binary(self) -> str:
+        print("building Jaeger (about 5-10 minutes the first time, cached after)...", flush=True)
+        log_path = self.run_dir / "jaeger-build.log"
+        with open(log_path, "ab") as log:
+            try:
+                return build_jaeger(stderr=log, env=self.env)
+            except subprocess.CalledProcessError:
+                raise StackError(f"the Jaeger build failed; see {log_path}") from None
 
     def _collector_binary(self) -> str:
         print("building the collector (cached after the first time)...", flush=True)
@@ -167,11 +201,17 @@ class Stack:
                 raise StackError(f"the collector build failed; see {log_path}") from None
 
     def _prometheus_config(self) -> Path:
-        """The committed prometheus.yml with this stack's ports and an absolute rules path."""
+        """The committed prometheus.yml with this stack's ports, and the committed rules rendered
+        with this stack's Jaeger address (the latency alert links its slow traces there)."""
         import yaml  # the demo extra: the service image runs without it
         committed = ROOT / "observability" / "prometheus" / "prometheus.yml"
         config = yaml.safe_load(committed.read_text())
-        config["rule_files"] = [str(committed.parent / pattern) for pattern in config["rule_files"]]
+        rules = self.run_dir / "rules"
+        rules.mkdir(exist_ok=True)
+        stack_thresholds = dataclasses.replace(THRESHOLDS, jaeger_url=self.jaeger_ports.query_url)
+        for name, text in rule_files(stack_thresholds).items():
+            (rules / name).write_text(text)
+        config["rule_files"] = [str(rules / "*.yml")]
         config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{self.ports.alertmanager}"]
         config["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{self.ports.collector_metrics}"]
         path = self.run_dir / "prometheus.yml"
@@ -208,7 +248,8 @@ class Stack:
             "prometheus": f"http://127.0.0.1:{p.prometheus}",
             "alertmanager": f"http://127.0.0.1:{p.alertmanager}",
             "emails": str(self.run_dir / "mail" / "new"),
-            "traces": str(self.run_dir / "traces.jsonl"),
+            "traces": f"{self.jaeger_ports.query_url}/api/traces?service={DEFAULT_SERVICE_NAME}"
+                      "   (or: inferwatch traces --slow)",
             "logs": str(self.run_dir),
         }
 
