@@ -5,7 +5,8 @@ scraped directly, no evaluation interval (Prometheus's default, 1 minute) and no
 The test adds only what it must: the committed rule files, and a free port instead of 8000. In
 front of a real MLflow model server, 30 invalid-JSON requests (every prediction failing) put
 HighPredictionFailureRate in pending (its ``for`` is 2 minutes: pending is the proof, firing
-would only add waiting), and every dashboard query, variable and Grafana rule query returns data.
+would only add waiting); then, with predictions and bad requests flowing as while someone looks
+at the dashboard, every dashboard query, variable and Grafana rule query returns data.
 
 The first rule evaluation after the failures are scraped comes within the 1 minute interval, so
 this test takes about a minute: it is the user's configuration, timings included.
@@ -15,6 +16,10 @@ from __future__ import annotations
 
 import shutil
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -22,6 +27,7 @@ import pytest
 from alerting_stack import PROMETHEUS_DIR, PrometheusServer, poll
 from conftest import Proxy, child_env
 from dashboard_queries import DashboardQueries, grafana_rules, panel_expressions, rule_query
+from inferwatch.stack.demo_model import SEED_EXAMPLE
 from inferwatch.stack.processes import ManagedProcess, free_port
 
 # The seed README's prometheus.yml, character for character.
@@ -38,6 +44,10 @@ SEED_JOB = "ml_model_exporter"
 FAILURES = 30
 # A scrape (5 s), then the rule groups' next evaluation (at most 1 minute), with room to spare.
 EVALUATED_TIMEOUT = 100.0
+# The dashboard check's background traffic: a prediction and a bad request this often, at most
+# this long (the check ends well before).
+TRAFFIC_PERIOD_S = 0.5
+TRAFFIC_MAX_S = 3 * EVALUATED_TIMEOUT
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +67,29 @@ def send_invalid_json(proxy: Proxy, prometheus: PrometheusServer, count: int) ->
         if sent == 0:
             poll(lambda: scraped_failures(prometheus) == scraped + 1, 30, "Prometheus to scrape the first failure")
     poll(lambda: scraped_failures(prometheus) == scraped + count, 30, f"Prometheus to scrape {count} failures")
+
+
+@contextmanager
+def traffic(proxy: Proxy) -> Iterator[None]:
+    """Predictions and invalid JSON in the background, bounded in time, while the block runs: the
+    panels' rate windows are a minute, the recorded series wait for the next evaluation."""
+    stop = threading.Event()
+    answers: list[int] = []
+
+    def send() -> None:
+        deadline = time.monotonic() + TRAFFIC_MAX_S
+        while not stop.wait(TRAFFIC_PERIOD_S) and time.monotonic() < deadline:
+            answers.append(proxy.post(json=SEED_EXAMPLE).status_code)
+            answers.append(proxy.post(data="{not json", headers={"Content-Type": "application/json"}).status_code)
+
+    sender = threading.Thread(target=send, name="seed-traffic", daemon=True)
+    sender.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sender.join(10)
+    assert set(answers) <= {200, 400}, answers
 
 
 def scraped_failures(prometheus: PrometheusServer) -> float:
@@ -103,15 +136,18 @@ def test_every_prediction_failing_puts_the_failure_rate_alert_in_pending_naming_
                                "severity": "critical", "component": "prediction"}
     assert float(alert["value"]) == 1.0
     assert f"100% of predictions ({SEED_JOB}) failed" in alert["annotations"]["description"]
-    assert prometheus.alerts("InferwatchMetricsAbsent") == [] and prometheus.alerts("InferwatchDown") == []
+    # A group evaluated before Prometheus's first scrape may have put InferwatchMetricsAbsent in
+    # pending; its next evaluation, with the series there, clears it.
+    poll(lambda: prometheus.alerts("InferwatchMetricsAbsent") == [], EVALUATED_TIMEOUT,
+         "InferwatchMetricsAbsent to stay or turn inactive")
+    assert prometheus.alerts("InferwatchDown") == []
 
 
 def test_every_dashboard_query_variable_and_grafana_rule_query_returns_data(seed):
-    # Traffic now, as while someone looks at the dashboard: the panels' rate windows are short.
-    send_invalid_json(seed.proxy, seed.prometheus, FAILURES)
     queries = DashboardQueries(seed.prometheus)
     expressions = [*panel_expressions(queries.board),
                    *((rule["title"], rule_query(rule)) for rule in grafana_rules())]
-    assert queries.wait_for_data(expressions, EVALUATED_TIMEOUT) == {}
+    with traffic(seed.proxy):
+        assert queries.wait_for_data(expressions, EVALUATED_TIMEOUT) == {}
     values = queries.resolve_variables()
     assert values["job"] == [SEED_JOB] and len(values["instance"]) == 1 and "/predict" in values["route"], values
