@@ -259,6 +259,8 @@ class OperationalEndpoints:
         return hmac.compare_digest(given, self._metrics_authorization)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if "HTTP_TRANSFER_ENCODING" in environ or "HTTP_EXPECT" in environ:
+            start_response = request_body.closing_when_needed(environ, start_response)
         response = self._dispatch(environ, start_response)
         if request_body.has_unread_body(environ):
             return DiscardAfterAnswer(response, environ, self._discard_timeout)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from inferwatch.proxy import errors
 
@@ -110,6 +110,22 @@ def _read_chunked(environ: dict, limit: int, timeout: float) -> bytes:
         if size > limit:
             raise errors.payload_too_large(limit)
         parts.append(chunk)
+
+
+def closing_when_needed(environ: dict, start_response: Callable) -> Callable:
+    """``start_response`` that adds ``Connection: close`` when uWSGI's router will close anyway.
+
+    The router keeps no keep-alive after a request with a Transfer-Encoding or an interim
+    ``100 Continue``; saying
+    so stops a client from sending its next request on a connection that is about to close.
+    """
+    def start(status: str, headers: list, exc_info=None):
+        if environ.get(CONTINUE_SENT) or "HTTP_TRANSFER_ENCODING" in environ:
+            if not any(name.lower() == "connection" for name, _ in headers):
+                headers = [*headers, ("Connection", "close")]
+        return start_response(status, headers, exc_info)
+
+    return start
 
 
 def has_unread_body(environ: dict) -> bool:
