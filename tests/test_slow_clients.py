@@ -120,8 +120,8 @@ def test_slow_clients_far_above_the_thread_count_do_not_slow_predictions(mlflow_
         held = client.closed - client.stopped_sending
         if client.kind in ("partial", "trickle"):  # silent while sending request headers: the router
             assert CLIENT_TIMEOUT_S - 1.1 <= held < CLIENT_TIMEOUT_S + 1.5, (client.kind, held)
-        elif client.kind == "body":  # silent in the body: the worker's read, which may wait twice
-            assert CLIENT_TIMEOUT_S - 0.1 <= held < 2 * CLIENT_TIMEOUT_S + 1.5, held
+        elif client.kind == "body":  # silent in the body: the worker's read gives up, answers 408, closes
+            assert CLIENT_TIMEOUT_S - 0.1 <= held < CLIENT_TIMEOUT_S + 1.5, held
         elif client.kind == "idle":  # idle between requests, after its answer
             assert client.answer.startswith(b"HTTP/1.1 200 OK")
             assert KEEPALIVE_TIMEOUT_S - 1.1 <= held < KEEPALIVE_TIMEOUT_S + 1.5, held

@@ -60,7 +60,13 @@ def declared_length(environ: dict) -> int | None:
 def read_body(environ: dict, length: int | None, limit: int, timeout: float) -> bytes:
     """The whole body (``length`` from :func:`declared_length`, already checked against ``limit``)."""
     _send_continue(environ)
-    body = _read_chunked(environ, limit, timeout) if length is None else _read_exact(environ, length, timeout)
+    try:
+        body = _read_chunked(environ, limit, timeout) if length is None else _read_exact(environ, length, timeout)
+    except errors.ProxyError as error:
+        # A client that went silent or away has nothing left worth waiting for; one over the
+        # limit is still sending, and what it sends is discarded after the answer.
+        environ[BODY_READ] = error.outcome is not errors.PredictionOutcome.PAYLOAD_TOO_LARGE
+        raise
     environ[BODY_READ] = True
     return body
 
