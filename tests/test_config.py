@@ -46,3 +46,16 @@ def test_the_command_refuses_a_bad_flag_with_exit_code_2(capsys):
 
 def test_upstream_trailing_slash_is_normalised():
     assert load_settings({}, environ={"INFERWATCH_UPSTREAM": "http://m:1/"}).invocations_url == "http://m:1/invocations"
+
+
+def test_the_router_waits_longer_for_the_worker_than_the_worker_may_take():
+    from inferwatch.proxy.server import router_timeouts, uwsgi_command
+
+    settings = load_settings({"client_timeout": "2.5", "keepalive_timeout": "60"}, environ={})
+    timeouts = router_timeouts(settings)
+    assert (timeouts.headers, timeouts.keepalive) == (3, 60)  # uWSGI takes whole seconds: rounded up
+    # A request may spend the body's silence, the connect and the model's read in the worker.
+    assert timeouts.exchange > settings.client_timeout + settings.connect_timeout + settings.read_timeout
+    command = uwsgi_command(settings, "/run/inferwatch-x")
+    assert command[command.index("--http-timeout") + 1] == str(timeouts.exchange)
+    assert "--http11-socket" not in command and "--post-buffering" not in command

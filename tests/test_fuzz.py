@@ -105,7 +105,12 @@ def test_generated_requests_never_break_the_proxy_and_are_counted_exactly(proxy)
         (method, path), content_type, body, chunked = request
         headers = {"Content-Type": content_type} if content_type else {}
         data = (body[i:i + 1000] for i in range(0, len(body), 1000)) if chunked else body
-        response = session.request(method, proxy.url + path, data=data, headers=headers, timeout=30)
+        try:
+            response = session.request(method, proxy.url + path, data=data, headers=headers, timeout=30)
+        except requests.ConnectionError as error:  # a kept-alive connection closed without notice?
+            raise AssertionError(f"{error!r} after {sent.get('previous')}") from None
+        sent["previous"] = (method, path, content_type, body[:80], chunked, response.status_code,
+                            response.headers.get("Connection"))
         check_answer(method, path, response)
         if path not in OPERATIONAL:
             sent["counted"] += 1

@@ -251,3 +251,18 @@ def test_every_failure_reason_exists_at_zero_from_start_up():
     [family] = [f for f in text_string_to_metric_families(text) if f.name == "prediction_failure_by_reason"]
     reasons = {sample.labels["reason"] for sample in family.samples}
     assert {"incomplete_body", "client_timeout", "internal_error", "payload_too_large"} <= reasons
+
+
+def test_answers_that_leave_the_body_unread_keep_the_connection_usable(proxy):
+    # uWSGI's router loses a request that arrives while the worker is still busy with the previous
+    # one after answering it; the unread body used to be discarded then, and 2-3 % of these failed.
+    with requests.Session() as session:
+        for i in range(300):
+            if i % 2:
+                response = session.post(proxy.url + "/predict", data=b"x" * 200, headers={"Content-Type": "text/plain"})
+            else:
+                response = session.put(proxy.url + "/predict", data=b"x" * 200)
+            assert response.status_code == (415 if i % 2 else 405)
+    samples = proxy.metrics()
+    assert total(samples, "http_requests_total") == 300
+    assert total(samples, "prediction_failure_by_reason_total", reason="unsupported_media_type") == 150

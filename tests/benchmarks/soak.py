@@ -163,8 +163,9 @@ class SoakResult:
 
 
 def uwsgi_worker(master_pid: int) -> psutil.Process:
-    """The process that runs the app: the proxy's pid is uWSGI's master, which forks one worker."""
-    [worker] = psutil.Process(master_pid).children()
+    """The process that runs the app: the proxy's pid is uWSGI's master, which forks one worker, with
+    the request threads, and the HTTP router, with one thread."""
+    [worker] = [child for child in psutil.Process(master_pid).children() if child.num_threads() > 1]
     return worker
 
 
@@ -210,7 +211,7 @@ def soak(
             on_sample(samples[-1])
         load.join(timeout=sample_every_s)
     [report] = reports
-    survived = worker.is_running() and psutil.Process(master_pid).children() == [worker]
+    survived = worker.is_running() and uwsgi_worker(master_pid) == worker
     counted = contract_totals(requests.get(proxy_url + "/metrics", timeout=10).text)
     collector_counted = None
     if collector_metrics_url is not None:

@@ -105,7 +105,7 @@ class Predictor:
         limit = self.settings.max_body_bytes
         length = request_body.declared_length(environ)
         if length is not None and length > limit:
-            raise errors.payload_too_large(limit)
+            raise request_body.too_large(environ, limit)
         content_type = request.headers.get("Content-Type", "")
         if request.mimetype not in (JSON, CSV):
             raise errors.unsupported_media_type(content_type)
@@ -263,7 +263,9 @@ class OperationalEndpoints:
             start_response = request_body.closing_when_needed(environ, start_response)
         response = self._dispatch(environ, start_response)
         if request_body.has_unread_body(environ):
-            return DiscardAfterAnswer(response, environ, self._discard_timeout)
+            if environ.get(request_body.ANSWER_FIRST):
+                return DiscardAfterAnswer(response, environ, self._discard_timeout)
+            request_body.discard_unread(environ, self._discard_timeout)
         return response
 
     def _dispatch(self, environ: dict, start_response: Callable) -> Iterable[bytes]:

@@ -13,10 +13,15 @@ uWSGI hands the app a request as soon as its headers are complete; the body is r
 * a client that sends nothing for ``client_timeout`` seconds in the middle of its body is answered
   408 ``client_timeout``, one whose body ends before its Content-Length 400 ``incomplete_body``.
 
-What a request leaves unread (a 404, 405, 413 or 415 is answered without reading the body) is read
-and thrown away after the answer has gone out (:class:`DiscardAfterAnswer`), for ``client_timeout``
-seconds at most: the client reads its answer and the connection closes cleanly instead of with a
-reset, even while the client is still sending a body far over the limit.
+What a request leaves unread is read and thrown away, for ``client_timeout`` seconds at most:
+
+* a body over the limit after its 413 has gone out (:class:`DiscardAfterAnswer`): the client reads
+  its answer while it is still sending, and the connection closes cleanly instead of with a reset;
+* any other unread body (a 404, 405 or 415 is answered without reading it) before the answer goes
+  out (:func:`discard_unread`), so the keep-alive connection is ready for the next request when the
+  client gets its answer. uWSGI's router loses a request that arrives on a connection whose
+  previous answer the worker has sent but not yet finished: discarding after the answer made
+  2-3 % of the next requests fail.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ except ImportError:
 # environ keys this module sets on a request.
 BODY_READ = "inferwatch.body_read"
 CONTINUE_SENT = "inferwatch.continue_sent"
+ANSWER_FIRST = "inferwatch.answer_first"  # the body is over the limit: answer, then discard, then close
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 DISCARD_READ_BYTES = 65536
@@ -55,6 +61,12 @@ def declared_length(environ: dict) -> int | None:
     if not text.isdigit():
         raise errors.invalid_input(f"Content-Length {text!r} is not a number of bytes")
     return int(text)
+
+
+def too_large(environ: dict, limit: int) -> errors.ProxyError:
+    """The 413 for a body over ``limit``; what is left of the body is discarded after it."""
+    environ[ANSWER_FIRST] = True
+    return errors.payload_too_large(limit)
 
 
 def read_body(environ: dict, length: int | None, limit: int, timeout: float) -> bytes:
@@ -97,7 +109,7 @@ def _read_chunked(environ: dict, limit: int, timeout: float) -> bytes:
             raise errors.invalid_input("send a Content-Length: this server cannot read chunked bodies")
         body = environ["wsgi.input"].read(limit + 1)
         if len(body) > limit:
-            raise errors.payload_too_large(limit)
+            raise too_large(environ, limit)
         return body
     parts, size = [], 0
     while True:
@@ -114,7 +126,7 @@ def _read_chunked(environ: dict, limit: int, timeout: float) -> bytes:
             return b"".join(parts)
         size += len(chunk)
         if size > limit:
-            raise errors.payload_too_large(limit)
+            raise too_large(environ, limit)
         parts.append(chunk)
 
 
