@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import threading
@@ -131,6 +132,10 @@ class SoakResult:
             "rss_growth_peak_percent": round(100 * (max(rss) - baseline) / baseline, 2),
             "fds_min": min(fds),
             "fds_max": max(fds),
+            # Each request in the worker holds the router's connection for it, so the count moves
+            # with the requests in flight; a leak shows as the second half's median above the first's.
+            "fds_median_first_half": statistics.median(fds[: len(fds) // 2] or fds),
+            "fds_median_second_half": statistics.median(fds[len(fds) // 2:]),
             "threads_min": min(threads),
             "threads_max": max(threads),
         }
@@ -156,6 +161,8 @@ class SoakResult:
             ("RSS growth after warm-up, end (peak)",
              f"{f['rss_growth_end_percent']:+.2f} % ({f['rss_growth_peak_percent']:+.2f} %)"),
             ("open file descriptors after warm-up, min-max", f"{f['fds_min']}-{f['fds_max']}"),
+            ("open file descriptors, median of the first half -> second half",
+             f"{f['fds_median_first_half']} -> {f['fds_median_second_half']}"),
             ("worker threads, min-max", f"{f['threads_min']}-{f['threads_max']}"),
             ("worker survived", "yes" if f["worker_survived"] else "NO"),
         ]

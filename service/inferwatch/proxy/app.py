@@ -138,7 +138,7 @@ class Predictor:
         Called with the final answer, whatever happened before: a prediction that never recorded an
         outcome (an exception outside :meth:`handle`) counts as ``internal_error``.
         """
-        if request.method != "POST" or request.endpoint not in PREDICTION_ROUTES or g.get("counted"):
+        if not is_prediction() or g.get("counted"):
             return g.get("outcome")
         g.counted = True
         outcome = g.setdefault("outcome", PredictionOutcome.INTERNAL_ERROR)
@@ -147,6 +147,11 @@ class Predictor:
         else:
             self._failures.add(1, self._failure_attributes[outcome])
         return outcome
+
+
+def is_prediction() -> bool:
+    """The current request is a prediction: a POST to one of the prediction routes."""
+    return request.method == "POST" and request.endpoint in PREDICTION_ROUTES
 
 
 def _validated(body: bytes, content_type: str, mimetype: str, params: dict) -> tuple[bytes, str, int]:
@@ -336,13 +341,16 @@ def create_app(
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
         code = (error.name or "error").lower().replace(" ", "_")
+        if is_prediction() and not g.get("counted"):  # then Predictor.count counts it with this reason
+            g.outcome = PredictionOutcome.INVALID_INPUT if error.code < 500 else PredictionOutcome.INTERNAL_ERROR
         return Response(error_body(code, error.description or error.name), status=error.code, content_type=JSON)
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error")
         failure = errors.internal_error()
-        g.setdefault("outcome", failure.outcome)  # a prediction that got this far is counted as one
+        if is_prediction() and not g.get("counted"):
+            g.outcome = failure.outcome  # counted as this 500, whatever the prediction recorded before
         return error_response(failure)
 
     telemetry.instrument_app(app)

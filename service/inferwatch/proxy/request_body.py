@@ -58,7 +58,7 @@ def declared_length(environ: dict) -> int | None:
         return None
     if not text:
         return 0
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise errors.invalid_input(f"Content-Length {text!r} is not a number of bytes")
     return int(text)
 
