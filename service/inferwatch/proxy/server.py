@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ SHUTDOWN_GRACE_S = 15
 MAX_HEADER_BYTES = 65535
 # Request header lines the worker accepts (uWSGI's --max-vars counts a few of its own).
 MAX_HEADER_LINES = 200
+# The worker socket's directory: SOCKET_DIR_PREFIX + the master's pid + "-" + random.
+SOCKET_DIR_PREFIX = "inferwatch-"
 
 
 @dataclass(frozen=True)
@@ -108,11 +111,34 @@ def uwsgi_command(settings: Settings, socket_dir: str) -> list[str]:
     ]
 
 
+def socket_dir(base: str | None = None) -> str:
+    """A new directory (mode 0700: only this user reaches the workers) for the worker socket.
+
+    It is named after this process, which becomes uWSGI's master, and removed when the master
+    exits; one left behind by a master that was killed is removed here, at the next start.
+    """
+    base_path = Path(base or tempfile.gettempdir())
+    for stale in base_path.glob(SOCKET_DIR_PREFIX + "*-*"):
+        pid = stale.name.removeprefix(SOCKET_DIR_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and stale.stat().st_uid == os.getuid() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{SOCKET_DIR_PREFIX}{os.getpid()}-", dir=base_path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def serve(settings: Settings) -> None:
     """Exec uWSGI with the settings passed on through the environment."""
     environ = dict(os.environ)
     for field, value in vars(settings).items():
         environ[env_name(field)] = str(value)
-    socket_dir = tempfile.mkdtemp(prefix="inferwatch-")  # mode 0700: only this user reaches the workers
-    command = uwsgi_command(settings, socket_dir)
+    command = uwsgi_command(settings, socket_dir())
     os.execve(command[0], command, environ)
