@@ -160,10 +160,17 @@ def test_an_oversized_body_gets_the_413_early_and_the_connection_closes_cleanly(
     # A body within the limit gets its 100 Continue, then the model's answer.
     answer, _ = raw_exchange(proxy.port, post_head(len(SEED), b"Expect: 100-continue"), SEED.encode())
     assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"), answer[:200]
+    # Refused before the 100 (here for its content type), the body is never sent and the answer
+    # says the connection closes.
+    head = post_head(len(SEED), b"Expect: 100-continue").replace(b"application/json", b"text/plain")
+    answer, _ = raw_exchange(proxy.port, head)
+    assert status_line(answer) == b"HTTP/1.1 415 UNSUPPORTED MEDIA TYPE", answer[:200]
+    assert b"\r\nConnection: close\r\n" in answer and b"100 Continue" not in answer
 
     samples = proxy.metrics()
     assert total(samples, "prediction_failure_by_reason_total", reason="payload_too_large") == 3
     assert total(samples, "http_requests_total", status="413") == 3
+    assert total(samples, "prediction_failure_by_reason_total", reason="unsupported_media_type") == 1
     assert total(samples, "prediction_success_total") == 1
 
 

@@ -85,7 +85,10 @@ def read_body(environ: dict, length: int | None, limit: int, timeout: float) -> 
 
 def _send_continue(environ: dict) -> None:
     if uwsgi is not None and environ.get("HTTP_EXPECT", "").lower() == "100-continue":
-        os.write(uwsgi.connection_fd(), CONTINUE)
+        try:
+            os.write(uwsgi.connection_fd(), CONTINUE)
+        except OSError:
+            return  # the client has gone: reading its body says so
         environ[CONTINUE_SENT] = True
 
 
@@ -133,12 +136,12 @@ def _read_chunked(environ: dict, limit: int, timeout: float) -> bytes:
 def closing_when_needed(environ: dict, start_response: Callable) -> Callable:
     """``start_response`` that adds ``Connection: close`` when uWSGI's router will close anyway.
 
-    The router keeps no keep-alive after a request with a Transfer-Encoding or an interim
-    ``100 Continue``; saying
-    so stops a client from sending its next request on a connection that is about to close.
+    The router keeps no keep-alive after a request with a Transfer-Encoding, an interim
+    ``100 Continue``, or a body left unsent (``Expect: 100-continue`` answered without the 100);
+    saying so stops a client from sending its next request on a connection that is about to close.
     """
     def start(status: str, headers: list, exc_info=None):
-        if environ.get(CONTINUE_SENT) or "HTTP_TRANSFER_ENCODING" in environ:
+        if "HTTP_TRANSFER_ENCODING" in environ or environ.get("HTTP_EXPECT", "").lower() == "100-continue":
             if not any(name.lower() == "connection" for name, _ in headers):
                 headers = [*headers, ("Connection", "close")]
         return start_response(status, headers, exc_info)
