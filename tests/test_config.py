@@ -1,5 +1,7 @@
 """Settings: flag beats environment beats default; a bad value names its variable."""
 
+import os
+
 import pytest
 
 from inferwatch.cli import main
@@ -46,3 +48,34 @@ def test_the_command_refuses_a_bad_flag_with_exit_code_2(capsys):
 
 def test_upstream_trailing_slash_is_normalised():
     assert load_settings({}, environ={"INFERWATCH_UPSTREAM": "http://m:1/"}).invocations_url == "http://m:1/invocations"
+
+
+def test_the_router_waits_longer_for_the_worker_than_the_worker_may_take():
+    from inferwatch.proxy.server import router_timeouts, uwsgi_command
+
+    settings = load_settings({"client_timeout": "2.5", "keepalive_timeout": "60"}, environ={})
+    timeouts = router_timeouts(settings)
+    assert (timeouts.headers, timeouts.keepalive) == (3, 60)  # uWSGI takes whole seconds: rounded up
+    # A request may spend the body's silence, the connect and the model's read in the worker.
+    assert timeouts.exchange > settings.client_timeout + settings.connect_timeout + settings.read_timeout
+    command = uwsgi_command(settings, "/run/inferwatch-x")
+    assert command[command.index("--http-timeout") + 1] == str(timeouts.exchange)
+    assert "--http11-socket" not in command and "--post-buffering" not in command
+
+
+def test_a_socket_directory_left_by_a_killed_proxy_is_removed_at_the_next_start(tmp_path):
+    import subprocess
+    import sys
+
+    from inferwatch.proxy.server import SOCKET_DIR_PREFIX, socket_dir
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)  # a process that has exited
+    stale = tmp_path / f"{SOCKET_DIR_PREFIX}{dead_pid}-abc"
+    stale.mkdir()
+    (stale / "app.sock").touch()
+    alive = tmp_path / f"{SOCKET_DIR_PREFIX}1-def"  # pid 1 is always running
+    alive.mkdir()
+    fresh = socket_dir(str(tmp_path))
+    assert not stale.exists() and alive.exists()
+    assert fresh.startswith(str(tmp_path / SOCKET_DIR_PREFIX)) and (oct(os.stat(fresh).st_mode)[-3:] == "700")

@@ -128,8 +128,9 @@ def assert_alive(proxy) -> None:
 
 
 def uwsgi_worker(proxy) -> psutil.Process:
-    """The process that runs the app: uWSGI's master (the proxy's pid) forks one worker."""
-    [worker] = psutil.Process(proxy.process.process.pid).children()
+    """The process that runs the app: uWSGI's master (the proxy's pid) forks one worker, with the
+    request threads, and the HTTP router, with one thread."""
+    [worker] = [child for child in psutil.Process(proxy.process.process.pid).children() if child.num_threads() > 1]
     return worker
 
 

@@ -2,7 +2,8 @@
 
 Both proxies run with full telemetry (OTLP to a real collector, /metrics, the request log) in
 front of the same MLflow model server, and are loaded in interleaved rounds (A B A B ...) with
-wrk, so machine drift cancels out. Reports each side's proxy CPU per request, p50 and req/s.
+wrk, so machine drift cancels out. Reports each side's proxy CPU per request (all of uWSGI's
+processes, and the HTTP router's share of it), p50 and req/s.
 
     python tests/benchmarks/ab_compare.py --baseline HEAD~1 [--rounds 4 --seconds 5 --concurrency 1 8]
 """
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from bench_proxy import ROOT, env_with
-from harness import cpu_seconds, median, run_wrk, wrk_script
+from harness import cpu_seconds, median, router_cpu_seconds, run_wrk, wrk_script
 from inferwatch.stack.demo_model import save_demo_model
 from inferwatch.stack.processes import (
     CollectorPorts,
@@ -70,16 +71,20 @@ def main(argv: list[str] | None = None) -> int:
         for concurrency in args.concurrency:
             for _ in range(args.rounds):
                 for name, (url, process) in sides.items():
-                    before = cpu_seconds(process.process.pid)
+                    pid = process.process.pid
+                    before, router_before = cpu_seconds(pid), router_cpu_seconds(pid)
                     figures = run_wrk(url, script, concurrency, args.seconds)
-                    figures["cpu_ms"] = (cpu_seconds(process.process.pid) - before) * 1000 / max(figures["requests"], 1)
+                    done = max(figures["requests"], 1)
+                    figures["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / done
+                    figures["router_cpu_ms"] = (router_cpu_seconds(pid) - router_before) * 1000 / done
                     results.setdefault(concurrency, {}).setdefault(name, []).append(figures)
         print(f"baseline {args.baseline} vs working tree, medians of {args.rounds} interleaved rounds")
-        print("| concurrency | side | proxy CPU ms/req | p50 ms | req/s |")
-        print("|---|---|---|---|---|")
+        print("| concurrency | side | proxy CPU ms/req | of which the HTTP router | p50 ms | req/s |")
+        print("|---|---|---|---|---|---|")
         for concurrency, by_side in results.items():
             for name, runs in by_side.items():
                 print(f"| {concurrency} | {name} | {median([r['cpu_ms'] for r in runs]):.3f} "
+                      f"| {median([r['router_cpu_ms'] for r in runs]):.3f} "
                       f"| {median([r['p50_ms'] for r in runs]):.2f} | {median([r['rps'] for r in runs]):.0f} |")
     finally:
         for process in reversed(processes):

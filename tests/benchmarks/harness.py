@@ -64,6 +64,16 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def router_cpu_seconds(pid: int) -> float:
+    """User + system CPU of uWSGI's HTTP router under the master ``pid``: its one-thread child (0 without one)."""
+    total = 0.0
+    for child in psutil.Process(pid).children():
+        if child.num_threads() == 1:
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def median(values) -> float:
     return statistics.median(values)
 

@@ -40,6 +40,13 @@ CANDIDATES = {
          "--module", "inferwatch.proxy.wsgi:application"],
         {},
     ),
+    # What inferwatch serve runs since issue 11: uWSGI's HTTP router in front of the same worker.
+    "uwsgi-router-16": (
+        [str(Path(sys.executable).parent / "uwsgi"), "--http", "{addr}", "--http-keepalive=75",
+         "--socket", "{socket}", "--processes", "1", "--threads", "16", "--enable-threads", "--lazy-apps",
+         "--die-on-term", "--disable-logging", "--module", "inferwatch.proxy.wsgi:application"],
+        {},
+    ),
 }
 
 
@@ -57,7 +64,7 @@ def main() -> None:
         port = free_port()
         env = dict(os.environ, INFERWATCH_UPSTREAM=args.upstream, INFERWATCH_PORT=str(port),
                    INFERWATCH_LOG_LEVEL="WARNING", **extra)
-        command = [part.format(addr=f"127.0.0.1:{port}", port=port) for part in command]
+        command = [part.format(addr=f"127.0.0.1:{port}", port=port, socket=work / f"{name}.sock") for part in command]
         process = ManagedProcess(name, command, work / f"{name}.log", env=env).start()
         process.wait_ready(f"http://127.0.0.1:{port}/healthz")
         servers[name] = (process, f"http://127.0.0.1:{port}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import threading
@@ -131,6 +132,10 @@ class SoakResult:
             "rss_growth_peak_percent": round(100 * (max(rss) - baseline) / baseline, 2),
             "fds_min": min(fds),
             "fds_max": max(fds),
+            # Each request in the worker holds the router's connection for it, so the count moves
+            # with the requests in flight; a leak shows as the second half's median above the first's.
+            "fds_median_first_half": statistics.median(fds[: len(fds) // 2] or fds),
+            "fds_median_second_half": statistics.median(fds[len(fds) // 2:]),
             "threads_min": min(threads),
             "threads_max": max(threads),
         }
@@ -156,6 +161,8 @@ class SoakResult:
             ("RSS growth after warm-up, end (peak)",
              f"{f['rss_growth_end_percent']:+.2f} % ({f['rss_growth_peak_percent']:+.2f} %)"),
             ("open file descriptors after warm-up, min-max", f"{f['fds_min']}-{f['fds_max']}"),
+            ("open file descriptors, median of the first half -> second half",
+             f"{f['fds_median_first_half']} -> {f['fds_median_second_half']}"),
             ("worker threads, min-max", f"{f['threads_min']}-{f['threads_max']}"),
             ("worker survived", "yes" if f["worker_survived"] else "NO"),
         ]
@@ -163,8 +170,9 @@ class SoakResult:
 
 
 def uwsgi_worker(master_pid: int) -> psutil.Process:
-    """The process that runs the app: the proxy's pid is uWSGI's master, which forks one worker."""
-    [worker] = psutil.Process(master_pid).children()
+    """The process that runs the app: the proxy's pid is uWSGI's master, which forks one worker, with
+    the request threads, and the HTTP router, with one thread."""
+    [worker] = [child for child in psutil.Process(master_pid).children() if child.num_threads() > 1]
     return worker
 
 
@@ -210,7 +218,7 @@ def soak(
             on_sample(samples[-1])
         load.join(timeout=sample_every_s)
     [report] = reports
-    survived = worker.is_running() and psutil.Process(master_pid).children() == [worker]
+    survived = worker.is_running() and uwsgi_worker(master_pid) == worker
     counted = contract_totals(requests.get(proxy_url + "/metrics", timeout=10).text)
     collector_counted = None
     if collector_metrics_url is not None:

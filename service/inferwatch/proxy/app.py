@@ -33,13 +33,8 @@ from pathlib import Path
 from flask import Flask, Response, g, request
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
-from inferwatch.proxy import correlation, errors, exposition
-from inferwatch.proxy.access_log import AccessLog
-from inferwatch.proxy.config import Settings, load_settings
-from inferwatch.proxy.errors import FAILURES, PredictionOutcome, ProxyError, error_body
-from inferwatch.proxy.host import HostSampler, RequestRate
 from inferwatch.contract.metrics import (
     ERROR_TYPE,
     HTTP_SERVER_ACTIVE_REQUESTS,
@@ -47,6 +42,12 @@ from inferwatch.contract.metrics import (
     PREDICTION_SUCCESSES,
     URL_SCHEME,
 )
+from inferwatch.proxy import correlation, errors, exposition, request_body
+from inferwatch.proxy.access_log import AccessLog
+from inferwatch.proxy.config import Settings, load_settings
+from inferwatch.proxy.errors import FAILURES, PredictionOutcome, ProxyError, error_body
+from inferwatch.proxy.host import HostSampler, RequestRate
+from inferwatch.proxy.request_body import DiscardAfterAnswer
 from inferwatch.proxy.telemetry import Telemetry, setup_telemetry
 from inferwatch.proxy.upstream import UpstreamAnswer, UpstreamClient
 
@@ -87,27 +88,31 @@ class Predictor:
         span.set_attribute(ATTR_MODEL_ROUTE, "/invocations")
         try:
             body, content_type = self._read_body()
-            rows = _row_count(body, content_type)
+            body, content_type, rows = _validated(body, content_type, request.mimetype, request.mimetype_params)
             span.set_attribute(ATTR_ROW_COUNT, rows)
             answer = self.upstream.invoke(body, content_type)
             response = self._answer(answer)
         except ProxyError as error:
             self._record(error.outcome, span, error.message)
             return error_response(error)
+        except Exception:  # noqa: BLE001 - whatever fails, the client gets the JSON 500 and it is counted
+            log.exception("prediction failed unexpectedly")
+            error = errors.internal_error()
+            self._record(error.outcome, span, error.message)
+            return error_response(error)
         self._record(PredictionOutcome.SUCCESS if response.status_code == 200 else PredictionOutcome.MODEL_REJECTED, span)
         return response
 
     def _read_body(self) -> tuple[bytes, str]:
+        environ = request.environ
         limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise errors.payload_too_large(limit)
+        length = request_body.declared_length(environ)
+        if length is not None and length > limit:
+            raise request_body.too_large(environ, limit)
         content_type = request.headers.get("Content-Type", "")
         if request.mimetype not in (JSON, CSV):
             raise errors.unsupported_media_type(content_type)
-        try:
-            body = request.get_data(cache=False)
-        except RequestEntityTooLarge:
-            raise errors.payload_too_large(limit) from None
+        body = request_body.read_body(environ, length, limit, self.settings.client_timeout)
         if not body:
             raise errors.invalid_input("request body is empty")
         return body, content_type
@@ -123,24 +128,62 @@ class Predictor:
         return Response(_without_stack_trace(answer.body), status=answer.status, content_type=JSON)
 
     def _record(self, outcome: PredictionOutcome, span: trace.Span, message: str = "") -> None:
+        """The outcome on the span; :meth:`count` counts it once the answer is final."""
         g.outcome = outcome
         span.set_attribute(ATTR_OUTCOME, outcome.value)
+        if outcome is not PredictionOutcome.SUCCESS:
+            span.set_attribute(ERROR_TYPE, outcome.value)
+            span.set_status(Status(StatusCode.ERROR, message or outcome.value))
+
+    def count(self) -> PredictionOutcome | None:
+        """Count this request, if it is a prediction, exactly once: a success or a failure by reason.
+
+        Called with the final answer, whatever happened before: a prediction that never recorded an
+        outcome (an exception outside :meth:`handle`) counts as ``internal_error``.
+        """
+        if not is_prediction() or g.get("counted"):
+            return g.get("outcome")
+        g.counted = True
+        outcome = g.setdefault("outcome", PredictionOutcome.INTERNAL_ERROR)
         if outcome is PredictionOutcome.SUCCESS:
             self._successes.add(1)
-            return
-        self._failures.add(1, self._failure_attributes[outcome])
-        span.set_attribute(ERROR_TYPE, outcome.value)
-        span.set_status(Status(StatusCode.ERROR, message or outcome.value))
+        else:
+            self._failures.add(1, self._failure_attributes[outcome])
+        return outcome
 
 
-def _row_count(body: bytes, content_type: str) -> int:
-    """Rows in the request; validates JSON bodies on the way (a bad body never reaches MLflow)."""
-    if not content_type.startswith(JSON):
-        return max(body.count(b"\n", 0, len(body) - 1), 0)  # CSV: lines after the header
+def is_prediction() -> bool:
+    """The current request is a prediction: a POST to one of the prediction routes."""
+    return request.method == "POST" and request.endpoint in PREDICTION_ROUTES
+
+
+def _validated(body: bytes, content_type: str, mimetype: str, params: dict) -> tuple[bytes, str, int]:
+    """The body and content type to forward, and the row count; a bad body never reaches MLflow.
+
+    JSON in another encoding than UTF-8 (a ``charset`` parameter, or UTF-16/32 text) is forwarded
+    as UTF-8, the only encoding MLflow reads.
+    """
+    if mimetype != JSON:
+        return body, content_type, max(body.count(b"\n", 0, len(body) - 1), 0)  # CSV: lines after the header
+    charset = params.get("charset")
+    encoding = charset.lower() if charset else json.detect_encoding(body)
     try:
-        payload = json.loads(body)
+        text = body.decode("utf-8-sig" if encoding in ("utf-8", "utf8") else encoding)
+        payload = json.loads(text)
+    except LookupError:
+        raise errors.unsupported_media_type(content_type) from None
     except (ValueError, UnicodeDecodeError) as error:
         raise errors.invalid_json(str(error)) from None
+    except RecursionError:
+        raise errors.invalid_json("the JSON is nested too deeply") from None
+    rows = _row_count(payload)
+    if encoding not in ("utf-8", "utf8", "utf-8-sig"):
+        body, content_type = text.encode(), JSON
+    return body, content_type, rows
+
+
+def _row_count(payload: object) -> int:
+    """Rows in a JSON request; checks its shape on the way."""
     if not isinstance(payload, dict):
         raise errors.invalid_input("expected a JSON object with one of " + ", ".join(MLFLOW_INPUT_KEYS))
     keys = [key for key in MLFLOW_INPUT_KEYS if key in payload]
@@ -166,7 +209,10 @@ def _without_stack_trace(body: bytes) -> bytes:
 
 
 def error_response(error: ProxyError) -> Response:
-    return Response(error.body(), status=error.status, content_type=JSON)
+    response = Response(error.body(), status=error.status, content_type=JSON)
+    if error.status == 413:
+        response.headers["Connection"] = "close"  # the rest of the body is discarded, then the connection closes
+    return response
 
 
 class OperationalEndpoints:
@@ -195,6 +241,7 @@ class OperationalEndpoints:
         }
         self._registry = telemetry.registry
         self._upstream = upstream
+        self._discard_timeout = settings.client_timeout
 
     def _metrics(self, environ: dict) -> tuple[str, str, bytes]:
         content_type, body = exposition.render(self._registry, environ.get("HTTP_ACCEPT", ""))
@@ -225,10 +272,14 @@ class OperationalEndpoints:
         return hmac.compare_digest(given, self._metrics_authorization)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        try:
-            return self._dispatch(environ, start_response)
-        finally:
-            _drain_body(environ)
+        if "HTTP_TRANSFER_ENCODING" in environ or "HTTP_EXPECT" in environ:
+            start_response = request_body.closing_when_needed(environ, start_response)
+        response = self._dispatch(environ, start_response)
+        if request_body.has_unread_body(environ):
+            if environ.get(request_body.ANSWER_FIRST):
+                return DiscardAfterAnswer(response, environ, self._discard_timeout)
+            request_body.discard_unread(environ, self._discard_timeout)
+        return response
 
     def _dispatch(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         route = self._route(environ)
@@ -260,35 +311,18 @@ class OperationalEndpoints:
         return [body]
 
 
-def _drain_body(environ: dict) -> None:
-    """Read what the app left of the request body (a 404, 405, 413 or 415 answers unread).
-
-    uWSGI closes a keep-alive connection whose body was not read, without saying so in the
-    response; a client that reuses the connection then gets a reset. The body is already
-    buffered (post-buffering), so this costs a memory copy, never a wait on the client.
-    """
-    if not environ.get("CONTENT_LENGTH") or environ.get("CONTENT_LENGTH") == "0":
-        return
-    stream = environ.get("wsgi.input")
-    try:
-        while stream is not None and stream.read(65536):
-            pass
-    except (OSError, ValueError):
-        pass  # the connection is gone; nothing left to keep clean
-
-
 def create_app(
     settings: Settings | None = None,
     telemetry: Telemetry | None = None,
     *,
     start_sampler: bool = True,
+    upstream: UpstreamClient | None = None,
 ) -> Flask:
     """Build the proxy. ``telemetry`` defaults to :func:`setup_telemetry` from the environment."""
     settings = settings or load_settings()
     telemetry = telemetry or setup_telemetry()
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    upstream = UpstreamClient(settings)
+    upstream = upstream or UpstreamClient(settings)
     predictor = Predictor(settings, upstream, telemetry)
     rate = RequestRate()
     sampler = HostSampler(settings.host_metrics_interval, settings.disk_path, on_tick=(rate.tick,))
@@ -306,19 +340,28 @@ def create_app(
 
     @app.after_request
     def _count_and_log(response: Response) -> Response:
-        rate.hit()
-        access_log.write(response.status_code, time.perf_counter() - g.started, g.get("outcome"), g.get("request_id"))
+        outcome = predictor.count()  # first: nothing after it may change the answer
+        try:
+            rate.hit()
+            access_log.write(response.status_code, time.perf_counter() - g.started, outcome, g.get("request_id"))
+        except Exception:  # noqa: BLE001 - the request log never breaks a request
+            log.exception("request log failed")
         return response
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
         code = (error.name or "error").lower().replace(" ", "_")
+        if is_prediction() and not g.get("counted"):  # then Predictor.count counts it with this reason
+            g.outcome = PredictionOutcome.INVALID_INPUT if error.code < 500 else PredictionOutcome.INTERNAL_ERROR
         return Response(error_body(code, error.description or error.name), status=error.code, content_type=JSON)
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error")
-        return Response(error_body("internal_error", "the proxy failed to handle the request"), 500, content_type=JSON)
+        failure = errors.internal_error()
+        if is_prediction() and not g.get("counted"):
+            g.outcome = failure.outcome  # counted as this 500, whatever the prediction recorded before
+        return error_response(failure)
 
     telemetry.instrument_app(app)
     correlation.install(app, telemetry.exemplar_marks)  # after the instrumentation: its span exists

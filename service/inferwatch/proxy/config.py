@@ -14,6 +14,8 @@ environment variable                       flag                           defaul
 ``INFERWATCH_READ_TIMEOUT``                ``--read-timeout``             ``30.0`` (seconds)
 ``INFERWATCH_MAX_BODY_BYTES``              ``--max-body-bytes``           ``1048576``
 ``INFERWATCH_THREADS``                     ``--threads``                  ``16``
+``INFERWATCH_CLIENT_TIMEOUT``              ``--client-timeout``           ``10`` (seconds)
+``INFERWATCH_KEEPALIVE_TIMEOUT``           ``--keepalive-timeout``        ``75`` (seconds)
 ``INFERWATCH_READY_TIMEOUT``               ``--ready-timeout``            ``1.0`` (seconds)
 ``INFERWATCH_HOST_METRICS_INTERVAL``       ``--host-metrics-interval``    ``5.0`` (seconds)
 ``INFERWATCH_DISK_PATH``                   ``--disk-path``                ``/``
@@ -22,6 +24,11 @@ environment variable                       flag                           defaul
 ``INFERWATCH_METRICS_HOST``                ``--metrics-host``             the ``--host``
 ``INFERWATCH_METRICS_TOKEN_FILE``          ``--metrics-token-file``       none (no token)
 =========================================  =============================  ========================
+
+A client may stay silent for ``INFERWATCH_CLIENT_TIMEOUT`` seconds while it sends a request
+(headers or body) and ``INFERWATCH_KEEPALIVE_TIMEOUT`` seconds idle between two requests on one
+connection; then its connection is closed (a body cut off by the timeout is answered 408). Both
+are rounded up to whole seconds.
 
 ``/metrics`` can be kept from clients: on a port of its own (``INFERWATCH_METRICS_PORT``, on
 ``INFERWATCH_METRICS_HOST``; the main port then answers 404 for it), and/or behind a bearer
@@ -113,6 +120,8 @@ class Settings:
     read_timeout: float = 30.0
     max_body_bytes: int = 1024 * 1024
     threads: int = 16
+    client_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
     ready_timeout: float = 1.0
     host_metrics_interval: float = 5.0
     disk_path: str = "/"
@@ -144,6 +153,8 @@ PARSERS: Mapping[str, Callable[[str], Any]] = {
     "read_timeout": _positive_float,
     "max_body_bytes": _positive_int,
     "threads": _positive_int,
+    "client_timeout": _positive_float,
+    "keepalive_timeout": _positive_float,
     "ready_timeout": _positive_float,
     "host_metrics_interval": _positive_float,
     "disk_path": str,

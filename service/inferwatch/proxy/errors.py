@@ -18,10 +18,14 @@ class PredictionOutcome(enum.Enum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INVALID_JSON = "invalid_json"
     INVALID_INPUT = "invalid_input"
+    INCOMPLETE_BODY = "incomplete_body"
+    CLIENT_TIMEOUT = "client_timeout"
     MODEL_REJECTED = "model_rejected"
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
+    # Anything the proxy did not foresee: still a counted failure with a JSON answer (500).
+    INTERNAL_ERROR = "internal_error"
 
 
 FAILURES = tuple(outcome for outcome in PredictionOutcome if outcome is not PredictionOutcome.SUCCESS)
@@ -79,3 +83,18 @@ def upstream_timeout() -> ProxyError:
 
 def upstream_error(detail: str) -> ProxyError:
     return ProxyError(502, "upstream_error", f"the model server failed: {detail}", PredictionOutcome.UPSTREAM_ERROR)
+
+
+def incomplete_body(detail: str) -> ProxyError:
+    return ProxyError(400, "incomplete_body", detail, PredictionOutcome.INCOMPLETE_BODY)
+
+
+def client_timeout(seconds: float) -> ProxyError:
+    return ProxyError(
+        408, "client_timeout", f"the request body did not arrive: nothing was received for {seconds:g} s",
+        PredictionOutcome.CLIENT_TIMEOUT,
+    )
+
+
+def internal_error() -> ProxyError:
+    return ProxyError(500, "internal_error", "the proxy failed to handle the request", PredictionOutcome.INTERNAL_ERROR)

@@ -1,10 +1,25 @@
-"""Runs the proxy on uWSGI: one process, a pool of threads.
+"""Runs the proxy on uWSGI: an event-driven HTTP router in front of one process with a pool of threads.
 
-One process keeps every metric exact: with several worker processes each would hold its own
-counters and a scrape would see only one of them. Threads carry the concurrency (the work per
-request is mostly waiting on the model server). uWSGI was chosen by measurement against
-waitress, gunicorn (gthread) and granian (tests/benchmarks/server_choice.py): its HTTP parsing
-in C cost the least proxy CPU per request.
+::
+
+    client ──HTTP──▶ uWSGI http router (C, one event loop) ──uwsgi protocol, unix socket──▶ worker (16 threads, the app)
+
+The router owns every client connection: it reads request headers, keeps idle keep-alive
+connections and writes answers out, without a thread. A worker thread is taken only once a
+request's headers are complete, so clients that connect and stay silent, trickle header lines or
+sit idle between requests cannot hold the threads that serve predictions. The router drops a
+connection that stays silent longer than its timeout (the ``client_timeout`` and
+``keepalive_timeout`` settings, :func:`router_timeouts`).
+
+One worker process keeps every metric exact: with several, each would hold its own counters and a
+scrape would see only one of them. Threads carry the concurrency (the work per request is mostly
+waiting on the model server). uWSGI was chosen by measurement against waitress, gunicorn (gthread)
+and granian (tests/benchmarks/server_choice.py): its HTTP handling in C costs the least proxy CPU
+per request. The workers listen on a unix socket in a directory only this user can open, so more
+worker processes could share it.
+
+Request bodies are read by the app, not buffered by uWSGI first: a body over the limit is answered
+413 from its Content-Length before it is read (see :mod:`inferwatch.proxy.request_body`).
 
 ``serve`` replaces the current process with uWSGI (pyuwsgi, from PyPI); the app is imported in
 the worker from :mod:`inferwatch.proxy.wsgi`, which reads the same ``INFERWATCH_*`` settings. SIGTERM
@@ -13,24 +28,66 @@ and SIGINT shut down gracefully: in-flight requests finish, then telemetry is fl
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from inferwatch.proxy.config import Settings, env_name
 
 # Seconds a graceful shutdown waits for in-flight requests before the worker is killed.
 SHUTDOWN_GRACE_S = 15
+# Request headers the router accepts: uWSGI's packet to the worker holds at most 64 KiB of
+# variables; a larger header block closes the connection.
+MAX_HEADER_BYTES = 65535
+# Request header lines the worker accepts (uWSGI's --max-vars counts a few of its own).
+MAX_HEADER_LINES = 200
+# The worker socket's directory: SOCKET_DIR_PREFIX + the master's pid + "-" + random.
+SOCKET_DIR_PREFIX = "inferwatch-"
 
 
-def oversize_guard_bytes(settings: Settings) -> int:
-    return max(16 * settings.max_body_bytes, 16 << 20)
+@dataclass(frozen=True)
+class RouterTimeouts:
+    """Whole seconds, as uWSGI takes them."""
+
+    headers: int  # silence allowed while a client sends its request headers
+    keepalive: int  # idle time allowed between two requests on one connection
+    exchange: int  # silence allowed on a connection while its request is in the worker
 
 
-def uwsgi_command(settings: Settings) -> list[str]:
-    command = [
+def router_timeouts(settings: Settings) -> RouterTimeouts:
+    # While a request is in the worker the router hears nothing from it until the answer: the
+    # body read (client_timeout per silence) and the model call (connect + read timeouts) must
+    # fit, or the router would cut off a slow model's 504.
+    exchange = math.ceil(settings.client_timeout + settings.connect_timeout + settings.read_timeout) + 5
+    return RouterTimeouts(
+        headers=math.ceil(settings.client_timeout),
+        keepalive=math.ceil(settings.keepalive_timeout),
+        exchange=exchange,
+    )
+
+
+def uwsgi_command(settings: Settings, socket_dir: str) -> list[str]:
+    timeouts = router_timeouts(settings)
+    socket_path = str(Path(socket_dir) / "app.sock")
+    routers = [f"{settings.host}:{settings.port}"]
+    if settings.metrics_address is not None:
+        host, port = settings.metrics_address
+        routers.append(f"{host}:{port}")
+    return [
         str(Path(sys.executable).parent / "uwsgi"),
-        "--http11-socket", f"{settings.host}:{settings.port}",
+        *(part for address in routers for part in ("--http", address)),
+        "--http-keepalive=" + str(timeouts.keepalive),
+        "--http-headers-timeout", str(timeouts.headers),
+        "--http-timeout", str(timeouts.exchange),
+        # Chunked request bodies reach the app as they are; it decodes them (uwsgi.chunked_read).
+        "--http-chunked-input",
+        "--socket", socket_path,
+        "--chmod-socket=600",
+        "--hook-as-user-atexit", f"exec:rm -rf {socket_dir}",  # the socket and its directory
         "--master",
         "--processes", "1",
         "--threads", str(settings.threads),
@@ -44,19 +101,38 @@ def uwsgi_command(settings: Settings) -> list[str]:
         "--hook-master-start", "unix_signal:2 gracefully_kill_them_all",
         "--worker-reload-mercy", str(SHUTDOWN_GRACE_S),
         "--disable-logging",  # the app writes its own JSON request lines
-        "--buffer-size", "32768",  # request headers up to 32 KiB
-        # Read every body before the app runs, so an error answered without reading it (415,
-        # 413, 400) leaves a clean keep-alive connection; larger bodies spill to a temp file.
-        "--post-buffering", "65536",
-        # A guard only: bodies over the proxy's limit get its JSON 413 up to this size; beyond
-        # it uWSGI closes the connection without reading the body.
-        "--limit-post", str(oversize_guard_bytes(settings)),
+        "--buffer-size", str(MAX_HEADER_BYTES),
+        "--max-vars", str(MAX_HEADER_LINES + 24),
+        # A worker waits this long for the next bytes of a body before the app answers 408.
+        "--socket-timeout", str(math.ceil(settings.client_timeout)),
+        "--chunked-input-timeout", str(math.ceil(settings.client_timeout)),
+        "--chunked-input-limit", str(settings.max_body_bytes),
         "--module", "inferwatch.proxy.wsgi:application",
     ]
-    if settings.metrics_address is not None:
-        host, port = settings.metrics_address
-        command[3:3] = ["--http11-socket", f"{host}:{port}"]
-    return command
+
+
+def socket_dir(base: str | None = None) -> str:
+    """A new directory (mode 0700: only this user reaches the workers) for the worker socket.
+
+    It is named after this process, which becomes uWSGI's master, and removed when the master
+    exits; one left behind by a master that was killed is removed here, at the next start.
+    """
+    base_path = Path(base or tempfile.gettempdir())
+    for stale in base_path.glob(SOCKET_DIR_PREFIX + "*-*"):
+        pid = stale.name.removeprefix(SOCKET_DIR_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and stale.stat().st_uid == os.getuid() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{SOCKET_DIR_PREFIX}{os.getpid()}-", dir=base_path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def serve(settings: Settings) -> None:
@@ -64,5 +140,5 @@ def serve(settings: Settings) -> None:
     environ = dict(os.environ)
     for field, value in vars(settings).items():
         environ[env_name(field)] = str(value)
-    command = uwsgi_command(settings)
+    command = uwsgi_command(settings, socket_dir())
     os.execve(command[0], command, environ)

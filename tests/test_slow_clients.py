@@ -1,0 +1,139 @@
+"""Slow and idle clients cannot starve the proxy: predictions keep their latency while many hold connections.
+
+A real proxy (16 worker threads, ``client_timeout`` 2 s, ``keepalive_timeout`` 3 s) in front of the
+real MLflow model server. 64 slow clients, four times the thread count, open connections on
+loopback and hold them: 16 connect and send nothing, 16 send half a request line and stop, 16 send
+a request line and then one header line every 0.5 s for 4 s, 16 make one request on a keep-alive
+connection and stay idle. Four more send complete headers and then only half their body: those
+are read by a worker thread, so they are fewer than the threads, and each gets its 408 after
+``client_timeout``. Meanwhile one client makes predictions one after another.
+
+Checked: every prediction is answered 200 with its usual latency (p99 bounded, the same order as
+before the slow clients came; it was 7.5 s before the HTTP router), the slow clients are dropped
+after their timeouts (the trickling ones only once they stop sending: they hold no thread while
+they do), and the counters equal the answers. uWSGI's router keeps time in whole seconds, so a
+timeout of T fires between T - 1 and T seconds after the last byte.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import requests
+
+from conftest import total
+from inferwatch.stack.demo_model import SEED_EXAMPLE
+from test_hostile import SEED, percentile_ms, post_head
+
+SLOW_PER_KIND = 16
+SLOW_BODIES = 4
+CLIENT_TIMEOUT_S = 2
+KEEPALIVE_TIMEOUT_S = 3
+TRICKLE_FOR_S = 4.0
+LOAD_S = 4.0
+GIVE_UP_S = 20.0  # every slow connection must be closed by then
+
+
+@dataclass
+class SlowClient:
+    kind: str
+    opened: float = 0.0
+    stopped_sending: float = 0.0  # when it sent its last byte
+    closed: float | None = None  # when the proxy closed the connection
+    answer: bytes = b""
+
+
+def hold(client: SlowClient, port: int, deadline: float) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=GIVE_UP_S) as connection:
+        client.opened = time.monotonic()
+        first = {
+            "silent": b"",
+            "partial": b"GET /heal",
+            "trickle": b"GET /healthz HTTP/1.1\r\n",
+            "idle": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            "body": post_head(len(SEED)) + SEED.encode()[:10],
+        }[client.kind]
+        connection.sendall(first)
+        client.stopped_sending = time.monotonic()
+        connection.settimeout(0.5)
+        while time.monotonic() < deadline:
+            if client.kind == "trickle" and time.monotonic() - client.opened < TRICKLE_FOR_S:
+                try:
+                    connection.sendall(b"X-Trickle: 1\r\n")
+                    client.stopped_sending = time.monotonic()
+                except OSError:
+                    break
+            try:
+                chunk = connection.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            client.answer += chunk
+        client.closed = time.monotonic() if time.monotonic() < deadline else None
+
+
+def predict_for(url: str, seconds: float) -> list[float]:
+    """Predictions one after another for ``seconds``; each latency, all of them 200."""
+    latencies = []
+    with requests.Session() as session:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and len(latencies) < 5000:
+            began = time.monotonic()
+            response = session.post(url + "/predict", json=SEED_EXAMPLE, timeout=30)
+            latencies.append(time.monotonic() - began)
+            assert response.status_code == 200, response.text
+    return latencies
+
+
+def test_slow_clients_far_above_the_thread_count_do_not_slow_predictions(mlflow_server, start_proxy):
+    proxy = start_proxy(mlflow_server.url, threads=16, client_timeout=CLIENT_TIMEOUT_S,
+                        keepalive_timeout=KEEPALIVE_TIMEOUT_S)
+    before = predict_for(proxy.url, 1.0)
+
+    deadline = time.monotonic() + GIVE_UP_S
+    clients = [SlowClient(kind) for kind in ("silent", "partial", "trickle", "idle") for _ in range(SLOW_PER_KIND)]
+    clients += [SlowClient("body") for _ in range(SLOW_BODIES)]
+    threads = [threading.Thread(target=hold, args=(client, proxy.port, deadline), daemon=True) for client in clients]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # every slow connection is open
+    during = predict_for(proxy.url, LOAD_S)
+    for thread in threads:
+        thread.join(GIVE_UP_S)
+
+    print(f"\npredictions before: {len(before)}, p50 {percentile_ms(before, 0.5):.1f} ms, "
+          f"p99 {percentile_ms(before, 0.99):.1f} ms; with {len(clients)} slow clients: {len(during)}, "
+          f"p50 {percentile_ms(during, 0.5):.1f} ms, p99 {percentile_ms(during, 0.99):.1f} ms")
+    for kind in ("silent", "partial", "trickle", "idle", "body"):
+        held = [c.closed - c.stopped_sending for c in clients if c.kind == kind and c.closed is not None]
+        print(f"  {kind:>8}: dropped {min(held):.1f}-{max(held):.1f} s after its last byte")
+    assert all(c.closed is not None for c in clients), [c.kind for c in clients if c.closed is None]
+    assert percentile_ms(during, 0.99) < max(500.0, 5 * percentile_ms(before, 0.99))
+
+    for client in clients:
+        held = client.closed - client.stopped_sending
+        if client.kind in ("partial", "trickle"):  # silent while sending request headers: the router
+            assert CLIENT_TIMEOUT_S - 1.1 <= held < CLIENT_TIMEOUT_S + 1.5, (client.kind, held)
+        elif client.kind == "body":  # silent in the body: the worker's read gives up, answers 408, closes
+            assert CLIENT_TIMEOUT_S - 0.1 <= held < CLIENT_TIMEOUT_S + 1.5, held
+        elif client.kind == "idle":  # idle between requests, after its answer
+            assert client.answer.startswith(b"HTTP/1.1 200 OK")
+            assert KEEPALIVE_TIMEOUT_S - 1.1 <= held < KEEPALIVE_TIMEOUT_S + 1.5, held
+        else:  # silent from the start: the kernel holds it until the first byte or its deferred-accept wait
+            assert held < 10.0, held
+        if client.kind == "trickle":
+            assert client.stopped_sending - client.opened >= TRICKLE_FOR_S - 0.5, "dropped while still sending"
+        if client.kind == "body":
+            assert client.answer.startswith(b"HTTP/1.1 408 REQUEST TIMEOUT"), client.answer[:100]
+
+    samples = proxy.metrics()
+    assert total(samples, "prediction_success_total") == len(before) + len(during)
+    assert total(samples, "prediction_failure_by_reason_total", reason="client_timeout") == SLOW_BODIES
+    assert total(samples, "prediction_failure_total") == SLOW_BODIES
+    assert total(samples, "active_requests") == 0
