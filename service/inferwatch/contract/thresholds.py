@@ -55,6 +55,39 @@ class Thresholds:
     # or no target at all).
     absent_for: str = "2m"
 
+    # Model quality (rules/quality.yml, docs/model-quality.md). Drift is the population stability
+    # index (PSI) of the rows counted over this window (summed over every instance) against the
+    # reference profile's expected shares ...
+    drift_window: str = "1h"
+    # ... with shares below this raised to it (an empty bin would make ln(a/e) infinite) ...
+    psi_epsilon: float = 0.0001
+    # ... judged only once the window holds at least this many rows of the feature (or answers):
+    # on a handful of rows PSI measures sampling noise, not drift.
+    drift_min_rows: int = 200
+    # The dashboard's "watch" line: PSI above this is a moderate shift worth a look ...
+    drift_watch: float = 0.1
+    # ... ModelInputDrift (any feature) and ModelPredictionDrift fire above this ("act") ...
+    drift_act: float = 0.25
+    # ... for this long.
+    drift_for: str = "15m"
+
+    # ModelAccuracyLow: the share of feedback labels equal to the predicted class below this ...
+    accuracy_floor: float = 0.7
+    # ... over this window ...
+    accuracy_window: str = "1h"
+    # ... once at least this many labels arrived in it ...
+    accuracy_min_labels: int = 100
+    # ... for this long.
+    accuracy_for: str = "15m"
+
+    # ModelInputViolations: values violating the model's signature (per column and kind), as a
+    # share of the rows sent, above this ...
+    violation_ratio: float = 0.05
+    # ... over this window ...
+    violation_window: str = "5m"
+    # ... for this long (a burst, not one bad client request).
+    violation_for: str = "2m"
+
     # HighPredictionLatency's pointer to the slow traces: a Jaeger search for this service's
     # traces at least latency_seconds long (the collector keeps every trace that slow).
     jaeger_url: str = "http://localhost:16686"

@@ -12,6 +12,9 @@ Routes
     The model server answers ``/ping`` within the ready timeout; 503 otherwise.
 ``GET /metrics``
     The metric contract in the Prometheus text format.
+``POST /feedback``
+    True labels for an earlier prediction, with its feedback token (see
+    :mod:`inferwatch.proxy.feedback`); on unless ``--model-quality false``.
 
 The three operational endpoints are answered in front of the instrumented Flask app, so a scrape
 or a probe never counts as a request, never shows in ``active_requests`` and makes no span.
@@ -36,6 +39,7 @@ from inferwatch.proxy import errors
 from inferwatch.proxy.access_log import AccessLog
 from inferwatch.proxy.config import Settings, load_settings
 from inferwatch.proxy.errors import FAILURES, PredictionOutcome, ProxyError, error_body
+from inferwatch.proxy.feedback import REQUEST_ID_HEADER, FeedbackEndpoint, FeedbackTokens, load_key, new_request_id
 from inferwatch.proxy.host import HostSampler, RequestRate
 from inferwatch.contract.metrics import (
     ERROR_TYPE,
@@ -44,6 +48,8 @@ from inferwatch.contract.metrics import (
     PREDICTION_SUCCESSES,
     URL_SCHEME,
 )
+from inferwatch.proxy.model import ModelIdentity, load_model_identity
+from inferwatch.proxy.quality import AnswerObserver, QualityRecorder, register_model_info
 from inferwatch.proxy.telemetry import Telemetry, setup_telemetry
 from inferwatch.proxy.upstream import UpstreamAnswer, UpstreamClient
 
@@ -58,14 +64,18 @@ PREDICTION_ROUTES = ("/predict", "/invocations")
 ATTR_MODEL_ROUTE = "inferwatch.model.route"
 ATTR_ROW_COUNT = "inferwatch.prediction.rows"
 ATTR_OUTCOME = "inferwatch.prediction.outcome"
+ATTR_REQUEST_ID = "inferwatch.request.id"
 
 
 class Predictor:
     """Validates a prediction request, forwards it, and records its outcome."""
 
-    def __init__(self, settings: Settings, upstream: UpstreamClient, telemetry: Telemetry):
+    def __init__(self, settings: Settings, upstream: UpstreamClient, telemetry: Telemetry,
+                 identity: ModelIdentity = ModelIdentity(), observer: AnswerObserver | None = None):
         self.settings = settings
         self.upstream = upstream
+        self._observer = observer or AnswerObserver(None, None)
+        model = identity.attributes
         meter = telemetry.meter_provider.get_meter("inferwatch")
         self._successes = meter.create_counter(
             PREDICTION_SUCCESSES, unit="{prediction}", description="Predictions answered by the model."
@@ -74,24 +84,31 @@ class Predictor:
             PREDICTION_FAILURES, unit="{prediction}", description="Predictions that failed, by error.type."
         )
         # Every series exists at 0 from start-up, so rate() works before the first failure.
-        self._successes.add(0)
-        self._failure_attributes = {outcome: {ERROR_TYPE: outcome.value} for outcome in FAILURES}
+        self._model = model
+        self._successes.add(0, model)
+        self._failure_attributes = {outcome: {**model, ERROR_TYPE: outcome.value} for outcome in FAILURES}
         for attributes in self._failure_attributes.values():
             self._failures.add(0, attributes)
 
     def handle(self) -> Response:
         span = trace.get_current_span()
         span.set_attribute(ATTR_MODEL_ROUTE, "/invocations")
+        request_id = new_request_id()
+        span.set_attribute(ATTR_REQUEST_ID, request_id)
         try:
             body, content_type = self._read_body()
-            rows = _row_count(body, content_type)
+            rows, payload = _parse_rows(body, content_type)
             span.set_attribute(ATTR_ROW_COUNT, rows)
             answer = self.upstream.invoke(body, content_type)
             response = self._answer(answer)
         except ProxyError as error:
             self._record(error.outcome, span, error.message)
-            return error_response(error)
+            response = error_response(error)
+            response.headers[REQUEST_ID_HEADER] = request_id
+            return response
         self._record(PredictionOutcome.SUCCESS if response.status_code == 200 else PredictionOutcome.MODEL_REJECTED, span)
+        self._observer.after(response, payload, body, payload is None, rows, request_id)
+        response.headers[REQUEST_ID_HEADER] = request_id
         return response
 
     def _read_body(self) -> tuple[bytes, str]:
@@ -123,17 +140,19 @@ class Predictor:
         g.outcome = outcome
         span.set_attribute(ATTR_OUTCOME, outcome.value)
         if outcome is PredictionOutcome.SUCCESS:
-            self._successes.add(1)
+            self._successes.add(1, self._model)
             return
         self._failures.add(1, self._failure_attributes[outcome])
         span.set_attribute(ERROR_TYPE, outcome.value)
         span.set_status(Status(StatusCode.ERROR, message or outcome.value))
 
 
-def _row_count(body: bytes, content_type: str) -> int:
-    """Rows in the request; validates JSON bodies on the way (a bad body never reaches MLflow)."""
+def _parse_rows(body: bytes, content_type: str) -> tuple[int, dict | None]:
+    """Rows in the request and the parsed JSON body (None for CSV); validates JSON bodies on the
+    way (a bad body never reaches MLflow). The body is parsed here once: the quality metrics
+    read the same object."""
     if not content_type.startswith(JSON):
-        return max(body.count(b"\n", 0, len(body) - 1), 0)  # CSV: lines after the header
+        return max(body.count(b"\n", 0, len(body) - 1), 0), None  # CSV: lines after the header
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
@@ -148,7 +167,7 @@ def _row_count(body: bytes, content_type: str) -> int:
         data = data.get("data") if isinstance(data, dict) else None
     elif isinstance(data, dict):  # tensor inputs by name: rows are the first dimension
         data = next(iter(data.values()), None)
-    return len(data) if isinstance(data, list) else 1
+    return (len(data) if isinstance(data, list) else 1), payload
 
 
 def _without_stack_trace(body: bytes) -> bytes:
@@ -279,7 +298,13 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     upstream = UpstreamClient(settings)
-    predictor = Predictor(settings, upstream, telemetry)
+    identity = load_model_identity(settings)
+    meter = telemetry.meter_provider.get_meter("inferwatch")
+    register_model_info(identity, meter)
+    tokens = FeedbackTokens(load_key(settings), identity, settings.feedback_max_rows, settings.feedback_max_age)
+    observer = (AnswerObserver(QualityRecorder(identity, meter), tokens) if settings.model_quality
+                else AnswerObserver(None, None))
+    predictor = Predictor(settings, upstream, telemetry, identity, observer)
     rate = RequestRate()
     sampler = HostSampler(settings.host_metrics_interval, settings.disk_path, on_tick=(rate.tick,))
     sampler.register_instruments(telemetry.meter_provider, rate)
@@ -289,6 +314,9 @@ def create_app(
 
     for route in PREDICTION_ROUTES:
         app.add_url_rule(route, endpoint=route, view_func=predictor.handle, methods=["POST"])
+    if settings.model_quality:
+        feedback = FeedbackEndpoint(tokens, identity, meter)
+        app.add_url_rule("/feedback", endpoint="/feedback", view_func=feedback.handle, methods=["POST"])
 
     @app.before_request
     def _start_clock() -> None:
@@ -314,7 +342,7 @@ def create_app(
     app.wsgi_app = OperationalEndpoints(app.wsgi_app, telemetry, upstream, settings)
     app.extensions["inferwatch"] = {
         "settings": settings, "telemetry": telemetry, "upstream": upstream, "sampler": sampler, "rate": rate,
-        "access_log": access_log,
+        "access_log": access_log, "model": identity,
     }
     return app
 
