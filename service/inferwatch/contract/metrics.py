@@ -232,7 +232,7 @@ MAPPINGS: tuple[MetricMapping, ...] = (
         MODEL_INPUT_ROWS,
         "model_input_rows_total",
         PrometheusType.COUNTER,
-        "Rows of answered predictions counted into the quality metrics.",
+        "Rows of prediction requests sent to the model (answered or rejected by it).",
         labels=_MODEL_LABELS,
     ),
     MetricMapping(

@@ -20,8 +20,8 @@ numeric column is binned with numpy (``searchsorted``, ``bincount``); short or m
 value by value with :func:`bisect.bisect_left`. Both follow :func:`inferwatch.contract.profile.numeric_bin`.
 
 Input bins, missing values and answers are counted for answered predictions only (rows the
-model scored); violations and unreadable bodies for every request whose body was read, since a
-rejected request is where a violation shows.
+model scored); rows, violations and unreadable bodies for every request the model was sent,
+answered or rejected, since a rejected request is where a violation shows.
 """
 
 from __future__ import annotations
@@ -390,9 +390,9 @@ class QualityRecorder:
                 self._violations[i] += n
             if unreadable is not None:
                 self._unreadable[self._formats.index(unreadable)] += 1
+            self._rows += rows
             if not answered:
                 return
-            self._rows += rows
             for i, counts, missing in feature_counts:
                 feature = self._features[i]
                 for j, n in enumerate(counts):
@@ -479,7 +479,7 @@ class QualityRecorder:
         meter.create_observable_counter(
             mm.MODEL_INPUT_ROWS,
             [lambda _options: [Observation(self._rows, rows[0])]],
-            unit="{row}", description="Rows counted into the quality metrics.")
+            unit="{row}", description="Rows of prediction requests sent to the model.")
 
 
 def register_model_info(identity: ModelIdentity, meter: Meter) -> None:
