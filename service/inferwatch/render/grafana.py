@@ -46,7 +46,9 @@ from pathlib import Path
 
 from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings, Thresholds
 from inferwatch.render.prometheus_rules import (
+    MODEL_BY,
     AlertRule,
+    QualityRecords,
     failure_ratio_expr,
     jaeger_slow_traces_url,
     latency_quantile_expr,
@@ -483,6 +485,121 @@ def _host(t: Thresholds) -> list[dict]:
     ]
 
 
+def _quality(t: Thresholds) -> list[dict]:
+    r = QualityRecords(t)
+    job = "{" + t.selector + "}"
+    m = _matchers(t)
+    by = f"sum by ({MODEL_BY})"
+    drift = _thresholds(("green", None), ("yellow", t.drift_watch), ("red", t.drift_act))
+    expected = (f"max by ({MODEL_BY}, feature, bin) (model_feature_expected_share{job})")
+    w = t.drift_window
+    return [
+        _row("Model quality"),
+        _timeseries(
+            "Input drift (PSI) by feature",
+            f"Do the inputs still look like the training data? The population stability index of each "
+            f"feature over the last {w}, every instance's rows summed, against the reference profile. "
+            f"Yellow from {number(t.drift_watch)} (worth a look), red from {number(t.drift_act)}: "
+            f"ModelInputDrift fires above it for {t.drift_for} once {t.drift_min_rows} rows are counted.",
+            "short", [_target(f"sum by ({MODEL_BY}, feature) ({r.feature_psi}{job})",
+                              "{{model}} {{model_version}} {{feature}}")],
+            thresholds=drift),
+        _timeseries(
+            "Largest bin shift by feature",
+            f"Which feature moved, and how much? The largest difference, over a feature's bins, between "
+            f"its share of the rows of the last {w} and its share in training (0.2: a fifth of the rows "
+            "moved into or out of one bin).",
+            "percentunit", [_target(
+                f"max by ({MODEL_BY}, feature) (abs(\n  {r.feature_share}{job}\n  - on({MODEL_BY}, feature, bin)\n"
+                f"  {expected}\n))", "{{model}} {{model_version}} {{feature}}")], maximum=1),
+        _timeseries(
+            "Prediction drift (PSI)",
+            f"Does the model still answer as it did on the training data? PSI of its answers (classes or "
+            f"bins) over the last {w} against the reference. ModelPredictionDrift fires above "
+            f"{number(t.drift_act)} for {t.drift_for}.",
+            "short", [_target(f"{by} ({r.prediction_psi}{job})", "{{model}} {{model_version}}")],
+            thresholds=drift, width=8),
+        _timeseries(
+            "Prediction shares against the reference",
+            f"What does the model predict? Each class's (or bin's) share of the answers of the last {w}, "
+            "and its share on the training data (dashed in spirit: the 'reference' lines).",
+            "percentunit", [
+                _target(f"sum by ({MODEL_BY}, bin) (increase(model_prediction_bin_total{m}[{w}]))\n"
+                        f"/ ignoring(bin) group_left()\n({by} (increase(model_prediction_bin_total{m}[{w}])) > 0)",
+                        "{{model_version}} {{bin}}"),
+                _target(f"max by ({MODEL_BY}, bin) (model_prediction_expected_share{job})",
+                        "{{model_version}} {{bin}} reference", ref="B"),
+            ], maximum=1, width=8),
+        _timeseries(
+            "Missing values by feature",
+            "Which features arrive empty? The share of each feature's values that were null, NaN or "
+            "absent, among the rows the model answered.",
+            "percentunit", [_target(
+                f"sum by ({MODEL_BY}, feature) ({_rate('model_feature_missing_total', m)})\n/\n"
+                f"(sum by ({MODEL_BY}, feature) ({_rate('model_feature_missing_total', m)})\n"
+                f" + sum by ({MODEL_BY}, feature) ({_rate('model_feature_bin_total', m)}))",
+                "{{model}} {{model_version}} {{feature}}")], maximum=1, width=8),
+        _timeseries(
+            "Signature violations and unreadable bodies",
+            "Do clients send what the model's signature expects? Values per second that violate it, by "
+            "column and kind (missing, wrong_type; unexpected columns all count as __other__), and "
+            f"bodies whose rows could not be read. ModelInputViolations fires when one column and kind "
+            f"exceeds {percent(t.violation_ratio)}% of the rows for {t.violation_for}.",
+            "cps", [
+                _target(f"sum by ({MODEL_BY}, column, kind) ({_rate('model_input_violation_total', m)})",
+                        "{{model_version}} {{column}} {{kind}}"),
+                _target(f"sum by ({MODEL_BY}, format) ({_rate('model_input_unreadable_total', m)})",
+                        "{{model_version}} unreadable {{format}}", ref="B"),
+                _target(f"{by} ({_rate('model_input_rows_total', m)})", "{{model_version}} rows sent", ref="C"),
+            ], width=8),
+        _timeseries(
+            "Online accuracy",
+            f"Is the model still right? The share of feedback labels equal to the predicted class over "
+            f"the last {t.accuracy_window}. The line is ModelAccuracyLow's floor, "
+            f"{percent(t.accuracy_floor)}% (judged once {t.accuracy_min_labels} labels arrived).",
+            "percentunit", [_target(
+                f"{by} (increase(model_feedback_correct_total{m}[{t.accuracy_window}]))\n/\n"
+                f"({by} (increase(model_feedback_labels_total{m}[{t.accuracy_window}])) > 0)",
+                "{{model}} {{model_version}}")],
+            thresholds=_below(t.accuracy_floor), maximum=1, width=8),
+        _timeseries(
+            "Feedback labels and refusals",
+            "Is ground truth arriving? Labels per second matched to their prediction, and feedback "
+            "requests refused per second by reason (unknown_prediction, token_expired, invalid_label, ...).",
+            "cps", [
+                _target(f"{by} ({_rate('model_feedback_labels_total', m)})", "{{model_version}} labels"),
+                _target(f"sum by ({MODEL_BY}, reason) ({_rate('model_feedback_rejected_total', m)})",
+                        "{{model_version}} refused {{reason}}", ref="B"),
+            ], width=8),
+        _timeseries(
+            "Regression error from feedback",
+            "How far off is a regressor? Mean absolute error, root mean squared error and the 90th "
+            "percentile of the absolute error of the predictions that got a label, per model version.",
+            "short", [
+                _target(f"{by} ({_rate('model_feedback_absolute_error_sum', m)})\n/\n"
+                        f"{by} ({_rate('model_feedback_absolute_error_count', m)})", "{{model_version}} MAE"),
+                _target(f"sqrt(\n  {by} ({_rate('model_feedback_squared_error_total', m)})\n  /\n"
+                        f"  {by} ({_rate('model_feedback_absolute_error_count', m)})\n)", "{{model_version}} RMSE",
+                        ref="B"),
+                _target(f"histogram_quantile(0.9, sum by ({MODEL_BY}, le) "
+                        f"({_rate('model_feedback_absolute_error_bucket', m)}))", "{{model_version}} p90", ref="C"),
+            ], width=8),
+        _timeseries(
+            "Predictions by model version",
+            "Which model versions answer, and how much (a canary beside the stable version)? "
+            "Predictions answered per second by model and version.",
+            "reqps", [_target(f"{by} ({_rate('prediction_success_total', m)})", "{{model}} {{model_version}}")],
+            width=8),
+        _stat(
+            "Models loaded",
+            "Which model does each proxy front, and did it load a signature and a reference profile? "
+            "Instances per model, version and flavor.",
+            "short", _target(f"sum by ({MODEL_BY}, flavor, signature, reference) (model_info{m})",
+                             "{{model}} {{model_version}} {{flavor}} signature={{signature}} reference={{reference}}"),
+            decimals=0),
+    ]
+
+
 def _layout(panels: list[dict]) -> list[dict]:
     """Number the panels and place them left to right, a new line when one does not fit."""
     x = y = line_height = 0
@@ -513,7 +630,7 @@ def _query_variable(name: str, label: str, query: str, description: str) -> dict
 
 
 def dashboard(t: Thresholds = THRESHOLDS) -> dict:
-    panels = _layout([*_at_a_glance(t), *_requests(t), *_latency(t), *_predictions(t), *_host(t)])
+    panels = _layout([*_at_a_glance(t), *_requests(t), *_latency(t), *_predictions(t), *_quality(t), *_host(t)])
     return {
         "uid": DASHBOARD_UID,
         "title": DASHBOARD_TITLE,
