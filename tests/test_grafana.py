@@ -18,6 +18,7 @@ import json
 import math
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,8 @@ from conftest import Proxy, child_env
 from inferwatch.contract.metrics import MAPPINGS, PrometheusType
 from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings
 from inferwatch.render import grafana
-from inferwatch.render.prometheus_rules import recording_group
+from inferwatch.render.prometheus_rules import RecordingRule, rule_groups
+from inferwatch.proxy.feedback import TOKEN_HEADER
 from inferwatch.render.text import number
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 from inferwatch.stack.processes import ManagedProcess, free_port
@@ -223,10 +225,12 @@ def test_units_match_what_each_metric_measures():
 
 
 def test_every_query_sums_by_labels_so_several_instances_stay_right():
-    """Each query aggregates with ``sum by``, or reads a recording rule summed by job already."""
-    recorded = tuple(rule.record for rule in recording_group(THRESHOLDS).rules)
+    """Each query aggregates with ``sum by`` (``max by`` for the profile's shares, the same on
+    every instance), or reads a recording rule summed by job already."""
+    recorded = tuple(rule.record for group in rule_groups(THRESHOLDS) for rule in group.rules
+                     if isinstance(rule, RecordingRule))
     for where, expr in panel_expressions(dashboard()):
-        assert "sum by (" in expr or expr.startswith(recorded), f"{where}: {expr}"
+        assert "sum by (" in expr or expr.startswith(("max by (", *recorded)), f"{where}: {expr}"
 
 
 def test_every_query_selects_the_job_and_every_variable_it_uses_is_defined():
@@ -430,8 +434,9 @@ def test_a_compose_grafana_service_mounts_these_files_and_passes_every_variable_
 
 @dataclass
 class LiveStack:
-    proxy: Proxy
+    proxy: Proxy  # in front of the demo classifier
     prometheus: PrometheusServer
+    regressor: Proxy | None = None  # in front of a regressor: the regression panels have data too
 
     def problem(self, expr: str) -> str | None:
         """None when ``expr`` runs and returns at least one number; otherwise what is wrong."""
@@ -453,36 +458,51 @@ class LiveStack:
         return response.json()["data"]
 
 
-@pytest.fixture(scope="module")
-def live(mlflow_server, tmp_path_factory) -> LiveStack:
-    """A proxy before the session's MLflow, Prometheus (1 s scrapes, the committed rules) on it."""
-    workdir = tmp_path_factory.mktemp("grafana-live")
+def start_live_proxy(upstream: str, model_dir: Path, workdir: Path) -> Proxy:
     port = free_port()
-    env = child_env(INFERWATCH_UPSTREAM=mlflow_server.url, INFERWATCH_PORT=str(port),
+    env = child_env(INFERWATCH_UPSTREAM=upstream, INFERWATCH_PORT=str(port), INFERWATCH_MODEL_DIR=str(model_dir),
                     INFERWATCH_HOST_METRICS_INTERVAL="0.5", INFERWATCH_LOG_LEVEL="WARNING")
     process = ManagedProcess("inferwatch", [sys.executable, "-m", "inferwatch", "serve"],
-                             workdir / "proxy.log", env=env).start()
-    proxy = Proxy(port, process)
+                             workdir / f"proxy-{port}.log", env=env).start()
+    process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=30)
+    return Proxy(port, process)
+
+
+@pytest.fixture(scope="module")
+def live(mlflow_server, demo_model, regressor_mlflow, regressor_model, tmp_path_factory) -> LiveStack:
+    """Proxies before the demo classifier and a regressor, Prometheus (1 s scrapes, the committed
+    rules) on both."""
+    workdir = tmp_path_factory.mktemp("grafana-live")
+    proxies: list[Proxy] = []
     prometheus = None
     try:
-        process.wait_ready(f"{proxy.url}/healthz", timeout=30)
-        prometheus = start_prometheus(f"127.0.0.1:{port}", workdir / "prometheus")
-        stack = LiveStack(proxy, prometheus)
+        proxies.append(start_live_proxy(mlflow_server.url, demo_model, workdir))
+        proxies.append(start_live_proxy(regressor_mlflow.url, regressor_model, workdir))
+        prometheus = start_prometheus([f"127.0.0.1:{p.port}" for p in proxies], workdir / "prometheus")
+        stack = LiveStack(proxies[0], prometheus, proxies[1])
         send_traffic(stack)
+        # The module runs for minutes; rate() over the test's 1m window needs traffic in it.
+        stop = threading.Event()
+        trickle = threading.Thread(target=keep_traffic_flowing, args=(stack, stop), daemon=True)
+        trickle.start()
         yield stack
+        stop.set()
+        trickle.join(timeout=30)
     finally:
         if prometheus is not None:
             prometheus.stop()
-        proxy.session.close()
-        process.stop()
+        for proxy in proxies:
+            proxy.session.close()
+            proxy.process.stop()
 
 
-def start_prometheus(target: str, workdir: Path) -> PrometheusServer:
+def start_prometheus(targets: list[str], workdir: Path) -> PrometheusServer:
     rules = workdir / "rules"
     rules.mkdir(parents=True)
     for path in (PROMETHEUS_DIR / "rules").glob("*.yml"):  # the recording rules the panels read
         (rules / path.name).write_text(path.read_text())
-    config = yaml.safe_load(prometheus_test_config(target, "rules/*.yml", alertmanager="127.0.0.1:1"))
+    config = yaml.safe_load(prometheus_test_config(targets[0], "rules/*.yml", alertmanager="127.0.0.1:1"))
+    config["scrape_configs"][0]["static_configs"] = [{"targets": targets}]
     del config["alerting"]  # nothing here listens to alerts
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -510,6 +530,31 @@ def send_traffic(stack: LiveStack) -> None:
     for status, send in kinds.items():
         for _ in range(20 if status == "200" else 3):
             assert send().status_code == int(status)
+    send_feedback(stack)
+
+
+def keep_traffic_flowing(stack: LiveStack, stop: threading.Event, limit: int = 1200) -> None:
+    """A prediction and its feedback on each proxy every second, until stopped (at most ``limit``)."""
+    for _ in range(limit):
+        if stop.wait(1.0):
+            return
+        try:
+            send_feedback(stack)
+        except (requests.RequestException, AssertionError):
+            return  # a proxy stopped: the module is ending
+
+
+def send_feedback(stack: LiveStack) -> None:
+    """Predictions with their true labels, for the classifier and the regressor."""
+    classifier = stack.proxy.post(json=SEED_EXAMPLE)
+    assert stack.proxy.post("/feedback", json={"token": classifier.headers[TOKEN_HEADER],
+                                               "label": 1}).status_code == 200
+    row = {"dataframe_split": {"columns": ["Temperature", "Humidity", "Wind"], "data": [[0.1, 0.2, 0.3]]}}
+    for label in (0.0, 1.0, 2.0):
+        regression = stack.regressor.post(json=row)
+        assert regression.status_code == 200, regression.text
+        assert stack.regressor.post("/feedback", json={"token": regression.headers[TOKEN_HEADER],
+                                                       "label": label}).status_code == 200
 
 
 def wait_for_data(stack: LiveStack, expressions: list[tuple[str, str]]) -> dict[str, str]:
@@ -531,14 +576,14 @@ def wait_for_data(stack: LiveStack, expressions: list[tuple[str, str]]) -> dict[
 @pytest.mark.slow
 def test_every_dashboard_query_runs_and_returns_data_from_the_real_service(live):
     expressions = panel_expressions(dashboard())
-    assert len(expressions) == 19
+    assert len(expressions) == 36
     assert wait_for_data(live, expressions) == {}
 
 
 @pytest.mark.slow
 def test_every_template_variable_lists_values_from_the_real_service(live):
     values = {name: live.label_values(substitute(query)) for name, query in variable_queries(dashboard())}
-    assert len(values["instance"]) == 1, values
+    assert len(values["instance"]) == 2, values  # the classifier's proxy and the regressor's
     assert {"/predict", "unmatched"} <= set(values["route"]), values
 
 

@@ -192,8 +192,9 @@ class FeedbackEndpoint:
         self._rejected = meter.create_counter(mm.MODEL_FEEDBACK_REJECTED, unit="{request}",
                                               description="Feedback requests refused, by reason.")
         self._reason_attributes = {reason: {**model, mm.ERROR_TYPE: reason} for reason in REJECTION_REASONS}
-        for counter in (self._labels, self._correct):
-            counter.add(0, model)
+        self._labels.add(0, model)
+        if prediction is None or prediction.kind == CLASSES:  # a regressor has no "correct" series
+            self._correct.add(0, model)
         for attributes in self._reason_attributes.values():
             self._rejected.add(0, attributes)
 
