@@ -30,6 +30,13 @@ def test_flag_beats_environment_beats_default():
         ("INFERWATCH_UPSTREAM", "ftp://model"),
         ("INFERWATCH_LOG_LEVEL", "chatty"),
         ("INFERWATCH_MAX_BODY_BYTES", "-1"),
+        ("INFERWATCH_MODEL_DIR", "/no/such/model"),
+        ("INFERWATCH_MODEL_URI", "models:/diabetes/3"),
+        ("INFERWATCH_MODEL_URI", "s3://bucket/model"),
+        ("INFERWATCH_MODEL_PROFILE", "/no/such/profile.json"),
+        ("INFERWATCH_MODEL_QUALITY", "maybe"),
+        ("INFERWATCH_FEEDBACK_MAX_ROWS", "0"),
+        ("INFERWATCH_FEEDBACK_KEY_FILE", "/no/such/key"),
     ],
 )
 def test_a_bad_value_fails_at_start_naming_the_variable(variable, value):
@@ -46,3 +53,12 @@ def test_the_command_refuses_a_bad_flag_with_exit_code_2(capsys):
 
 def test_upstream_trailing_slash_is_normalised():
     assert load_settings({}, environ={"INFERWATCH_UPSTREAM": "http://m:1/"}).invocations_url == "http://m:1/invocations"
+
+
+def test_a_model_is_given_by_its_directory_or_a_file_uri_not_both(tmp_path):
+    (tmp_path / "MLmodel").write_text("flavors: {}\n")
+    assert load_settings({"model_uri": f"file://{tmp_path}"}, environ={}).model_uri == str(tmp_path)
+    assert load_settings({}, environ={"INFERWATCH_MODEL_QUALITY": "false"}).model_quality is False
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"model_dir": str(tmp_path), "model_uri": str(tmp_path)}, environ={})
+    assert "not both" in str(caught.value)
