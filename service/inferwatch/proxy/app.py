@@ -302,8 +302,9 @@ def create_app(
     meter = telemetry.meter_provider.get_meter("inferwatch")
     register_model_info(identity, meter)
     tokens = FeedbackTokens(load_key(settings), identity, settings.feedback_max_rows, settings.feedback_max_age)
-    observer = (AnswerObserver(QualityRecorder(identity, meter), tokens) if settings.model_quality
-                else AnswerObserver(None, None))
+    # With telemetry off (OTEL_SDK_DISABLED) nothing would read the counts: only the tokens stay.
+    recorder = QualityRecorder(identity, meter) if settings.model_quality and telemetry.enabled else None
+    observer = AnswerObserver(recorder, tokens if settings.model_quality else None)
     predictor = Predictor(settings, upstream, telemetry, identity, observer)
     rate = RequestRate()
     sampler = HostSampler(settings.host_metrics_interval, settings.disk_path, on_tick=(rate.tick,))
