@@ -226,3 +226,19 @@ def test_tokens_verify_only_unaltered_and_carry_what_feedback_needs():
     assert tokens.issue("id2", [0.5, 1.5], now=1000.0).count(".") == 2  # a regression token
     assert tokens.issue("id3", [0, 1, 0, 1], now=1000.0) is None  # more rows than the limit
     assert FeedbackTokens(b"other", identity, 3, 60).issue("id1", [1, 0], now=1000.0) != token
+
+
+def test_the_profile_command_scores_the_data_with_the_model_and_writes_beside_it(demo_model, tmp_path):
+    import shutil
+
+    from inferwatch.stack.demo_model import training_data
+
+    model = tmp_path / "model"
+    shutil.copytree(demo_model, model, ignore=shutil.ignore_patterns(PROFILE_FILE_NAME))
+    features, _ = training_data()
+    features.to_csv(tmp_path / "train.csv", index=False)
+    assert main(["profile", str(tmp_path / "train.csv"), "--model", str(model), "--name", "demo"]) == 0
+    built, shipped = read_profile(model / PROFILE_FILE_NAME), read_profile(demo_model / PROFILE_FILE_NAME)
+    assert built.model == {"name": "demo", "flavor": "sklearn"}
+    assert built.signature == shipped.signature and built.features == shipped.features
+    assert built.prediction == shipped.prediction  # the model's own answers on its training data
