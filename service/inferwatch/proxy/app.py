@@ -75,7 +75,7 @@ class Predictor:
         self.settings = settings
         self.upstream = upstream
         self._observer = observer or AnswerObserver(None, None)
-        model = identity.attributes
+        self._model = model = identity.attributes  # model and version on every prediction series
         meter = telemetry.meter_provider.get_meter("inferwatch")
         self._successes = meter.create_counter(
             PREDICTION_SUCCESSES, unit="{prediction}", description="Predictions answered by the model."
@@ -84,7 +84,6 @@ class Predictor:
             PREDICTION_FAILURES, unit="{prediction}", description="Predictions that failed, by error.type."
         )
         # Every series exists at 0 from start-up, so rate() works before the first failure.
-        self._model = model
         self._successes.add(0, model)
         self._failure_attributes = {outcome: {**model, ERROR_TYPE: outcome.value} for outcome in FAILURES}
         for attributes in self._failure_attributes.values():
