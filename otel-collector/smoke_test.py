@@ -56,6 +56,8 @@ TRACE_TIMEOUT = 30.0
 POST_PREDICT_OK = {"method": "POST", "route": "/predict", "status": "200"}
 POST_PREDICT_ERROR = {"method": "POST", "route": "/predict", "status": "500"}
 GET_UNMATCHED = {"method": "GET", "route": mm.UNMATCHED_ROUTE, "status": "404"}
+MODEL = {"model": "diabetes", "model_version": "2"}
+MODEL_ATTRIBUTES = {mm.MODEL_NAME: "diabetes", mm.MODEL_VERSION: "2"}
 
 # (sample name, labels) -> value, computed by hand from what emit_metrics() records.
 EXPECTED_SAMPLES = {
@@ -66,10 +68,25 @@ EXPECTED_SAMPLES = {
     ("http_request_duration_seconds_sum", frozenset(POST_PREDICT_OK.items())): 2.35,
     ("http_requests_throughput", frozenset()): 12.5,
     ("active_requests", frozenset()): 1.0,
-    ("prediction_success_total", frozenset()): 3.0,
-    ("prediction_failure_total", frozenset()): 3.0,
-    ("prediction_failure_by_reason_total", frozenset({"reason": "timeout"}.items())): 1.0,
-    ("prediction_failure_by_reason_total", frozenset({"reason": "bad_input"}.items())): 2.0,
+    ("prediction_success_total", frozenset(MODEL.items())): 3.0,
+    ("prediction_failure_total", frozenset(MODEL.items())): 3.0,
+    ("prediction_failure_by_reason_total", frozenset({**MODEL, "reason": "timeout"}.items())): 1.0,
+    ("prediction_failure_by_reason_total", frozenset({**MODEL, "reason": "bad_input"}.items())): 2.0,
+    ("model_info", frozenset({**MODEL, "flavor": "sklearn", "signature": "true", "reference": "true"}.items())): 1.0,
+    ("model_feature_bin_total", frozenset({**MODEL, "feature": "Glucose", "bin": "00"}.items())): 4.0,
+    ("model_feature_expected_share", frozenset({**MODEL, "feature": "Glucose", "bin": "00"}.items())): 0.25,
+    ("model_feature_missing_total", frozenset({**MODEL, "feature": "Glucose"}.items())): 1.0,
+    ("model_input_rows_total", frozenset(MODEL.items())): 5.0,
+    ("model_input_violation_total", frozenset({**MODEL, "column": "Age", "kind": "missing"}.items())): 2.0,
+    ("model_input_unreadable_total", frozenset({**MODEL, "format": "csv"}.items())): 1.0,
+    ("model_prediction_bin_total", frozenset({**MODEL, "bin": "1"}.items())): 3.0,
+    ("model_prediction_expected_share", frozenset({**MODEL, "bin": "1"}.items())): 0.3,
+    ("model_feedback_labels_total", frozenset(MODEL.items())): 2.0,
+    ("model_feedback_correct_total", frozenset(MODEL.items())): 1.0,
+    ("model_feedback_absolute_error_count", frozenset(MODEL.items())): 2.0,
+    ("model_feedback_absolute_error_sum", frozenset(MODEL.items())): 1.5,
+    ("model_feedback_squared_error_total", frozenset(MODEL.items())): 1.25,
+    ("model_feedback_rejected_total", frozenset({**MODEL, "reason": "token_expired"}.items())): 1.0,
     ("system_cpu_usage", frozenset()): 25.0,
     ("system_ram_usage", frozenset()): 50.0,
     ("system_memory_usage_mb", frozenset()): 1536.5,
@@ -169,11 +186,12 @@ def emit_metrics(otlp_endpoint: str) -> None:
     )
 
     successes = meter.create_counter(mm.PREDICTION_SUCCESSES)
-    successes.add(2, {"smoke.shard": "a"})
-    successes.add(1, {"smoke.shard": "b"})
+    successes.add(2, {**MODEL_ATTRIBUTES, "smoke.shard": "a"})
+    successes.add(1, {**MODEL_ATTRIBUTES, "smoke.shard": "b"})
     failures = meter.create_counter(mm.PREDICTION_FAILURES)
-    failures.add(1, {mm.ERROR_TYPE: "timeout"})
-    failures.add(2, {mm.ERROR_TYPE: "bad_input"})
+    failures.add(1, {**MODEL_ATTRIBUTES, mm.ERROR_TYPE: "timeout"})
+    failures.add(2, {**MODEL_ATTRIBUTES, mm.ERROR_TYPE: "bad_input"})
+    emit_model_quality(meter)
 
     active = meter.create_up_down_counter(mm.HTTP_SERVER_ACTIVE_REQUESTS)
     active.add(2, {mm.HTTP_REQUEST_METHOD: "POST", "url.scheme": "http"})
@@ -199,6 +217,34 @@ def emit_metrics(otlp_endpoint: str) -> None:
 
     provider.force_flush()
     provider.shutdown()
+
+
+def emit_model_quality(meter) -> None:
+    """Every model-quality instrument, shaped as inferwatch.proxy.quality and .feedback record them."""
+    model = MODEL_ATTRIBUTES
+    glucose = {**model, mm.MODEL_FEATURE: "Glucose"}
+
+    def observe(value, attributes):
+        return lambda _options: [Observation(value, attributes)]
+
+    meter.create_observable_gauge(mm.MODEL_INFO, [observe(1, {
+        **model, mm.MODEL_FLAVOR: "sklearn", mm.MODEL_SIGNATURE: "true", mm.MODEL_REFERENCE: "true"})])
+    meter.create_observable_counter(mm.MODEL_FEATURE_VALUES, [observe(4, {**glucose, mm.MODEL_BIN: "00"})])
+    meter.create_observable_gauge(mm.MODEL_FEATURE_EXPECTED_SHARE, [observe(0.25, {**glucose, mm.MODEL_BIN: "00"})])
+    meter.create_observable_counter(mm.MODEL_FEATURE_MISSING, [observe(1, glucose)])
+    meter.create_observable_counter(mm.MODEL_INPUT_ROWS, [observe(5, model)])
+    meter.create_observable_counter(mm.MODEL_INPUT_VIOLATIONS, [observe(2, {
+        **model, mm.MODEL_INPUT_COLUMN: "Age", mm.MODEL_VIOLATION_KIND: "missing"})])
+    meter.create_observable_counter(mm.MODEL_INPUT_UNREADABLE, [observe(1, {**model, mm.MODEL_INPUT_FORMAT: "csv"})])
+    meter.create_observable_counter(mm.MODEL_PREDICTION_VALUES, [observe(3, {**model, mm.MODEL_BIN: "1"})])
+    meter.create_observable_gauge(mm.MODEL_PREDICTION_EXPECTED_SHARE, [observe(0.3, {**model, mm.MODEL_BIN: "1"})])
+    meter.create_counter(mm.MODEL_FEEDBACK_LABELS).add(2, model)
+    meter.create_counter(mm.MODEL_FEEDBACK_CORRECT).add(1, model)
+    error = meter.create_histogram(mm.MODEL_FEEDBACK_ABSOLUTE_ERROR, explicit_bucket_boundaries_advisory=[0.5, 1, 2])
+    error.record(0.5, model)
+    error.record(1.0, model)
+    meter.create_counter(mm.MODEL_FEEDBACK_SQUARED_ERROR).add(1.25, model)
+    meter.create_counter(mm.MODEL_FEEDBACK_REJECTED).add(1, {**model, mm.ERROR_TYPE: "token_expired"})
 
 
 def emit_traces(otlp_endpoint: str) -> None:

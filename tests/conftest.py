@@ -100,6 +100,48 @@ def tunable_mlflow(tmp_path_factory) -> Iterator[MlflowServer]:
     server.stop()
 
 
+REGRESSOR_COLUMNS = ("Temperature", "Humidity", "Wind")
+REGRESSOR_NAME, REGRESSOR_VERSION = "demand-regressor", "3"
+
+
+def regressor_training_data(rows: int = 600, seed: int = 7):
+    """Standardized features and a linear target with noise (deterministic)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((rows, len(REGRESSOR_COLUMNS)))
+    target = features @ np.array([2.0, -1.0, 0.5]) + rng.normal(0.0, 0.3, rows)
+    return pd.DataFrame(features, columns=list(REGRESSOR_COLUMNS)), target
+
+
+@pytest.fixture(scope="session")
+def regressor_model(tmp_path_factory) -> Path:
+    """A small sklearn LinearRegression saved with mlflow.sklearn, its profile beside it."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LinearRegression
+
+    from inferwatch.contract.profile import PROFILE_FILE_NAME, write_profile
+    from inferwatch.stack.profile import build_profile, read_signature
+
+    features, target = regressor_training_data()
+    model = LinearRegression().fit(features, target)
+    directory = tmp_path_factory.mktemp("regressor") / "model"
+    mlflow.sklearn.save_model(model, str(directory), signature=infer_signature(features, model.predict(features)))
+    profile = build_profile(features, model.predict(features).tolist(), signature=read_signature(directory),
+                            model={"name": REGRESSOR_NAME, "version": REGRESSOR_VERSION})
+    write_profile(profile, directory / PROFILE_FILE_NAME)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def regressor_mlflow(regressor_model) -> Iterator[MlflowServer]:
+    server = MlflowServer(regressor_model, free_port(), regressor_model.parent / "mlflow.log").start()
+    yield server
+    server.stop()
+
+
 def tunable_payload(rows: int = 1, **params) -> dict:
     """A request for the tunable model: ``delay_s`` makes it slow, ``fail=True`` makes it raise."""
     return {"dataframe_split": {"columns": ["x"], "data": [[1.0]] * rows}, "params": params}

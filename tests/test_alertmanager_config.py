@@ -41,7 +41,7 @@ def test_amtool_accepts_the_committed_config_and_its_templates():
 def test_the_route_groups_by_alert_name_and_model_with_the_seeds_timings_and_sends_resolved():
     config = yaml.safe_load(COMMITTED.read_text())
     route = config["route"]
-    assert route["group_by"] == ["alertname", "job"]  # one email per alert and model
+    assert route["group_by"] == ["alertname", "job", "model", "model_version"]  # one email per alert and model
     assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("30s", "5m", "4h")
     [receiver] = config["receivers"]
     assert receiver["name"] == route["receiver"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -70,10 +71,16 @@ def send_known_mix(proxy) -> int:
     return len(statuses)
 
 
-def test_service_metrics_and_collector_metrics_are_the_same_contract(mlflow_server, start_proxy, start_collector):
+def test_service_metrics_and_collector_metrics_are_the_same_contract(mlflow_server, demo_model, start_proxy,
+                                                                     start_collector):
     collector = start_collector()
-    proxy = start_proxy(mlflow_server.url, env=otlp_env(collector))
+    proxy = start_proxy(mlflow_server.url, env=otlp_env(collector), model_dir=str(demo_model))
     n = send_known_mix(proxy)
+    answer = proxy.post(json=SEED_EXAMPLE)  # one more, with its true label: the feedback series
+    feedback = {"token": answer.headers["Inferwatch-Feedback-Token"], "label": answer.json()["predictions"][0]}
+    assert proxy.post("/feedback", json=feedback).status_code == 200
+    assert proxy.post("/feedback", json={"token": "forged", "label": 1}).status_code == 400
+    n += 3
 
     def collector_complete():
         text = collector.metrics_text()
@@ -91,10 +98,20 @@ def test_service_metrics_and_collector_metrics_are_the_same_contract(mlflow_serv
     for samples in (without_ignored_labels(parse_samples(direct)), without_ignored_labels(parse_samples(via_collector))):
         assert total(samples, "http_requests_total") == n
         assert total(samples, "http_request_duration_seconds_count") == n
-        assert total(samples, "http_requests_total", route="/predict", status="200") == 7
+        assert total(samples, "http_requests_total", route="/predict", status="200") == 8
         assert total(samples, "http_requests_total", route="/invocations", status="200") == 3
         assert total(samples, "http_requests_total", route="unmatched", status="404") == 1
-        assert total(samples, "prediction_success_total") == 10
+        assert total(samples, "prediction_success_total") == 11
+        # Model quality: 11 answered rows, one more the model rejected (7 signature columns missing).
+        assert total(samples, "model_info", model="diabetes-demo", model_version="1", reference="true") == 1
+        assert total(samples, "model_input_rows_total", model="diabetes-demo") == 12
+        assert total(samples, "model_feature_bin_total", feature="Glucose") == 11
+        assert math.isclose(total(samples, "model_feature_expected_share", feature="Glucose"), 1)
+        assert total(samples, "model_prediction_bin_total") == 11
+        assert total(samples, "model_input_violation_total", kind="missing") == 7
+        assert total(samples, "model_feedback_labels_total") == 1
+        assert total(samples, "model_feedback_correct_total") == 1
+        assert total(samples, "model_feedback_rejected_total", reason="invalid_token") == 1
         assert total(samples, "prediction_failure_total") == 4
         assert total(samples, "prediction_failure_by_reason_total", reason="invalid_json") == 2
         assert total(samples, "prediction_failure_by_reason_total", reason="model_rejected") == 1

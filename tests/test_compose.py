@@ -18,7 +18,7 @@ from conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
-ONE_SHOT = {"alertmanager-config"}
+ONE_SHOT = {"alertmanager-config", "demo-profile"}
 
 
 def env_example() -> dict[str, str]:

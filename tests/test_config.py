@@ -32,6 +32,13 @@ def test_flag_beats_environment_beats_default():
         ("INFERWATCH_UPSTREAM", "ftp://model"),
         ("INFERWATCH_LOG_LEVEL", "chatty"),
         ("INFERWATCH_MAX_BODY_BYTES", "-1"),
+        ("INFERWATCH_MODEL_DIR", "/no/such/model"),
+        ("INFERWATCH_MODEL_URI", "models:/diabetes/3"),
+        ("INFERWATCH_MODEL_URI", "s3://bucket/model"),
+        ("INFERWATCH_MODEL_PROFILE", "/no/such/profile.json"),
+        ("INFERWATCH_MODEL_QUALITY", "maybe"),
+        ("INFERWATCH_FEEDBACK_MAX_ROWS", "0"),
+        ("INFERWATCH_FEEDBACK_KEY_FILE", "/no/such/key"),
     ],
 )
 def test_a_bad_value_fails_at_start_naming_the_variable(variable, value):
@@ -79,3 +86,12 @@ def test_a_socket_directory_left_by_a_killed_proxy_is_removed_at_the_next_start(
     fresh = socket_dir(str(tmp_path))
     assert not stale.exists() and alive.exists()
     assert fresh.startswith(str(tmp_path / SOCKET_DIR_PREFIX)) and (oct(os.stat(fresh).st_mode)[-3:] == "700")
+
+
+def test_a_model_is_given_by_its_directory_or_a_file_uri_not_both(tmp_path):
+    (tmp_path / "MLmodel").write_text("flavors: {}\n")
+    assert load_settings({"model_uri": f"file://{tmp_path}"}, environ={}).model_uri == str(tmp_path)
+    assert load_settings({}, environ={"INFERWATCH_MODEL_QUALITY": "false"}).model_quality is False
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"model_dir": str(tmp_path), "model_uri": str(tmp_path)}, environ={})
+    assert "not both" in str(caught.value)

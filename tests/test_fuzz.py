@@ -24,7 +24,8 @@ from inferwatch.stack.demo_model import PIMA_COLUMNS
 
 SPEC = yaml.safe_load(resources.files("inferwatch.proxy").joinpath("openapi.yaml").read_text())
 OPERATIONAL = {"/metrics", "/healthz", "/readyz"}
-PREDICTION_PATHS = [path for path, operations in SPEC["paths"].items() if path not in OPERATIONAL]
+FEEDBACK = "/feedback"  # counted as a request, not as a prediction
+PREDICTION_PATHS = [path for path, operations in SPEC["paths"].items() if path not in OPERATIONAL | {FEEDBACK}]
 KNOWN = [(method.upper(), path) for path, operations in SPEC["paths"].items() for method in operations]
 EXAMPLES = 400
 

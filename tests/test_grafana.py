@@ -19,10 +19,13 @@ import configparser
 import math
 import re
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from alerting_stack import PROMETHEUS_DIR, REPO, ForeignExporter, PrometheusServer, poll, prometheus_test_config
@@ -39,7 +42,8 @@ from dashboard_queries import (
 from inferwatch.contract.metrics import MAPPINGS, PrometheusType
 from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings, Thresholds
 from inferwatch.render import grafana
-from inferwatch.render.prometheus_rules import recording_group
+from inferwatch.render.prometheus_rules import RecordingRule, rule_groups
+from inferwatch.proxy.feedback import TOKEN_HEADER
 from inferwatch.render.text import number
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 from inferwatch.stack.processes import ManagedProcess, free_port
@@ -197,7 +201,8 @@ def test_units_match_what_each_metric_measures():
     assert "Prediction success rate" in units["percentunit"] and "Request rate by route" in units["reqps"]
 
 
-RECORDED = tuple(rule.record for rule in recording_group(THRESHOLDS).rules)
+RECORDED = tuple(rule.record for group in rule_groups(THRESHOLDS) for rule in group.rules
+                 if isinstance(rule, RecordingRule))
 
 
 def test_every_query_sums_by_model_so_several_models_and_instances_stay_apart():
@@ -363,7 +368,7 @@ def test_the_policy_groups_by_alertname_and_model_with_alertmanagers_timings():
     [policy] = load_yaml(REPO / grafana.POLICIES_FILE)["policies"]
     [point] = load_yaml(REPO / grafana.CONTACT_POINTS_FILE)["contactPoints"]
     assert policy["receiver"] == point["name"]
-    assert policy["group_by"] == ["alertname", "job"] == load_yaml(REPO / "observability/alertmanager/alertmanager.yml")["route"]["group_by"]
+    assert policy["group_by"] == ["alertname", "job", "model", "model_version"] == load_yaml(REPO / "observability/alertmanager/alertmanager.yml")["route"]["group_by"]
     timings = (policy["group_wait"], policy["group_interval"], policy["repeat_interval"])
     assert timings == ("30s", "5m", "4h") == (RouteTimings().group_wait, RouteTimings().group_interval,
                                               RouteTimings().repeat_interval)
@@ -438,46 +443,62 @@ def test_a_compose_grafana_service_mounts_these_files_and_passes_every_variable_
 
 @dataclass
 class LiveStack:
-    proxy: Proxy
+    proxy: Proxy  # in front of the demo classifier
+    regressor: Proxy  # in front of a regressor: the regression panels have data too
     foreign: ForeignExporter
     prometheus: PrometheusServer
     queries: DashboardQueries
 
 
-@pytest.fixture(scope="module")
-def live(mlflow_server, tmp_path_factory) -> LiveStack:
-    """A proxy before the session's MLflow, scraped directly as job fraud-model, beside another
-    team's exporter of the same names; Prometheus (1 s scrapes, the committed rules) on both."""
-    workdir = tmp_path_factory.mktemp("grafana-live")
+def start_live_proxy(upstream: str, model_dir: Path, workdir: Path) -> Proxy:
     port = free_port()
-    env = child_env(INFERWATCH_UPSTREAM=mlflow_server.url, INFERWATCH_PORT=str(port),
+    env = child_env(INFERWATCH_UPSTREAM=upstream, INFERWATCH_PORT=str(port), INFERWATCH_MODEL_DIR=str(model_dir),
                     INFERWATCH_HOST_METRICS_INTERVAL="0.5", INFERWATCH_LOG_LEVEL="WARNING")
     process = ManagedProcess("inferwatch", [sys.executable, "-m", "inferwatch", "serve"],
-                             workdir / "proxy.log", env=env).start()
-    proxy = Proxy(port, process)
+                             workdir / f"proxy-{port}.log", env=env).start()
+    process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=30)
+    return Proxy(port, process)
+
+
+@pytest.fixture(scope="module")
+def live(mlflow_server, demo_model, regressor_mlflow, regressor_model, tmp_path_factory) -> LiveStack:
+    """Proxies before the demo classifier and a regressor, scraped directly as job fraud-model,
+    beside another team's exporter of the same names; Prometheus (1 s scrapes, the committed
+    rules) on all three."""
+    workdir = tmp_path_factory.mktemp("grafana-live")
+    proxies: list[Proxy] = []
     foreign = ForeignExporter()
     prometheus = None
     try:
-        process.wait_ready(f"{proxy.url}/healthz", timeout=30)
-        prometheus = start_prometheus(f"127.0.0.1:{port}", workdir / "prometheus", foreign)
-        stack = LiveStack(proxy, foreign, prometheus, DashboardQueries(prometheus))
+        proxies.append(start_live_proxy(mlflow_server.url, demo_model, workdir))
+        proxies.append(start_live_proxy(regressor_mlflow.url, regressor_model, workdir))
+        prometheus = start_prometheus([f"127.0.0.1:{p.port}" for p in proxies], workdir / "prometheus", foreign)
+        stack = LiveStack(proxies[0], proxies[1], foreign, prometheus, DashboardQueries(prometheus))
         send_traffic(stack)
+        # The module runs for minutes; rate() over the test's 1m window needs traffic in it.
+        stop = threading.Event()
+        trickle = threading.Thread(target=keep_traffic_flowing, args=(stack, stop), daemon=True)
+        trickle.start()
         yield stack
+        stop.set()
+        trickle.join(timeout=30)
     finally:
         if prometheus is not None:
             prometheus.stop()
         foreign.stop()
-        proxy.session.close()
-        process.stop()
+        for proxy in proxies:
+            proxy.session.close()
+            proxy.process.stop()
 
 
-def start_prometheus(target: str, workdir: Path, foreign: ForeignExporter) -> PrometheusServer:
+def start_prometheus(targets: list[str], workdir: Path, foreign: ForeignExporter) -> PrometheusServer:
     rules = workdir / "rules"
     rules.mkdir(parents=True)
     for path in (PROMETHEUS_DIR / "rules").glob("*.yml"):  # the recording rules the panels read
         (rules / path.name).write_text(path.read_text())
-    config = yaml.safe_load(prometheus_test_config(target, "rules/*.yml", alertmanager="127.0.0.1:1",
+    config = yaml.safe_load(prometheus_test_config(targets[0], "rules/*.yml", alertmanager="127.0.0.1:1",
                                                    job_name=LIVE_JOB, extra_jobs=[foreign.scrape_config]))
+    config["scrape_configs"][0]["static_configs"] = [{"targets": targets}]
     del config["alerting"]  # nothing here listens to alerts
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -485,8 +506,8 @@ def start_prometheus(target: str, workdir: Path, foreign: ForeignExporter) -> Pr
 
 
 def send_traffic(stack: LiveStack) -> None:
-    """Successes, bad input (400, a failure with a reason) and unknown paths (404); the foreign
-    job fails slowly all the while.
+    """Successes, bad input (400, a failure with a reason), unknown paths (404) and feedback; the
+    foreign job fails slowly all the while.
 
     A series is born with its first request, and rate() cannot see the increase that created
     it: one request of each kind first, then the rest once Prometheus has scraped them.
@@ -508,13 +529,38 @@ def send_traffic(stack: LiveStack) -> None:
     for status, send in kinds.items():
         for _ in range(20 if status == "200" else 3):
             assert send().status_code == int(status)
+    send_feedback(stack)
     stack.foreign.fail(100)
+
+
+def keep_traffic_flowing(stack: LiveStack, stop: threading.Event, limit: int = 1200) -> None:
+    """A prediction and its feedback on each proxy every second, until stopped (at most ``limit``)."""
+    for _ in range(limit):
+        if stop.wait(1.0):
+            return
+        try:
+            send_feedback(stack)
+        except (requests.RequestException, AssertionError):
+            return  # a proxy stopped: the module is ending
+
+
+def send_feedback(stack: LiveStack) -> None:
+    """Predictions with their true labels, for the classifier and the regressor."""
+    classifier = stack.proxy.post(json=SEED_EXAMPLE)
+    assert stack.proxy.post("/feedback", json={"token": classifier.headers[TOKEN_HEADER],
+                                               "label": 1}).status_code == 200
+    row = {"dataframe_split": {"columns": ["Temperature", "Humidity", "Wind"], "data": [[0.1, 0.2, 0.3]]}}
+    for label in (0.0, 1.0, 2.0):
+        regression = stack.regressor.post(json=row)
+        assert regression.status_code == 200, regression.text
+        assert stack.regressor.post("/feedback", json={"token": regression.headers[TOKEN_HEADER],
+                                                       "label": label}).status_code == 200
 
 
 @pytest.mark.slow
 def test_every_dashboard_query_runs_and_returns_data_from_the_real_service(live):
     expressions = panel_expressions(dashboard())
-    assert len(expressions) == 22
+    assert len(expressions) == 39
     assert live.queries.wait_for_data(expressions, LIVE_TIMEOUT) == {}
 
 
@@ -522,7 +568,8 @@ def test_every_dashboard_query_runs_and_returns_data_from_the_real_service(live)
 def test_every_template_variable_lists_values_from_the_real_service_and_no_other_job(live):
     values = live.queries.resolve_variables()
     assert values["job"] == [LIVE_JOB], values
-    assert values["instance"] == [f"127.0.0.1:{live.proxy.port}"], values
+    # the classifier's proxy and the regressor's
+    assert values["instance"] == sorted(f"127.0.0.1:{p.port}" for p in (live.proxy, live.regressor)), values
     assert {"/predict", "unmatched"} <= set(values["route"]), values
 
 

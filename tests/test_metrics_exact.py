@@ -42,8 +42,10 @@ def test_the_contract_is_on_metrics_and_counters_start_at_zero(proxy):
             continue  # labelled by method/route/status: their series appear with the first request
         assert found.get(name) == kind, f"{name} missing or of the wrong type in:\n{text}"
     samples = parse_samples(text)
-    assert samples[("prediction_success_total", ())] == 0
-    assert samples[("prediction_failure_total", ())] == 0
+    # A proxy told nothing about its model labels it unknown; both counters carry the same labels.
+    model = (("model", "unknown"), ("model_version", "unknown"))
+    assert samples[("prediction_success_total", model)] == 0
+    assert samples[("prediction_failure_total", model)] == 0
     assert samples[("active_requests", ())] == 0
     assert 0 <= samples[("system_cpu_usage", ())] <= 100
     assert 0 < samples[("system_ram_usage", ())] <= 100

@@ -132,7 +132,9 @@ def test_every_prediction_failing_puts_the_failure_rate_alert_in_pending_naming_
                   "HighPredictionFailureRate to go pending")
     [alert] = alerts
     assert alert["state"] == "pending", alert
+    # The seed's proxy is not told its model's name or version (--model-name, --model-dir): unknown.
     assert alert["labels"] == {"alertname": "HighPredictionFailureRate", "job": SEED_JOB,
+                               "model": "unknown", "model_version": "unknown",
                                "severity": "critical", "component": "prediction"}
     assert float(alert["value"]) == 1.0
     assert f"100% of predictions ({SEED_JOB}) failed" in alert["annotations"]["description"]

@@ -3,7 +3,9 @@
 ``inferwatch serve``
     Run the proxy (see :mod:`inferwatch.proxy.config` for every flag and its environment variable).
 ``inferwatch demo-model DIR``
-    Train the demo model and save it to DIR for ``mlflow models serve -m DIR``.
+    Train the demo model and save it to DIR for ``mlflow models serve -m DIR``, with its profile.
+``inferwatch profile DATA [--model DIR]``
+    Build a model's reference profile from its training data (see :mod:`inferwatch.stack.profile`).
 ``inferwatch up``
     Run the whole stack natively (see :mod:`inferwatch.stack.up`); Ctrl-C stops it.
 ``inferwatch load``
@@ -43,6 +45,18 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo-model", help="train and save the demo model")
     demo.add_argument("directory", help="where to save the MLflow model (must not exist)")
+
+    profile = commands.add_parser("profile", help="build a model's reference profile from training data")
+    profile.add_argument("data", help="training data, .csv or .parquet")
+    profile.add_argument("--model", help="the MLflow model directory: scores the data, and the profile goes beside it")
+    profile.add_argument("--predictions", metavar="COLUMN", help="a column of the data holding the predictions")
+    profile.add_argument("--exclude", metavar="COLUMN", action="append", default=[], help="a column that is no feature")
+    profile.add_argument("-o", "--output", help="where to write (default: inferwatch-profile.json in --model)")
+    profile.add_argument("--name", default="", help="the model's name, as the proxy labels it")
+    profile.add_argument("--version", dest="model_version", default="", help="the model's version")
+    profile.add_argument("--bins", type=int, default=10, help="quantile bins per numeric feature (default 10)")
+    profile.add_argument("--top", type=int, default=10, help="categories kept per categorical feature (default 10)")
+    profile.add_argument("--task", choices=("auto", "classification", "regression"), default="auto")
 
     up = commands.add_parser("up", help="run the whole stack as native processes")
     up.add_argument("--run-dir", default=".run", help="logs, data and the demo model (default .run)")
@@ -101,6 +115,18 @@ def main(argv: list[str] | None = None) -> int:
 
         print(save_demo_model(args.directory))
         return 0
+    if args.command == "profile":
+        from inferwatch.stack.profile import profile_model
+
+        try:
+            path = profile_model(args.data, args.model, output=args.output, prediction_column=args.predictions,
+                                 exclude=args.exclude, name=args.name, version=args.model_version,
+                                 bins=args.bins, top=args.top, task=args.task)
+        except (OSError, ValueError) as error:
+            print(f"inferwatch profile: {error}", file=sys.stderr)
+            return 2
+        print(path)
+        return 0
     if args.command == "load":
         from inferwatch.stack.load import LoadPlan, run_load
 
@@ -128,7 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"inferwatch: bad setting {error}", file=sys.stderr)
         return 2
+    from inferwatch.contract.profile import ProfileError
+    from inferwatch.proxy.model import load_model_identity
     from inferwatch.proxy.server import serve
+
+    try:
+        load_model_identity(settings)  # a bad profile stops the start here, before uWSGI
+    except ProfileError as error:
+        print(f"inferwatch: bad model profile {error}", file=sys.stderr)
+        return 2
 
     serve(settings)  # replaces this process with the server
     return 0

@@ -5,7 +5,11 @@ front of the same MLflow model server, and are loaded in interleaved rounds (A B
 wrk, so machine drift cancels out. Reports each side's proxy CPU per request (all of uWSGI's
 processes, and the HTTP router's share of it), p50 and req/s.
 
-    python tests/benchmarks/ab_compare.py --baseline HEAD~1 [--rounds 4 --seconds 5 --concurrency 1 8]
+    python tests/benchmarks/ab_compare.py --baseline HEAD~1 [--rounds 4 --seconds 5 --concurrency 1 8] [--model-dir]
+
+``--model-dir`` gives both proxies the demo model (``INFERWATCH_MODEL_DIR``, with its reference
+profile), so the working tree runs with model-quality telemetry; a baseline from before it ignores
+the variable.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--model-dir", action="store_true", help="both proxies get the demo model's directory")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="inferwatch-ab-"))
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(work / "baseline"), args.baseline],
@@ -51,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         mlflow_port, collector = free_port(), CollectorPorts()
-        spawn("mlflow", mlflow_serve_command(save_demo_model(work / "model"), mlflow_port), env_with(),
-              f"http://127.0.0.1:{mlflow_port}/ping")
+        model = save_demo_model(work / "model")
+        spawn("mlflow", mlflow_serve_command(model, mlflow_port), env_with(), f"http://127.0.0.1:{mlflow_port}/ping")
         spawn("otelcol", collector_command(build_collector()),
               env_with(**collector_env(collector, work / "traces.jsonl")), f"http://127.0.0.1:{collector.health}/")
         sides = {}
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             env = env_with(INFERWATCH_UPSTREAM=f"http://127.0.0.1:{mlflow_port}", INFERWATCH_PORT=str(port),
                            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.otlp_http}", OTEL_METRIC_EXPORT_INTERVAL="5000",
-                           PYTHONPATH=str(source))
+                           PYTHONPATH=str(source), **({"INFERWATCH_MODEL_DIR": str(model)} if args.model_dir else {}))
             process = spawn(name, [sys.executable, "-m", "inferwatch", "serve"], env,
                             f"http://127.0.0.1:{port}/readyz")
             sides[name] = (f"http://127.0.0.1:{port}/predict", process)

@@ -11,7 +11,12 @@ drift cancels out:
 * ``proxy_off``: the same proxy with ``OTEL_SDK_DISABLED=true`` and the request log off.
 
 For each: requests/s, p50/p95/p99 latency, and the CPU seconds the proxy process spent per request
-(from /proc: the most stable figure on a shared machine). Also: /metrics scrape time under load
+(from /proc: the most stable figure on a shared machine).
+
+Model quality (docs/model-quality.md): two more proxies with the demo model's profile and full
+telemetry, ``quality_on`` (binning, signature checks, feedback tokens) and ``quality_off``
+(``INFERWATCH_MODEL_QUALITY=false``), measured interleaved at concurrency 2 with a 1-row and a
+1,000-row payload: the CPU the quality telemetry adds per request, and per row. Also: /metrics scrape time under load
 (OpenMetrics with exemplars, as Prometheus asks for it),
 and the time from a request to its count being visible in Prometheus through the collector.
 
@@ -36,7 +41,7 @@ from pathlib import Path
 import requests
 
 from harness import cpu_seconds, machine_facts, median, percentile, run_wrk, wrk_script
-from inferwatch.stack.demo_model import SEED_EXAMPLE, save_demo_model
+from inferwatch.stack.demo_model import PIMA_COLUMNS, SEED_EXAMPLE, save_demo_model
 from inferwatch.stack.processes import (
     PROMETHEUS_EXEMPLAR_STORAGE,
     CollectorPorts,
@@ -62,7 +67,10 @@ GOALS = {
     "added_p50_ms_c1": ("<=", 1.0, "proxy (telemetry on) p50 - direct p50 at concurrency 1, ms"),
     "cpu_ms_per_request": ("<=", 1.2, "proxy CPU per request, telemetry on, ms (median over runs)"),
     "scrape_p99_ms": ("<=", 5.0, "/metrics scrape p99 under load, ms"),
+    "quality_added_ms_1row": ("<=", 0.15, "proxy CPU that model-quality telemetry adds to a 1-row request, ms"),
 }
+QUALITY_CONCURRENCY = 2
+QUALITY_ROWS = 1000
 
 
 def env_with(**extra: str) -> dict[str, str]:
@@ -110,6 +118,16 @@ class Bench:
             INFERWATCH_UPSTREAM=upstream, INFERWATCH_PORT=str(self.proxy_off_port),
             OTEL_SDK_DISABLED="true", INFERWATCH_LOG_LEVEL="WARNING",
         ), f"http://127.0.0.1:{self.proxy_off_port}/readyz")
+        self.quality_ports = {"quality_on": free_port(), "quality_off": free_port()}
+        self.quality = {
+            name: self.spawn(name, command, env_with(
+                INFERWATCH_UPSTREAM=upstream, INFERWATCH_PORT=str(port), INFERWATCH_MODEL_DIR=str(model),
+                INFERWATCH_MODEL_QUALITY="true" if name == "quality_on" else "false",
+                OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{ports.otlp_http}",
+                OTEL_METRIC_EXPORT_INTERVAL="5000",
+            ), f"http://127.0.0.1:{port}/readyz")
+            for name, port in self.quality_ports.items()
+        }
         self.prometheus_port = free_port()
         config = self.work / "prometheus.yml"
         config.write_text(
@@ -148,6 +166,32 @@ class Bench:
                     runs.setdefault(f"c{concurrency}", {}).setdefault(name, []).append(figures)
                     print(f"c{concurrency} round {round_ + 1} {name}: {figures}", file=sys.stderr)
         return runs
+
+    def measure_quality(self) -> dict:
+        """Proxy CPU per request with quality telemetry on and off, 1 row and QUALITY_ROWS rows."""
+        import numpy as np
+
+        rows = np.random.default_rng(0).standard_normal((QUALITY_ROWS, len(PIMA_COLUMNS))).round(6).tolist()
+        scripts = {
+            "1": self.script,
+            str(QUALITY_ROWS): wrk_script(self.work, {"dataframe_split": {"columns": list(PIMA_COLUMNS), "data": rows}},
+                                          f"rows{QUALITY_ROWS}.lua"),
+        }
+        runs: dict = {}
+        for payload, script in scripts.items():
+            for name, port in self.quality_ports.items():  # warm-up
+                run_wrk(f"http://127.0.0.1:{port}/predict", script, 1, 1)
+            for round_ in range(self.rounds):
+                for name, port in self.quality_ports.items():
+                    process = self.quality[name]
+                    before = cpu_seconds(process.process.pid)
+                    figures = run_wrk(f"http://127.0.0.1:{port}/predict", script, QUALITY_CONCURRENCY, self.seconds)
+                    figures["cpu_ms_per_request"] = (cpu_seconds(process.process.pid) - before) * 1000 / max(
+                        figures["requests"], 1)
+                    runs.setdefault(payload, {}).setdefault(name, []).append(figures)
+                    print(f"quality rows={payload} round {round_ + 1} {name}: {figures}", file=sys.stderr)
+        return {rows: {name: {key: median([f[key] for f in figures]) for key in ("rps", "p50_ms", "cpu_ms_per_request")}
+                       for name, figures in by_name.items()} for rows, by_name in runs.items()}
 
     def measure_scrapes(self) -> dict:
         """Scrape /metrics every 50 ms while wrk loads the proxy at concurrency 8."""
@@ -215,8 +259,11 @@ def summarize(runs: dict) -> dict:
     return table
 
 
-def goals(table: dict, scrapes: dict) -> dict:
+def goals(table: dict, scrapes: dict, quality: dict | None = None) -> dict:
     measured = {}
+    if quality:
+        one = quality["1"]
+        measured["quality_added_ms_1row"] = one["quality_on"]["cpu_ms_per_request"] - one["quality_off"]["cpu_ms_per_request"]
     if "c8" in table:
         measured["throughput_ratio_c8"] = table["c8"]["proxy_on"]["rps"] / table["c8"]["direct"]["rps"]
     if "c1" in table:
@@ -230,7 +277,19 @@ def goals(table: dict, scrapes: dict) -> dict:
     }
 
 
-def markdown(table: dict, checks: dict, scrapes: dict, visibility: dict, facts: dict) -> str:
+def quality_lines(quality: dict) -> list[str]:
+    lines = ["", f"Model quality telemetry (concurrency {QUALITY_CONCURRENCY}, proxy CPU per request, medians):", "",
+             "| rows per request | quality on ms | quality off ms | added ms | added per row µs | req/s on | req/s off |",
+             "|---|---|---|---|---|---|---|"]
+    for rows, by_name in quality.items():
+        on, off = by_name["quality_on"], by_name["quality_off"]
+        added = on["cpu_ms_per_request"] - off["cpu_ms_per_request"]
+        lines.append(f"| {rows} | {on['cpu_ms_per_request']:.3f} | {off['cpu_ms_per_request']:.3f} | {added:.3f} "
+                     f"| {added * 1000 / int(rows):.2f} | {on['rps']:.0f} | {off['rps']:.0f} |")
+    return lines
+
+
+def markdown(table: dict, checks: dict, scrapes: dict, visibility: dict, facts: dict, quality: dict | None = None) -> str:
     lines = ["| concurrency | target | req/s | p50 ms | p95 ms | p99 ms | proxy CPU ms/req | errors |",
              "|---|---|---|---|---|---|---|---|"]
     for level, by_target in table.items():
@@ -243,6 +302,7 @@ def markdown(table: dict, checks: dict, scrapes: dict, visibility: dict, facts: 
             lines.append(f"| {level[1:]} | ratios | on/direct {on['rps'] / direct['rps']:.3f}, "
                          f"off/direct {off['rps'] / direct['rps']:.3f}, on/off {on['rps'] / off['rps']:.3f} "
                          f"| | | | CPU on/off {on['cpu_ms_per_request'] / off['cpu_ms_per_request']:.2f} | |")
+    lines += quality_lines(quality) if quality else []
     lines += ["", "| goal | target | measured | met |", "|---|---|---|---|"]
     lines += [f"| {c['what']} | {c['goal']} | {c['measured']} | {'yes' if c['met'] else 'NO'} |" for c in checks.values()]
     lines += ["", f"/metrics under load: {scrapes['series']} series, {scrapes['scrapes']} scrapes, "
@@ -267,17 +327,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench.start()
         runs = bench.measure_load()
+        quality = bench.measure_quality()
         scrapes = bench.measure_scrapes()
         visibility = bench.measure_visibility()
     finally:
         bench.stop()
     table = summarize(runs)
-    checks = goals(table, scrapes)
+    checks = goals(table, scrapes, quality)
     facts = machine_facts()
-    report = markdown(table, checks, scrapes, visibility, facts)
+    report = markdown(table, checks, scrapes, visibility, facts, quality)
     (out / "results.md").write_text(report + "\n")
     (out / "results.json").write_text(json.dumps(
-        {"runs": runs, "table": table, "goals": checks, "scrapes": scrapes, "visibility": visibility,
+        {"runs": runs, "table": table, "quality": quality, "goals": checks, "scrapes": scrapes, "visibility": visibility,
          "machine": facts, "settings": vars(args) | {"out": str(out)}}, indent=2, default=str))
     print(report)
     print(f"\nwritten to {out}")

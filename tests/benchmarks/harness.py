@@ -28,11 +28,11 @@ end
 """
 
 
-def wrk_script(directory: Path | None = None) -> Path:
+def wrk_script(directory: Path | None = None, payload: dict | None = None, name: str = "predict.lua") -> Path:
     import json
 
-    path = Path(directory or tempfile.mkdtemp(prefix="wrk-")) / "predict.lua"
-    path.write_text(WRK_SCRIPT % json.dumps(SEED_EXAMPLE))
+    path = Path(directory or tempfile.mkdtemp(prefix="wrk-")) / name
+    path.write_text(WRK_SCRIPT % json.dumps(payload or SEED_EXAMPLE))
     return path
 
 

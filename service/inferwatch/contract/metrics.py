@@ -36,6 +36,21 @@ SYSTEM_CPU_UTILIZATION = "system.cpu.utilization"
 SYSTEM_MEMORY_UTILIZATION = "system.memory.utilization"
 SYSTEM_MEMORY_USAGE = "system.memory.usage"
 SYSTEM_FILESYSTEM_UTILIZATION = "system.filesystem.utilization"
+# Model quality (inferwatch.proxy.quality, inferwatch.proxy.feedback); docs/model-quality.md.
+MODEL_INFO = "inferwatch.model.info"
+MODEL_FEATURE_VALUES = "inferwatch.model.feature.values"
+MODEL_FEATURE_EXPECTED_SHARE = "inferwatch.model.feature.expected_share"
+MODEL_FEATURE_MISSING = "inferwatch.model.feature.missing"
+MODEL_INPUT_ROWS = "inferwatch.model.input.rows"
+MODEL_INPUT_VIOLATIONS = "inferwatch.model.input.violations"
+MODEL_INPUT_UNREADABLE = "inferwatch.model.input.unreadable"
+MODEL_PREDICTION_VALUES = "inferwatch.model.prediction.values"
+MODEL_PREDICTION_EXPECTED_SHARE = "inferwatch.model.prediction.expected_share"
+MODEL_FEEDBACK_LABELS = "inferwatch.model.feedback.labels"
+MODEL_FEEDBACK_CORRECT = "inferwatch.model.feedback.correct"
+MODEL_FEEDBACK_ABSOLUTE_ERROR = "inferwatch.model.feedback.absolute_error"
+MODEL_FEEDBACK_SQUARED_ERROR = "inferwatch.model.feedback.squared_error"
+MODEL_FEEDBACK_REJECTED = "inferwatch.model.feedback.rejected"
 
 # Attribute keys used by the mapping.
 HTTP_REQUEST_METHOD = "http.request.method"
@@ -44,6 +59,16 @@ HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
 ERROR_TYPE = "error.type"
 URL_SCHEME = "url.scheme"
 FILESYSTEM_MOUNTPOINT = "system.filesystem.mountpoint"
+MODEL_NAME = "inferwatch.model.name"
+MODEL_VERSION = "inferwatch.model.version"
+MODEL_FLAVOR = "inferwatch.model.flavor"
+MODEL_SIGNATURE = "inferwatch.model.signature"
+MODEL_REFERENCE = "inferwatch.model.reference"
+MODEL_FEATURE = "inferwatch.model.feature"
+MODEL_BIN = "inferwatch.model.bin"
+MODEL_INPUT_COLUMN = "inferwatch.model.input.column"
+MODEL_VIOLATION_KIND = "inferwatch.model.input.violation"
+MODEL_INPUT_FORMAT = "inferwatch.model.input.format"
 
 # Requests that matched no route carry no http.route; they all share this label value, so
 # scanning random paths cannot create new series.
@@ -114,6 +139,10 @@ _HTTP_LABELS = {
     HTTP_RESPONSE_STATUS_CODE: "status",
 }
 _HTTP_DEFAULTS = {"route": UNMATCHED_ROUTE}
+# Every prediction and model-quality series says which model and version answered, so two
+# versions side by side (a canary) stay apart.
+_MODEL_LABELS = {MODEL_NAME: "model", MODEL_VERSION: "model_version"}
+_FEATURE_LABELS = {**_MODEL_LABELS, MODEL_FEATURE: "feature"}
 
 MAPPINGS: tuple[MetricMapping, ...] = (
     MetricMapping(
@@ -158,19 +187,21 @@ MAPPINGS: tuple[MetricMapping, ...] = (
         "prediction_success_total",
         PrometheusType.COUNTER,
         "Predictions answered by the model.",
+        labels=_MODEL_LABELS,
     ),
     MetricMapping(
         PREDICTION_FAILURES,
         "prediction_failure_total",
         PrometheusType.COUNTER,
         "Predictions that failed: bad input, model error, upstream down or timed out.",
+        labels=_MODEL_LABELS,
     ),
     MetricMapping(
         PREDICTION_FAILURES,
         "prediction_failure_by_reason_total",
         PrometheusType.COUNTER,
         "Failed predictions by reason.",
-        labels={ERROR_TYPE: "reason"},
+        labels={**_MODEL_LABELS, ERROR_TYPE: "reason"},
     ),
     MetricMapping(
         SYSTEM_CPU_UTILIZATION,
@@ -200,6 +231,104 @@ MAPPINGS: tuple[MetricMapping, ...] = (
         "Disk used at the configured path, in percent.",
         scale=PERCENT_PER_RATIO,
         labels={FILESYSTEM_MOUNTPOINT: "mountpoint"},
+    ),
+    MetricMapping(
+        MODEL_INFO,
+        "model_info",
+        PrometheusType.GAUGE,
+        "The model the proxy fronts (always 1): flavor, and whether a signature and a reference profile are loaded.",
+        labels={**_MODEL_LABELS, MODEL_FLAVOR: "flavor", MODEL_SIGNATURE: "signature", MODEL_REFERENCE: "reference"},
+    ),
+    MetricMapping(
+        MODEL_FEATURE_VALUES,
+        "model_feature_bin_total",
+        PrometheusType.COUNTER,
+        "Feature values of answered rows, counted into the reference profile's bins.",
+        labels={**_FEATURE_LABELS, MODEL_BIN: "bin"},
+    ),
+    MetricMapping(
+        MODEL_FEATURE_EXPECTED_SHARE,
+        "model_feature_expected_share",
+        PrometheusType.GAUGE,
+        "Share of the training rows in each bin of a feature (the reference profile, constant).",
+        labels={**_FEATURE_LABELS, MODEL_BIN: "bin"},
+    ),
+    MetricMapping(
+        MODEL_FEATURE_MISSING,
+        "model_feature_missing_total",
+        PrometheusType.COUNTER,
+        "Feature values of answered rows that were missing, null or NaN.",
+        labels=_FEATURE_LABELS,
+    ),
+    MetricMapping(
+        MODEL_INPUT_ROWS,
+        "model_input_rows_total",
+        PrometheusType.COUNTER,
+        "Rows of prediction requests sent to the model (answered or rejected by it).",
+        labels=_MODEL_LABELS,
+    ),
+    MetricMapping(
+        MODEL_INPUT_VIOLATIONS,
+        "model_input_violation_total",
+        PrometheusType.COUNTER,
+        "Input values that violate the model's signature, by column and kind (missing, wrong_type, unexpected).",
+        labels={**_MODEL_LABELS, MODEL_INPUT_COLUMN: "column", MODEL_VIOLATION_KIND: "kind"},
+    ),
+    MetricMapping(
+        MODEL_INPUT_UNREADABLE,
+        "model_input_unreadable_total",
+        PrometheusType.COUNTER,
+        "Prediction requests whose rows could not be read for the quality metrics, by input format.",
+        labels={**_MODEL_LABELS, MODEL_INPUT_FORMAT: "format"},
+    ),
+    MetricMapping(
+        MODEL_PREDICTION_VALUES,
+        "model_prediction_bin_total",
+        PrometheusType.COUNTER,
+        "The model's answers, counted by class (classifiers) or into the reference's bins (regressors).",
+        labels={**_MODEL_LABELS, MODEL_BIN: "bin"},
+    ),
+    MetricMapping(
+        MODEL_PREDICTION_EXPECTED_SHARE,
+        "model_prediction_expected_share",
+        PrometheusType.GAUGE,
+        "Share of each class or bin in the model's answers on the training rows (constant).",
+        labels={**_MODEL_LABELS, MODEL_BIN: "bin"},
+    ),
+    MetricMapping(
+        MODEL_FEEDBACK_LABELS,
+        "model_feedback_labels_total",
+        PrometheusType.COUNTER,
+        "True labels received on POST /feedback and matched to their prediction.",
+        labels=_MODEL_LABELS,
+    ),
+    MetricMapping(
+        MODEL_FEEDBACK_CORRECT,
+        "model_feedback_correct_total",
+        PrometheusType.COUNTER,
+        "Feedback labels equal to the predicted class (classifiers).",
+        labels=_MODEL_LABELS,
+    ),
+    MetricMapping(
+        MODEL_FEEDBACK_ABSOLUTE_ERROR,
+        "model_feedback_absolute_error",
+        PrometheusType.HISTOGRAM,
+        "Absolute error |prediction - label| of regressors' predictions, from feedback labels.",
+        labels=_MODEL_LABELS,
+    ),
+    MetricMapping(
+        MODEL_FEEDBACK_SQUARED_ERROR,
+        "model_feedback_squared_error_total",
+        PrometheusType.COUNTER,
+        "Sum of squared errors (prediction - label)^2 of regressors' predictions, from feedback labels.",
+        labels=_MODEL_LABELS,
+    ),
+    MetricMapping(
+        MODEL_FEEDBACK_REJECTED,
+        "model_feedback_rejected_total",
+        PrometheusType.COUNTER,
+        "Feedback requests refused, by reason (invalid_json, invalid_feedback, invalid_token, ...).",
+        labels={**_MODEL_LABELS, ERROR_TYPE: "reason"},
     ),
 )
 

@@ -32,9 +32,11 @@ class Thresholds:
     # The labels that name one model: every prediction alert and recording rule is evaluated per
     # these (`sum by (...)`), Alertmanager and Grafana send one email per alert and these, and
     # the dashboard's panels split by them. `job` is service.name (OTEL_SERVICE_NAME) through the
-    # collector, the scrape job's name when Prometheus scrapes a proxy directly. Labels the
-    # prediction series carry later (model, model_version) are added here and nowhere else.
-    model_labels: tuple[str, ...] = ("job",)
+    # collector, the scrape job's name when Prometheus scrapes a proxy directly; `model` and
+    # `model_version` (--model-name, --model-version) are on every prediction and model-quality
+    # series, so two versions of a model behind one job (a canary) are judged apart. Series
+    # without them (the HTTP histogram, host gauges) group by job alone.
+    model_labels: tuple[str, ...] = ("job", "model", "model_version")
 
     # HighCPUUsage: host CPU in percent (system_cpu_usage, 0-100) above this ...
     cpu_percent: float = 80
@@ -70,6 +72,39 @@ class Thresholds:
     # model removed on purpose alerts this long unless silenced. Rules read the marker over this
     # window (one series per instance), so it costs a day of 5 s samples per instance.
     remember_for: str = "1d"
+
+    # Model quality (rules/quality.yml, docs/model-quality.md). Drift is the population stability
+    # index (PSI) of the rows counted over this window (summed over every instance) against the
+    # reference profile's expected shares ...
+    drift_window: str = "1h"
+    # ... with shares below this raised to it (an empty bin would make ln(a/e) infinite) ...
+    psi_epsilon: float = 0.0001
+    # ... judged only once the window holds at least this many rows of the feature (or answers):
+    # on a handful of rows PSI measures sampling noise, not drift.
+    drift_min_rows: int = 200
+    # The dashboard's "watch" line: PSI above this is a moderate shift worth a look ...
+    drift_watch: float = 0.1
+    # ... ModelInputDrift (any feature) and ModelPredictionDrift fire above this ("act") ...
+    drift_act: float = 0.25
+    # ... for this long.
+    drift_for: str = "15m"
+
+    # ModelAccuracyLow: the share of feedback labels equal to the predicted class below this ...
+    accuracy_floor: float = 0.7
+    # ... over this window ...
+    accuracy_window: str = "1h"
+    # ... once at least this many labels arrived in it ...
+    accuracy_min_labels: int = 100
+    # ... for this long.
+    accuracy_for: str = "15m"
+
+    # ModelInputViolations: values violating the model's signature (per column and kind), as a
+    # share of the rows sent, above this ...
+    violation_ratio: float = 0.05
+    # ... over this window ...
+    violation_window: str = "5m"
+    # ... for this long (a burst, not one bad client request).
+    violation_for: str = "2m"
 
     # HighPredictionLatency's pointer to the slow traces: a Jaeger search for the alerting job's
     # traces (its service.name, as `job` is through the collector) at least latency_seconds

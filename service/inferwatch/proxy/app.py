@@ -16,6 +16,9 @@ Routes
 
 Every answer of the app carries ``traceparent`` and ``X-Request-Id`` (see
 :mod:`inferwatch.proxy.correlation`).
+``POST /feedback``
+    True labels for an earlier prediction, with its feedback token (see
+    :mod:`inferwatch.proxy.feedback`); on unless ``--model-quality false``.
 
 The three operational endpoints are answered in front of the instrumented Flask app, so a scrape
 or a probe never counts as a request, never shows in ``active_requests`` and makes no span.
@@ -46,7 +49,10 @@ from inferwatch.proxy import correlation, errors, exposition, request_body
 from inferwatch.proxy.access_log import AccessLog
 from inferwatch.proxy.config import Settings, load_settings
 from inferwatch.proxy.errors import FAILURES, PredictionOutcome, ProxyError, error_body
+from inferwatch.proxy.feedback import FeedbackEndpoint, FeedbackTokens, load_key
 from inferwatch.proxy.host import HostSampler, RequestRate
+from inferwatch.proxy.model import ModelIdentity, load_model_identity
+from inferwatch.proxy.quality import AnswerObserver, QualityRecorder, register_model_info
 from inferwatch.proxy.request_body import DiscardAfterAnswer
 from inferwatch.proxy.telemetry import Telemetry, setup_telemetry
 from inferwatch.proxy.upstream import UpstreamAnswer, UpstreamClient
@@ -67,9 +73,12 @@ ATTR_OUTCOME = "inferwatch.prediction.outcome"
 class Predictor:
     """Validates a prediction request, forwards it, and records its outcome."""
 
-    def __init__(self, settings: Settings, upstream: UpstreamClient, telemetry: Telemetry):
+    def __init__(self, settings: Settings, upstream: UpstreamClient, telemetry: Telemetry,
+                 identity: ModelIdentity = ModelIdentity(), observer: AnswerObserver | None = None):
         self.settings = settings
         self.upstream = upstream
+        self._observer = observer or AnswerObserver(None, None)
+        self._model = model = identity.attributes  # model and version on every prediction series
         meter = telemetry.meter_provider.get_meter("inferwatch")
         self._successes = meter.create_counter(
             PREDICTION_SUCCESSES, unit="{prediction}", description="Predictions answered by the model."
@@ -78,8 +87,8 @@ class Predictor:
             PREDICTION_FAILURES, unit="{prediction}", description="Predictions that failed, by error.type."
         )
         # Every series exists at 0 from start-up, so rate() works before the first failure.
-        self._successes.add(0)
-        self._failure_attributes = {outcome: {ERROR_TYPE: outcome.value} for outcome in FAILURES}
+        self._successes.add(0, model)
+        self._failure_attributes = {outcome: {**model, ERROR_TYPE: outcome.value} for outcome in FAILURES}
         for attributes in self._failure_attributes.values():
             self._failures.add(0, attributes)
 
@@ -88,7 +97,8 @@ class Predictor:
         span.set_attribute(ATTR_MODEL_ROUTE, "/invocations")
         try:
             body, content_type = self._read_body()
-            body, content_type, rows = _validated(body, content_type, request.mimetype, request.mimetype_params)
+            body, content_type, rows, payload = _validated(body, content_type, request.mimetype,
+                                                           request.mimetype_params)
             span.set_attribute(ATTR_ROW_COUNT, rows)
             answer = self.upstream.invoke(body, content_type)
             response = self._answer(answer)
@@ -101,6 +111,8 @@ class Predictor:
             self._record(error.outcome, span, error.message)
             return error_response(error)
         self._record(PredictionOutcome.SUCCESS if response.status_code == 200 else PredictionOutcome.MODEL_REJECTED, span)
+        # The request id is correlation's (the X-Request-Id answer header): the feedback token carries it.
+        self._observer.after(response, payload, body, payload is None, rows, g.get("request_id", ""))
         return response
 
     def _read_body(self) -> tuple[bytes, str]:
@@ -146,7 +158,7 @@ class Predictor:
         g.counted = True
         outcome = g.setdefault("outcome", PredictionOutcome.INTERNAL_ERROR)
         if outcome is PredictionOutcome.SUCCESS:
-            self._successes.add(1)
+            self._successes.add(1, self._model)
         else:
             self._failures.add(1, self._failure_attributes[outcome])
         return outcome
@@ -157,14 +169,16 @@ def is_prediction() -> bool:
     return request.method == "POST" and request.endpoint in PREDICTION_ROUTES
 
 
-def _validated(body: bytes, content_type: str, mimetype: str, params: dict) -> tuple[bytes, str, int]:
-    """The body and content type to forward, and the row count; a bad body never reaches MLflow.
+def _validated(body: bytes, content_type: str, mimetype: str, params: dict) -> tuple[bytes, str, int, dict | None]:
+    """The body and content type to forward, the row count and the parsed JSON body (None for
+    CSV); a bad body never reaches MLflow. The body is parsed here once: the quality metrics read
+    the same object.
 
     JSON in another encoding than UTF-8 (a ``charset`` parameter, or UTF-16/32 text) is forwarded
     as UTF-8, the only encoding MLflow reads.
     """
     if mimetype != JSON:
-        return body, content_type, max(body.count(b"\n", 0, len(body) - 1), 0)  # CSV: lines after the header
+        return body, content_type, max(body.count(b"\n", 0, len(body) - 1), 0), None  # CSV: lines after the header
     charset = params.get("charset")
     encoding = charset.lower() if charset else json.detect_encoding(body)
     try:
@@ -179,7 +193,7 @@ def _validated(body: bytes, content_type: str, mimetype: str, params: dict) -> t
     rows = _row_count(payload)
     if encoding not in ("utf-8", "utf8", "utf-8-sig"):
         body, content_type = text.encode(), JSON
-    return body, content_type, rows
+    return body, content_type, rows, payload
 
 
 def _row_count(payload: object) -> int:
@@ -323,7 +337,14 @@ def create_app(
     telemetry = telemetry or setup_telemetry()
     app = Flask(__name__)
     upstream = upstream or UpstreamClient(settings)
-    predictor = Predictor(settings, upstream, telemetry)
+    identity = load_model_identity(settings)
+    meter = telemetry.meter_provider.get_meter("inferwatch")
+    register_model_info(identity, meter)
+    tokens = FeedbackTokens(load_key(settings), identity, settings.feedback_max_rows, settings.feedback_max_age)
+    # With telemetry off (OTEL_SDK_DISABLED) nothing would read the counts: only the tokens stay.
+    recorder = QualityRecorder(identity, meter) if settings.model_quality and telemetry.enabled else None
+    observer = AnswerObserver(recorder, tokens if settings.model_quality else None)
+    predictor = Predictor(settings, upstream, telemetry, identity, observer)
     rate = RequestRate()
     sampler = HostSampler(settings.host_metrics_interval, settings.disk_path, on_tick=(rate.tick,))
     sampler.register_instruments(telemetry.meter_provider, rate)
@@ -333,6 +354,9 @@ def create_app(
 
     for route in PREDICTION_ROUTES:
         app.add_url_rule(route, endpoint=route, view_func=predictor.handle, methods=["POST"])
+    if settings.model_quality:
+        feedback = FeedbackEndpoint(tokens, identity, meter, settings.client_timeout)
+        app.add_url_rule("/feedback", endpoint="/feedback", view_func=feedback.handle, methods=["POST"])
 
     @app.before_request
     def _start_clock() -> None:
@@ -368,7 +392,7 @@ def create_app(
     app.wsgi_app = OperationalEndpoints(app.wsgi_app, telemetry, upstream, settings)
     app.extensions["inferwatch"] = {
         "settings": settings, "telemetry": telemetry, "upstream": upstream, "sampler": sampler, "rate": rate,
-        "access_log": access_log,
+        "access_log": access_log, "model": identity,
     }
     return app
 

@@ -23,6 +23,15 @@ environment variable                       flag                           defaul
 ``INFERWATCH_METRICS_PORT``                ``--metrics-port``             ``0`` (same port)
 ``INFERWATCH_METRICS_HOST``                ``--metrics-host``             the ``--host``
 ``INFERWATCH_METRICS_TOKEN_FILE``          ``--metrics-token-file``       none (no token)
+``INFERWATCH_MODEL_NAME``                  ``--model-name``               the profile's, else ``unknown``
+``INFERWATCH_MODEL_VERSION``               ``--model-version``            the profile's, else ``unknown``
+``INFERWATCH_MODEL_DIR``                   ``--model-dir``                none
+``INFERWATCH_MODEL_URI``                   ``--model-uri``                none (``file:`` URIs only)
+``INFERWATCH_MODEL_PROFILE``               ``--model-profile``            ``inferwatch-profile.json`` in the model dir
+``INFERWATCH_MODEL_QUALITY``               ``--model-quality``            ``true``
+``INFERWATCH_FEEDBACK_KEY_FILE``           ``--feedback-key-file``        none (a key per process)
+``INFERWATCH_FEEDBACK_MAX_AGE``            ``--feedback-max-age``         ``86400`` (seconds)
+``INFERWATCH_FEEDBACK_MAX_ROWS``           ``--feedback-max-rows``        ``100``
 =========================================  =============================  ========================
 
 A client may stay silent for ``INFERWATCH_CLIENT_TIMEOUT`` seconds while it sends a request
@@ -34,6 +43,14 @@ are rounded up to whole seconds.
 ``INFERWATCH_METRICS_HOST``; the main port then answers 404 for it), and/or behind a bearer
 token read from a file (``INFERWATCH_METRICS_TOKEN_FILE``; scrapes without
 ``Authorization: Bearer <token>`` get 401).
+
+The model settings say which model the proxy fronts (the ``model`` and ``model_version`` labels
+of every prediction series) and where its reference profile is: ``--model-dir`` (or
+``--model-uri``) is the MLflow model directory (the one with ``MLmodel``), whose signature and
+``inferwatch-profile.json`` are read; ``--model-profile`` names the profile file alone, for a
+proxy that cannot see the model's files. ``--model-quality false`` turns the per-prediction
+quality counting off. The feedback key (a file shared by every instance) signs the feedback
+token each prediction answer carries; see docs/model-quality.md.
 
 Example::
 
@@ -104,6 +121,34 @@ def _token_file(text: str) -> str:
     return str(path)
 
 
+def _model_dir(text: str) -> str:
+    path = Path(text).expanduser()
+    if not (path / "MLmodel").is_file():
+        raise ValueError("no MLmodel file there: expected an MLflow model directory")
+    return str(path)
+
+
+def _model_uri(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("", "file"):
+        raise ValueError("only local models (a path or a file: URI); for a remote model give --model-profile")
+    return _model_dir(parts.path if parts.scheme else text)
+
+
+def _readable_file(text: str) -> str:
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ValueError("no such file")
+    return str(path)
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ValueError("expected true or false")
+    return value in ("true", "1", "yes", "on")
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in logging.getLevelNamesMapping():
@@ -129,6 +174,15 @@ class Settings:
     metrics_port: int = 0
     metrics_host: str = ""
     metrics_token_file: str = ""
+    model_name: str = ""
+    model_version: str = ""
+    model_dir: str = ""
+    model_uri: str = ""
+    model_profile: str = ""
+    model_quality: bool = True
+    feedback_key_file: str = ""
+    feedback_max_age: float = 86400.0
+    feedback_max_rows: int = 100
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -162,6 +216,15 @@ PARSERS: Mapping[str, Callable[[str], Any]] = {
     "metrics_port": _port,
     "metrics_host": str,
     "metrics_token_file": _token_file,
+    "model_name": str,
+    "model_version": str,
+    "model_dir": _model_dir,
+    "model_uri": _model_uri,
+    "model_profile": _readable_file,
+    "model_quality": _boolean,
+    "feedback_key_file": _token_file,
+    "feedback_max_age": _positive_float,
+    "feedback_max_rows": _positive_int,
 }
 
 
@@ -198,4 +261,6 @@ def load_settings(
             values[field.name] = PARSERS[field.name](str(raw))
         except ValueError as error:
             raise ConfigError(source, raw, str(error)) from None
+    if values.get("model_dir") and values.get("model_uri"):
+        raise ConfigError(env_name("model_uri"), values["model_uri"], "give the model dir or its URI, not both")
     return Settings(**values)

@@ -49,6 +49,7 @@ from inferwatch.render import promql
 from inferwatch.render.alertmanager import group_by
 from inferwatch.render.prometheus_rules import (
     AlertRule,
+    QualityRecords,
     cpu_expr,
     failure_ratio_expr,
     jaeger_slow_traces_url,
@@ -532,6 +533,128 @@ def _host(t: Thresholds) -> list[dict]:
     ]
 
 
+def _sum_increase(t: Thresholds, metric: str, window: str, *by: str) -> str:
+    """An inferwatch counter's increase over ``window`` for the chosen instances, per model and ``by``."""
+    return f"sum {promql.by(t, *by)} ({promql.increase(t, metric, window, *_chosen())})"
+
+
+def _quality(t: Thresholds) -> list[dict]:
+    r = QualityRecords(t)
+
+    def recorded(name: str) -> str:
+        """A quality recording rule's series of the chosen models (already inferwatch's only)."""
+        return promql.series(t, name, JOB_CHOSEN)
+
+    def expected(metric: str, *by: str) -> str:
+        return f"max {promql.by(t, *by, 'bin')} ({promql.gauge(t, metric, JOB_CHOSEN)})"
+
+    drift = _thresholds(("green", None), ("yellow", t.drift_watch), ("red", t.drift_act))
+    w = t.drift_window
+    answers = _sum_increase(t, "model_prediction_bin_total", w)
+    return [
+        _row("Model quality"),
+        _timeseries(
+            "Input drift (PSI) by feature",
+            f"Do the inputs still look like the training data? The population stability index of each "
+            f"feature over the last {w}, every instance's rows summed, against the reference profile. "
+            f"Yellow from {number(t.drift_watch)} (worth a look), red from {number(t.drift_act)}: "
+            f"ModelInputDrift fires above it for {t.drift_for} once {t.drift_min_rows} rows are counted.",
+            "short", [_target(recorded(r.feature_psi), _legend(t, "feature"))],
+            thresholds=drift),
+        _timeseries(
+            "Largest bin shift by feature",
+            f"Which feature moved, and how much? The largest difference, over a feature's bins, between "
+            f"its share of the rows of the last {w} and its share in training (0.2: a fifth of the rows "
+            "moved into or out of one bin).",
+            "percentunit", [_target(
+                f"max {promql.by(t, 'feature')} (abs(\n  {recorded(r.feature_share)}\n"
+                f"  - {promql.on(t, 'feature', 'bin')}\n  {expected('model_feature_expected_share', 'feature')}\n))",
+                _legend(t, "feature"))], maximum=1),
+        _timeseries(
+            "Prediction drift (PSI)",
+            f"Does the model still answer as it did on the training data? PSI of its answers (classes or "
+            f"bins) over the last {w} against the reference. ModelPredictionDrift fires above "
+            f"{number(t.drift_act)} for {t.drift_for}.",
+            "short", [_target(recorded(r.prediction_psi), _legend(t))],
+            thresholds=drift, width=8),
+        _timeseries(
+            "Prediction shares against the reference",
+            f"What does the model predict? Each class's (or bin's) share of the answers of the last {w}, "
+            "and its share on the training data (the 'reference' lines).",
+            "percentunit", [
+                _target(f"{_sum_increase(t, 'model_prediction_bin_total', w, 'bin')}\n"
+                        f"/ ignoring(bin) group_left()\n({answers} > 0)", _legend(t, "bin")),
+                _target(expected("model_prediction_expected_share"), _legend(t, "bin") + " reference", ref="B"),
+            ], maximum=1, width=8),
+        _timeseries(
+            "Missing values by feature",
+            "Which features arrive empty? The share of each feature's values that were null, NaN or "
+            "absent, among the rows the model answered.",
+            "percentunit", [_target(
+                f"{_sum_rate(t, 'model_feature_missing_total', _chosen(), 'feature')}\n/\n"
+                f"({_sum_rate(t, 'model_feature_missing_total', _chosen(), 'feature')}\n"
+                f" + {_sum_rate(t, 'model_feature_bin_total', _chosen(), 'feature')})",
+                _legend(t, "feature"))], maximum=1, width=8),
+        _timeseries(
+            "Signature violations and unreadable bodies",
+            "Do clients send what the model's signature expects? Values per second that violate it, by "
+            "column and kind (missing, wrong_type; unexpected columns all count as __other__), and "
+            f"bodies whose rows could not be read. ModelInputViolations fires when one column and kind "
+            f"exceeds {percent(t.violation_ratio)}% of the rows for {t.violation_for}.",
+            "cps", [
+                _target(_sum_rate(t, "model_input_violation_total", _chosen(), "column", "kind"),
+                        _legend(t, "column", "kind")),
+                _target(_sum_rate(t, "model_input_unreadable_total", _chosen(), "format"),
+                        _legend(t) + " unreadable {{format}}", ref="B"),
+                _target(_sum_rate(t, "model_input_rows_total", _chosen()), _legend(t) + " rows sent", ref="C"),
+            ], width=8),
+        _timeseries(
+            "Online accuracy",
+            f"Is the model still right? The share of feedback labels equal to the predicted class over "
+            f"the last {t.accuracy_window}. The line is ModelAccuracyLow's floor, "
+            f"{percent(t.accuracy_floor)}% (judged once {t.accuracy_min_labels} labels arrived).",
+            "percentunit", [_target(
+                f"{_sum_increase(t, 'model_feedback_correct_total', t.accuracy_window)}\n/\n"
+                f"({_sum_increase(t, 'model_feedback_labels_total', t.accuracy_window)} > 0)", _legend(t))],
+            thresholds=_below(t.accuracy_floor), maximum=1, width=8),
+        _timeseries(
+            "Feedback labels and refusals",
+            "Is ground truth arriving? Labels per second matched to their prediction, and feedback "
+            "requests refused per second by reason (unknown_prediction, token_expired, invalid_label, ...).",
+            "cps", [
+                _target(_sum_rate(t, "model_feedback_labels_total", _chosen()), _legend(t) + " labels"),
+                _target(_sum_rate(t, "model_feedback_rejected_total", _chosen(), "reason"),
+                        _legend(t) + " refused {{reason}}", ref="B"),
+            ], width=8),
+        _timeseries(
+            "Regression error from feedback",
+            "How far off is a regressor? Mean absolute error, root mean squared error and the 90th "
+            "percentile of the absolute error of the predictions that got a label, per model version.",
+            "short", [
+                _target(f"{_sum_rate(t, 'model_feedback_absolute_error_sum', _chosen())}\n/\n"
+                        f"{_sum_rate(t, 'model_feedback_absolute_error_count', _chosen())}", _legend(t) + " MAE"),
+                _target(f"sqrt(\n  {_sum_rate(t, 'model_feedback_squared_error_total', _chosen())}\n  /\n"
+                        f"  {_sum_rate(t, 'model_feedback_absolute_error_count', _chosen())}\n)",
+                        _legend(t) + " RMSE", ref="B"),
+                _target(f"histogram_quantile(0.9, {_sum_rate(t, 'model_feedback_absolute_error_bucket', _chosen(), 'le')})",
+                        _legend(t) + " p90", ref="C"),
+            ], width=8),
+        _timeseries(
+            "Predictions by model version",
+            "Which model versions answer, and how much (a canary beside the stable version)? "
+            "Predictions answered per second by model and version.",
+            "reqps", [_target(_sum_rate(t, "prediction_success_total", _chosen()), _legend(t))],
+            width=8),
+        _stat(
+            "Models loaded",
+            "Which model does each proxy front, and did it load a signature and a reference profile? "
+            "Instances per model, version and flavor.",
+            "short", _target(_gauge(t, "model_info", "flavor", "signature", "reference"),
+                             _legend(t) + " {{flavor}} signature={{signature}} reference={{reference}}"),
+            decimals=0),
+    ]
+
+
 def _layout(panels: list[dict]) -> list[dict]:
     """Number the panels and place them left to right, a new line when one does not fit."""
     x = y = line_height = 0
@@ -564,7 +687,7 @@ def _query_variable(name: str, label: str, query: str, description: str) -> dict
 
 
 def dashboard(t: Thresholds = THRESHOLDS) -> dict:
-    panels = _layout([*_at_a_glance(t), *_requests(t), *_latency(t), *_predictions(t), *_host(t)])
+    panels = _layout([*_at_a_glance(t), *_requests(t), *_latency(t), *_predictions(t), *_quality(t), *_host(t)])
     return {
         "uid": DASHBOARD_UID,
         "title": DASHBOARD_TITLE,

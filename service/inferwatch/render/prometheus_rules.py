@@ -1,7 +1,7 @@
 """The Prometheus rule files, rendered from the thresholds.
 
 One file per rule group under ``observability/prometheus/rules/`` (recording rules, host,
-predictions, availability): every expression and alert text reads its numbers from
+predictions, availability, model quality): every expression and alert text reads its numbers from
 :data:`inferwatch.contract.thresholds.THRESHOLDS`, so a threshold is never written down twice,
 and selects its series through :mod:`inferwatch.render.promql` (the selector, the per-model
 labels, the marker that keeps other jobs' same-named series out).
@@ -75,6 +75,10 @@ VALUE_DURATION = "{{ $value | humanizeDuration }}"
 VALUE_PERCENTAGE = "{{ $value | humanizePercentage }}"
 JOB = "{{ $labels.job }}"
 INSTANCE = "{{ $labels.instance }}"
+MODEL = "{{ $labels.model }} {{ $labels.model_version }}"
+FEATURE = "{{ $labels.feature }}"
+# PSI as a plain decimal: humanize would print 0.4159 as 415.9m.
+PSI_VALUE = '{{ $value | printf "%.3f" }}'
 
 # Window of the recording rules that no alert shares (request rate, latency buckets).
 DASHBOARD_WINDOW = "5m"
@@ -296,9 +300,135 @@ def availability_group(t: Thresholds) -> RuleGroup:
     ))
 
 
+# Model quality: every instance's counts are summed (by the model labels) before any share or
+# PSI is computed, so the drift of a model served by several proxies is the drift of all its rows
+# (a per-process score would not add up).
+
+
+class QualityRecords:
+    """Names of the model-quality recording rules (dashboards and alerts read them)."""
+
+    def __init__(self, t: Thresholds):
+        w, v = t.drift_window, t.violation_window
+        self.feature_rows = f"job_model_feature:model_feature_values:increase{w}"
+        self.feature_share = f"job_model_feature_bin:model_feature_share:ratio{w}"
+        self.feature_psi = f"job_model_feature:model_feature_psi:{w}"
+        self.prediction_rows = f"job_model:model_prediction_values:increase{w}"
+        self.prediction_share = f"job_model_bin:model_prediction_share:ratio{w}"
+        self.prediction_psi = f"job_model:model_prediction_psi:{w}"
+        self.feedback_labels = f"job_model:model_feedback_labels:increase{t.accuracy_window}"
+        self.accuracy = f"job_model:model_feedback_accuracy:ratio{t.accuracy_window}"
+        self.violation_ratio = f"job_model_column_kind:model_input_violation:ratio_rate{v}"
+
+
+def _sum_increase(t: Thresholds, counter: str, window: str, *by_extra: str) -> str:
+    return f"sum {promql.by(t, *by_extra)} ({promql.increase(t, counter, window)})"
+
+
+def psi_expr(share_record: str, expected_metric: str, t: Thresholds, *by_extra: str) -> str:
+    """PSI = sum over bins (a - e) * ln(a / e), a and e raised to psi_epsilon where smaller.
+
+    ``e`` is the profile's expected share, the same on every instance (``max`` keeps one).
+    """
+    eps = number(t.psi_epsilon)
+    actual = f"clamp_min({promql.series(t, share_record)}, {eps})"
+    expected = f"clamp_min(max {promql.by(t, *by_extra, 'bin')} ({promql.gauge(t, expected_metric)}), {eps})"
+    return f"sum {promql.by(t, *by_extra)} (\n  ({actual} - {expected})\n  * ln({actual} / {expected})\n)"
+
+
+def share_expr(counter: str, t: Thresholds, *by_extra: str) -> str:
+    """Each bin's share of the rows counted over the drift window, every instance summed."""
+    per_bin = _sum_increase(t, counter, t.drift_window, *by_extra, "bin")
+    rows = _sum_increase(t, counter, t.drift_window, *by_extra)
+    return f"{per_bin}\n/ ignoring(bin) group_left()\n({rows} > 0)"
+
+
+def quality_group(t: Thresholds) -> RuleGroup:
+    r = QualityRecords(t)
+    act, floor, watch = number(t.drift_act), number(t.accuracy_floor), number(t.drift_watch)
+    violation_percent = percent(t.violation_ratio)
+    rows = promql.sum_rate(t, "model_input_rows_total", t.violation_window)
+    violations = promql.sum_rate(t, "model_input_violation_total", t.violation_window, by_extra=("column", "kind"))
+    drift_text = (f"(threshold: {act}; {watch} is worth a look) over the last {t.drift_window}, "
+                  f"every instance's rows summed")
+
+    def recorded(name: str) -> str:
+        return promql.series(t, name)
+
+    return RuleGroup("inferwatch.quality", "quality.yml", (
+        RecordingRule(r.feature_rows, _sum_increase(t, "model_feature_bin_total", t.drift_window, "feature")),
+        RecordingRule(r.feature_share, share_expr("model_feature_bin_total", t, "feature")),
+        RecordingRule(r.feature_psi, psi_expr(r.feature_share, "model_feature_expected_share", t, "feature")),
+        RecordingRule(r.prediction_rows, _sum_increase(t, "model_prediction_bin_total", t.drift_window)),
+        RecordingRule(r.prediction_share, share_expr("model_prediction_bin_total", t)),
+        RecordingRule(r.prediction_psi, psi_expr(r.prediction_share, "model_prediction_expected_share", t)),
+        RecordingRule(r.feedback_labels, _sum_increase(t, "model_feedback_labels_total", t.accuracy_window)),
+        RecordingRule(r.accuracy,
+                      f"{_sum_increase(t, 'model_feedback_correct_total', t.accuracy_window)}\n"
+                      f"/\n({recorded(r.feedback_labels)} > 0)"),
+        RecordingRule(r.violation_ratio, f"{violations}\n/ ignoring(column, kind) group_left()\n({rows} > 0)"),
+        AlertRule(
+            "ModelInputDrift",
+            f"{recorded(r.feature_psi)} > {act}\nand {promql.on(t, 'feature')}\n"
+            f"{recorded(r.feature_rows)} >= {t.drift_min_rows}",
+            t.drift_for,
+            {"severity": "warning", "component": "model"},
+            {
+                "summary": f"Input drift on feature {FEATURE} of model {MODEL}",
+                "description": f"Feature {FEATURE} of model {MODEL} ({JOB}) has drifted from its training "
+                               f"data: PSI {PSI_VALUE} {drift_text}. Compare its bins with the reference on the "
+                               "dashboard's Model quality row.",
+                "value": PSI_VALUE,
+            },
+        ),
+        AlertRule(
+            "ModelPredictionDrift",
+            f"{recorded(r.prediction_psi)} > {act}\nand {promql.on(t)}\n"
+            f"{recorded(r.prediction_rows)} >= {t.drift_min_rows}",
+            t.drift_for,
+            {"severity": "warning", "component": "model"},
+            {
+                "summary": f"Prediction drift of model {MODEL}",
+                "description": f"The answers of model {MODEL} ({JOB}) no longer look like its answers on the "
+                               f"training data: PSI {PSI_VALUE} {drift_text}.",
+                "value": PSI_VALUE,
+            },
+        ),
+        AlertRule(
+            "ModelAccuracyLow",
+            f"{recorded(r.accuracy)} < {floor}\nand {promql.on(t)}\n"
+            f"{recorded(r.feedback_labels)} >= {t.accuracy_min_labels}",
+            t.accuracy_for,
+            {"severity": "warning", "component": "model"},
+            {
+                "summary": f"Online accuracy of model {MODEL} below {percent(t.accuracy_floor)}%",
+                "description": f"{VALUE_PERCENTAGE} of the feedback labels for model {MODEL} ({JOB}) matched "
+                               f"the prediction over the last {t.accuracy_window} (floor: "
+                               f"{percent(t.accuracy_floor)}%, judged from {t.accuracy_min_labels} labels).",
+                "value": VALUE_PERCENTAGE,
+            },
+        ),
+        AlertRule(
+            "ModelInputViolations",
+            f"{recorded(r.violation_ratio)} > {number(t.violation_ratio)}",
+            t.violation_for,
+            {"severity": "warning", "component": "model"},
+            {
+                "summary": "Inputs violate the signature of model "
+                           f"{MODEL}: {{{{ $labels.kind }}}} column {{{{ $labels.column }}}}",
+                "description": f"{VALUE_PERCENTAGE} of the rows sent to model {MODEL} ({JOB}) over the last "
+                               f"{t.violation_window} had column {{{{ $labels.column }}}} "
+                               f"{{{{ $labels.kind }}}} (threshold: {violation_percent}%; column __other__ "
+                               "stands for every column the signature does not have).",
+                "value": VALUE_PERCENTAGE,
+            },
+        ),
+    ))
+
+
 def rule_groups(t: Thresholds = THRESHOLDS, for_overrides: Mapping[str, str] | None = None) -> tuple[RuleGroup, ...]:
     """Every rule group; ``for_overrides`` ({alert name: duration}) changes only ``for``."""
-    groups = (recording_group(t), host_group(t), predictions_group(t), availability_group(t))
+    groups = (recording_group(t), host_group(t), predictions_group(t), availability_group(t), quality_group(t))
     overrides = dict(for_overrides or {})
     alerts = {rule.alert for group in groups for rule in group.rules if isinstance(rule, AlertRule)}
     if unknown := set(overrides) - alerts:

@@ -62,6 +62,21 @@ def rate(t: Thresholds, metric: str, window: str, *extra: str) -> str:
     return of_inferwatch(t, f"rate({series(t, metric, *extra)}[{window}])")
 
 
+def increase(t: Thresholds, metric: str, window: str, *extra: str) -> str:
+    """Per-series increase of an inferwatch counter over ``window``, other jobs' left out."""
+    return of_inferwatch(t, f"increase({series(t, metric, *extra)}[{window}])")
+
+
+def gauge(t: Thresholds, metric: str, *extra: str) -> str:
+    """An inferwatch gauge's series, other jobs' same-named ones left out."""
+    return of_inferwatch(t, series(t, metric, *extra))
+
+
+def on(t: Thresholds, *extra: str) -> str:
+    """``on (model labels, extra...)``: matching one model's series (and ``extra``) in a join."""
+    return f"on ({labels((*t.model_labels, *extra))})"
+
+
 def by(t: Thresholds, *extra: str) -> str:
     """``by (model labels, extra...)``: the grouping every per-model expression uses."""
     return f"by ({labels((*t.model_labels, *extra))})"

@@ -2,7 +2,8 @@
 
 The training data is generated deterministically (standardized features, labels from a fixed
 logistic rule), so nothing is downloaded and every machine trains the same model. The model is
-saved with ``mlflow.sklearn.save_model`` and a signature, ready for ``mlflow models serve``.
+saved with ``mlflow.sklearn.save_model`` and a signature, ready for ``mlflow models serve``, with
+its reference profile (``inferwatch-profile.json``, :mod:`inferwatch.stack.profile`) beside it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ PIMA_COLUMNS = (
 _TRUE_WEIGHTS = (0.4, 1.1, -0.1, 0.05, -0.15, 0.7, 0.3, 0.35)
 _SEED = 20240517
 _ROWS = 768  # as many as the original Pima data set
+DEMO_MODEL_NAME = "diabetes-demo"
+DEMO_MODEL_VERSION = "1"
 
 # The seed's README payload: one standardized row.
 SEED_EXAMPLE = {
@@ -39,14 +42,22 @@ def training_data():
 
 
 def save_demo_model(directory: str | Path) -> Path:
-    """Train and save the model into ``directory`` (which must not exist yet, as MLflow wants)."""
+    """Train and save the model into ``directory`` (which must not exist yet, as MLflow wants),
+    and its reference profile beside it."""
     import mlflow.sklearn
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
+    from inferwatch.contract.profile import PROFILE_FILE_NAME, write_profile
+    from inferwatch.stack.profile import build_profile, read_signature
+
     features, labels = training_data()
     model = LogisticRegression(max_iter=200).fit(features, labels)
-    signature = infer_signature(features, model.predict(features))
+    predictions = model.predict(features)
+    signature = infer_signature(features, predictions)
     path = Path(directory)
     mlflow.sklearn.save_model(model, str(path), signature=signature)
+    profile = build_profile(features, predictions.tolist(), signature=read_signature(path),
+                            model={"name": DEMO_MODEL_NAME, "version": DEMO_MODEL_VERSION, "flavor": "sklearn"})
+    write_profile(profile, path / PROFILE_FILE_NAME)
     return path

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inferwatch.contract.metrics import DEFAULT_SERVICE_NAME
+from inferwatch.contract.profile import PROFILE_FILE_NAME
 from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.render.alertmanager import ALERTMANAGER_TEMPLATES, write_alertmanager_config
 from inferwatch.render.prometheus_rules import rule_files
@@ -135,7 +136,8 @@ class Stack:
         binaries = self.preflight()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         model_dir = self.run_dir / "demo-model"
-        if not (model_dir / "MLmodel").exists():
+        if not (model_dir / PROFILE_FILE_NAME).exists():  # a run dir from before profiles: train again
+            shutil.rmtree(model_dir, ignore_errors=True)
             save_demo_model(model_dir)
         p = self.ports
         self._spawn("mlflow", mlflow_serve_command(model_dir, p.mlflow), f"http://127.0.0.1:{p.mlflow}/ping", 120)
@@ -151,6 +153,7 @@ class Stack:
                     f"http://127.0.0.1:{p.proxy}/readyz", env={
                         "INFERWATCH_UPSTREAM": f"http://127.0.0.1:{p.mlflow}",
                         "INFERWATCH_PORT": str(p.proxy),
+                        "INFERWATCH_MODEL_DIR": str(model_dir),
                         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{p.otlp_http}",
                         "OTEL_METRIC_EXPORT_INTERVAL": "5000",
                     })

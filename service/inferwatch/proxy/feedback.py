@@ -1,0 +1,236 @@
+"""Ground truth, stateless: a signed token on every answer, true labels sent back with it later.
+
+Every answered prediction carries two response headers: ``X-Request-Id`` (the id of this
+prediction, also the server span's ``inferwatch.request.id``) and ``Inferwatch-Feedback-Token``.
+The token holds what judging the prediction needs, signed with HMAC-SHA256::
+
+    v1.<base64url(JSON {"id": request id, "m": model, "v": version, "t": unix time,
+                        "k": "c" (classes) or "r" (regression), "p": [prediction per row]})>.<base64url(MAC)>
+
+When the true labels are known, the client sends them with the token::
+
+    POST /feedback  {"token": "<the header>", "labels": [1, 0, null]}   # one per row; null: unknown
+    POST /feedback  {"token": "<the header>", "label": 1}                # a one-row prediction
+
+and any instance that shares the key (``--feedback-key-file``) verifies the token and counts the
+labels, with nothing kept in memory: ``model_feedback_labels_total``, and
+``model_feedback_correct_total`` for classes or ``model_feedback_absolute_error`` (histogram) and
+``model_feedback_squared_error_total`` for regressors. Without a key file each process makes its
+own key: feedback must then reach the instance that answered the prediction.
+
+Answers: 200 ``{"request_id", "model", "model_version", "labels"}``; 400 ``invalid_json``,
+``invalid_feedback`` (shape, label count), ``invalid_label``, ``invalid_token`` (not a token);
+404 ``unknown_prediction`` (the MAC does not verify: not issued with this key); 409
+``wrong_model`` (issued for another model or version); 410 ``token_expired`` (older than
+``--feedback-max-age``); 413 ``payload_too_large``; 415 ``unsupported_media_type``; and, as for a
+prediction's body, 400 ``invalid_input`` (a bad Content-Length or Transfer-Encoding), 400
+``incomplete_body`` and 408 ``client_timeout``. Each refusal is counted in
+``model_feedback_rejected_total{reason}``.
+
+Floods are bounded: a body of at most :data:`MAX_BODY_BYTES`, at most ``--feedback-max-rows``
+rows per token (a prediction with more rows gets no token), and the token's age. A token is not
+single-use: the same feedback sent twice is counted twice (nothing is stored to tell).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from flask import Response, request
+from opentelemetry.metrics import Meter
+
+from inferwatch.contract import metrics as mm
+from inferwatch.contract.profile import CLASSES, category_key
+from inferwatch.proxy import request_body
+from inferwatch.proxy.config import Settings
+from inferwatch.proxy.errors import ProxyError
+from inferwatch.proxy.model import ModelIdentity
+
+TOKEN_HEADER = "Inferwatch-Feedback-Token"
+TOKEN_VERSION = "v1"
+MAX_BODY_BYTES = 64 * 1024
+# Absolute-error histogram edges when the profile gives none.
+DEFAULT_ERROR_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100)
+CLASSIFICATION, REGRESSION = "c", "r"
+
+REJECTION_REASONS = (
+    "payload_too_large", "unsupported_media_type", "invalid_json", "invalid_feedback", "invalid_label",
+    "invalid_token", "unknown_prediction", "wrong_model", "token_expired",
+    # the body itself, as proxy.request_body reads it
+    "invalid_input", "incomplete_body", "client_timeout",
+)
+
+
+def load_key(settings: Settings) -> bytes:
+    """The signing key: the key file's content, else random bytes for this process alone."""
+    if settings.feedback_key_file:
+        return Path(settings.feedback_key_file).read_bytes().strip()
+    return os.urandom(32)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _rejected(status: int, reason: str, message: str) -> ProxyError:
+    return ProxyError(status, reason, message)
+
+
+class FeedbackTokens:
+    """Issues and verifies the tokens of one model's predictions."""
+
+    def __init__(self, key: bytes, identity: ModelIdentity, max_rows: int, max_age: float):
+        self._key = key
+        self._identity = identity
+        self._max_rows = max_rows
+        self._max_age = max_age
+        prediction = identity.profile.prediction if identity.profile else None
+        self._task = None if prediction is None else (CLASSIFICATION if prediction.kind == CLASSES else REGRESSION)
+
+    def _mac(self, signed: str) -> bytes:
+        return hmac.new(self._key, signed.encode("ascii"), hashlib.sha256).digest()
+
+    def issue(self, request_id: str, predictions: list, now: float | None = None) -> str | None:
+        """The token for one answer, or None (too many rows, or answers that cannot be judged)."""
+        if not predictions or len(predictions) > self._max_rows:
+            return None
+        task = self._task or (CLASSIFICATION if all(type(p) in (str, int, bool) for p in predictions) else REGRESSION)
+        if task == CLASSIFICATION:
+            values: list = [category_key(p) for p in predictions]
+        elif all(type(p) in (int, float) and math.isfinite(p) for p in predictions):
+            values = [float(p) for p in predictions]
+        else:
+            return None
+        claims = {"id": request_id, "m": self._identity.name, "v": self._identity.version,
+                  "t": int(time.time() if now is None else now), "k": task, "p": values}
+        signed = TOKEN_VERSION + "." + _b64(json.dumps(claims, separators=(",", ":")).encode())
+        return signed + "." + _b64(self._mac(signed))
+
+    def verify(self, token: object, now: float | None = None) -> dict:
+        """The token's claims; :class:`ProxyError` (the refusal) when it is not a valid one."""
+        if not isinstance(token, str) or token.count(".") != 2 or not token.startswith(TOKEN_VERSION + "."):
+            raise _rejected(400, "invalid_token", f"token must be the {TOKEN_HEADER} header of a prediction answer")
+        signed, _, mac = token.rpartition(".")
+        try:
+            given = _unb64(mac)
+        except (ValueError, UnicodeEncodeError):
+            raise _rejected(400, "invalid_token", "the token's signature is not base64url") from None
+        if not hmac.compare_digest(given, self._mac(signed)):
+            raise _rejected(404, "unknown_prediction", "no prediction of this deployment has this token "
+                            "(forged, altered, or signed with another feedback key)")
+        claims = json.loads(_unb64(signed.split(".")[1]))
+        if (claims["m"], claims["v"]) != (self._identity.name, self._identity.version):
+            raise _rejected(409, "wrong_model", f"the token is for model {claims['m']} version {claims['v']}; "
+                            "send it to that model's proxy")
+        age = (time.time() if now is None else now) - claims["t"]
+        if age > self._max_age:
+            raise _rejected(410, "token_expired", f"the prediction is {int(age)} s old; feedback is taken "
+                            f"for {int(self._max_age)} s")
+        return claims
+
+
+def _labels(document: object, rows: int) -> list:
+    if not isinstance(document, dict) or "token" not in document or ("labels" in document) == ("label" in document):
+        raise _rejected(400, "invalid_feedback", 'expected {"token": ..., "labels": [...]} or {"token": ..., "label": ...}')
+    labels = document["labels"] if "labels" in document else [document["label"]]
+    if not isinstance(labels, list):
+        raise _rejected(400, "invalid_feedback", "labels must be a list, one label (or null) per row")
+    if len(labels) != rows:
+        raise _rejected(400, "invalid_feedback", f"{len(labels)} labels for a prediction of {rows} rows")
+    return labels
+
+
+def _judge(claims: dict, labels: list) -> tuple[int, int, list[float]]:
+    """(labels given, correct, absolute errors); :class:`ProxyError` for a label of the wrong kind."""
+    given = correct = 0
+    errors: list[float] = []
+    for i, (predicted, label) in enumerate(zip(claims["p"], labels)):
+        if label is None:
+            continue
+        if claims["k"] == CLASSIFICATION:
+            if type(label) not in (str, int, float, bool):
+                raise _rejected(400, "invalid_label", f"labels[{i}]: a class must be a string, number or boolean")
+            correct += category_key(label) == predicted
+        else:
+            if type(label) not in (int, float) or not math.isfinite(label):
+                raise _rejected(400, "invalid_label", f"labels[{i}]: a regression label must be a finite number")
+            errors.append(abs(predicted - label))
+        given += 1
+    return given, correct, errors
+
+
+class FeedbackEndpoint:
+    """``POST /feedback``: verifies the token, counts the labels."""
+
+    def __init__(self, tokens: FeedbackTokens, identity: ModelIdentity, meter: Meter, client_timeout: float):
+        self._tokens = tokens
+        self._client_timeout = client_timeout
+        self._identity = identity
+        model = identity.attributes
+        self._model = model
+        self._labels = meter.create_counter(mm.MODEL_FEEDBACK_LABELS, unit="{label}", description="Feedback labels counted.")
+        self._correct = meter.create_counter(mm.MODEL_FEEDBACK_CORRECT, unit="{label}", description="Labels equal to the prediction.")
+        self._squared = meter.create_counter(mm.MODEL_FEEDBACK_SQUARED_ERROR, unit="1", description="Sum of squared errors.")
+        prediction = identity.profile.prediction if identity.profile else None
+        buckets = (prediction.error_buckets if prediction is not None and prediction.error_buckets
+                   else DEFAULT_ERROR_BUCKETS)
+        self._absolute = meter.create_histogram(
+            mm.MODEL_FEEDBACK_ABSOLUTE_ERROR, unit="1", description="Absolute error of regression predictions.",
+            explicit_bucket_boundaries_advisory=[float(b) for b in buckets])
+        self._rejected = meter.create_counter(mm.MODEL_FEEDBACK_REJECTED, unit="{request}",
+                                              description="Feedback requests refused, by reason.")
+        self._reason_attributes = {reason: {**model, mm.ERROR_TYPE: reason} for reason in REJECTION_REASONS}
+        self._labels.add(0, model)
+        if prediction is None or prediction.kind == CLASSES:  # a regressor has no "correct" series
+            self._correct.add(0, model)
+        for attributes in self._reason_attributes.values():
+            self._rejected.add(0, attributes)
+
+    def handle(self) -> Response:
+        try:
+            return self._accept()
+        except ProxyError as error:
+            self._rejected.add(1, self._reason_attributes[error.code])
+            response = Response(error.body(), status=error.status, content_type="application/json")
+            if error.status == 413:
+                response.headers["Connection"] = "close"  # the rest of the body is discarded, then the connection closes
+            return response
+
+    def _accept(self) -> Response:
+        # The body is read as a prediction's is: the limit from Content-Length first, chunked
+        # bodies, slow and silent clients (proxy.request_body).
+        environ = request.environ
+        length = request_body.declared_length(environ)
+        if length is not None and length > MAX_BODY_BYTES:
+            raise request_body.too_large(environ, MAX_BODY_BYTES)
+        if request.mimetype != "application/json":
+            raise _rejected(415, "unsupported_media_type", "send feedback as application/json")
+        body = request_body.read_body(environ, length, MAX_BODY_BYTES, self._client_timeout)
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise _rejected(400, "invalid_json", f"request body is not valid JSON: {error}") from None
+        if not isinstance(document, dict) or "token" not in document:
+            raise _rejected(400, "invalid_feedback", 'expected {"token": ..., "labels": [...]}')
+        claims = self._tokens.verify(document["token"])
+        given, correct, errors = _judge(claims, _labels(document, len(claims["p"])))
+        self._labels.add(given, self._model)
+        if claims["k"] == CLASSIFICATION:
+            self._correct.add(correct, self._model)
+        else:
+            for error in errors:
+                self._absolute.record(error, self._model)
+            self._squared.add(sum(e * e for e in errors), self._model)
+        answer = {"request_id": claims["id"], "model": claims["m"], "model_version": claims["v"], "labels": given}
+        return Response(json.dumps(answer), status=200, content_type="application/json")

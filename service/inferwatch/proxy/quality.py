@@ -1,0 +1,526 @@
+"""Model quality on the request path: every answered row counted into the reference's bins.
+
+For each prediction the :class:`QualityRecorder` reads the rows of the request body (already
+parsed once by the predictor; CSV is parsed here), and
+
+* counts each profiled feature's values into the profile's bins, and its missing values (null,
+  NaN, an absent column);
+* counts values that violate the model's signature, per column and kind: ``missing`` (a
+  signature column the row lacks), ``wrong_type`` (a string where the signature says double,
+  ...), ``unexpected`` (a column the signature does not have; all such columns share the column
+  label ``__other__``, so names a client invents never become labels);
+* counts the model's answers by class, or into the profile's bins for a regressor;
+* counts a body whose rows cannot be read (a tensor, a ragged table) in
+  ``model_input_unreadable_total{format}``; it never fails the request.
+
+The counts live in plain integer lists under one lock and are read by observable counters at
+collection time, so a request pays no OpenTelemetry call per bin: every series exists at 0 from
+start-up, and its label values come only from the profile and the signature. A long, clean
+numeric column is binned with numpy (``searchsorted``, ``bincount``); short or mixed columns
+value by value with :func:`bisect.bisect_left`. Both follow :func:`inferwatch.contract.profile.numeric_bin`.
+
+Input bins, missing values and answers are counted for answered predictions only (rows the
+model scored); rows, violations and unreadable bodies for every request the model was sent,
+answered or rejected, since a rejected request is where a violation shows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from flask import Response
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from inferwatch.contract import metrics as mm
+from inferwatch.contract.profile import NUMERIC, NUMERIC_TYPES, OTHER, Distribution, category_key
+from inferwatch.proxy.feedback import TOKEN_HEADER, FeedbackTokens
+from inferwatch.proxy.model import ModelIdentity
+
+log = logging.getLogger(__name__)
+
+MISSING_COLUMN = "missing"
+WRONG_TYPE = "wrong_type"
+UNEXPECTED = "unexpected"
+INPUT_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs", "csv")
+# The model's answer could not be read (not {"predictions": [...]} of scalars).
+ANSWER_FORMAT = "answer"
+# Columns at least this long go through numpy; below it, per-value code is faster.
+VECTORISE_FROM_ROWS = 32
+
+_ABSENT = object()  # a row without the column (records, columnar inputs)
+_NUMBERS = frozenset((int, float))
+
+
+class Unreadable(ValueError):
+    """The body's rows cannot be read for the quality metrics."""
+
+
+@dataclass
+class Columns:
+    """The rows of one request, column by column (only the columns the recorder checks)."""
+
+    rows: int
+    values: dict[str, list] = field(default_factory=dict)
+    # column -> rows that lack it entirely
+    absent: dict[str, int] = field(default_factory=dict)
+    # values in columns the signature does not have
+    unexpected: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the rows of every MLflow input format
+# ---------------------------------------------------------------------------------------------
+
+
+def read_columns(payload: object, wanted: Sequence[str], positional: Sequence[str],
+                 known: frozenset[str] | None) -> Columns:
+    """The ``wanted`` columns of a parsed JSON body; :class:`Unreadable` when its rows cannot be read.
+
+    ``positional`` names the columns of rows given as lists when the model has no signature;
+    ``known`` is the signature's column set (None: no signature, nothing is unexpected). With a
+    signature, rows given as lists have no column names, as MLflow sees them: every signature
+    column is missing and every value unexpected.
+    """
+    key = next(k for k in INPUT_FORMATS if k in payload)
+    data = payload[key]
+    if key == "dataframe_split":
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise Unreadable("dataframe_split without a data list")
+        if "columns" not in data:
+            return _unnamed(data["data"], positional, wanted, known)
+        names = data["columns"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise Unreadable("dataframe_split columns are not a list of names")
+        return _table(data["data"], names, wanted, known)
+    if key == "dataframe_records":
+        if not isinstance(data, list):
+            raise Unreadable("dataframe_records is not a list")
+        return _records(data, wanted, known)
+    # instances / inputs: rows as objects, rows as lists, one column of scalars, or columns by name
+    if isinstance(data, dict):
+        return _columnar(data, wanted, known)
+    if not isinstance(data, list):
+        raise Unreadable(f"{key} is neither a list nor an object")
+    if data and all(type(row) is dict for row in data):
+        return _records(data, wanted, known)
+    if data and all(type(row) is list for row in data):
+        return _unnamed(data, positional, wanted, known)
+    if len(positional) == 1 and not any(type(v) in (list, dict) for v in data):
+        return _unnamed([[v] for v in data], positional, wanted, known)
+    raise Unreadable(f"{key} rows are neither objects nor lists")
+
+
+def _unnamed(data: list, positional: Sequence[str], wanted: Sequence[str], known: frozenset[str] | None) -> Columns:
+    """Rows as lists: in ``positional`` order without a signature; unnamed columns with one."""
+    if known is None:
+        if not positional:
+            raise Unreadable("rows as lists, and no column order known (no signature, no profile columns)")
+        return _table(data, positional, wanted, known)
+    if not all(type(row) is list for row in data):
+        raise Unreadable("rows are not all lists")
+    return Columns(len(data), absent={name: len(data) for name in wanted}, unexpected=sum(map(len, data)))
+
+
+def _table(data: list, names: Sequence[str], wanted: Sequence[str], known: frozenset[str] | None) -> Columns:
+    if not all(type(row) is list and len(row) == len(names) for row in data):
+        raise Unreadable("rows are not lists as long as the column names")
+    columns = Columns(len(data))
+    index = {name: i for i, name in enumerate(names)}
+    for name in wanted:
+        j = index.get(name)
+        if j is None:
+            columns.absent[name] = len(data)
+        else:
+            columns.values[name] = [row[j] for row in data]
+    if known is not None:
+        columns.unexpected = sum(name not in known for name in names) * len(data)
+    return columns
+
+
+def _records(data: list, wanted: Sequence[str], known: frozenset[str] | None) -> Columns:
+    if not all(type(row) is dict for row in data):
+        raise Unreadable("records are not all objects")
+    columns = Columns(len(data))
+    for name in wanted:
+        values = [row.get(name, _ABSENT) for row in data]
+        absent = values.count(_ABSENT)
+        if absent:
+            columns.absent[name] = absent
+        columns.values[name] = values
+    if known is not None:
+        columns.unexpected = sum(len(row.keys() - known) for row in data)
+    return columns
+
+
+def _columnar(data: dict, wanted: Sequence[str], known: frozenset[str] | None) -> Columns:
+    lists = [v for v in data.values() if type(v) is list]
+    rows = len(lists[0]) if lists else 1
+    if any(len(v) != rows for v in lists) or (lists and len(lists) != len(data)):
+        raise Unreadable("columns by name are not lists of one length")
+    columns = Columns(rows)
+    for name in wanted:
+        if name not in data:
+            columns.absent[name] = rows
+        else:
+            columns.values[name] = data[name] if lists else [data[name]]
+    if known is not None:
+        columns.unexpected = sum(name not in known for name in data) * rows
+    return columns
+
+
+def read_csv_columns(body: bytes, wanted: Sequence[str], numeric: frozenset[str],
+                     known: frozenset[str] | None) -> Columns:
+    """Like :func:`read_columns` for a ``text/csv`` body (a header line, then rows).
+
+    Values of ``numeric`` columns become floats (an empty field is missing; text that is not a
+    number stays text, a wrong type); other values stay text.
+    """
+    try:
+        lines = [row for row in csv.reader(io.StringIO(body.decode("utf-8"))) if row]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise Unreadable(f"not CSV: {error}") from None
+    if not lines:
+        raise Unreadable("CSV without a header")
+    columns = _table(lines[1:], lines[0], wanted, known)
+    for name, values in columns.values.items():
+        columns.values[name] = [_csv_number(v) for v in values] if name in numeric else [v if v else None for v in values]
+    return columns
+
+
+def _csv_number(text: str) -> float | str | None:
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_predictions(answer: bytes) -> list:
+    """The model's answers as scalars: ``{"predictions": [...]}`` (or a bare list) of scalars,
+    one-key objects or one-element lists."""
+    try:
+        document = json.loads(answer)
+    except ValueError:
+        raise Unreadable("the answer is not JSON") from None
+    values = document.get("predictions") if isinstance(document, dict) else document
+    if isinstance(values, dict) and len(values) == 1:
+        values = next(iter(values.values()))
+    if not isinstance(values, list):
+        raise Unreadable("the answer holds no list of predictions")
+    out = []
+    for value in values:
+        if type(value) is dict and len(value) == 1:
+            value = next(iter(value.values()))
+        elif type(value) is list and len(value) == 1:
+            value = value[0]
+        if type(value) in (list, dict):
+            raise Unreadable("a prediction is not a scalar")
+        out.append(value)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Counting values into bins
+# ---------------------------------------------------------------------------------------------
+
+
+def numeric_counts(values: list, edges: Sequence[float], edges_array: np.ndarray) -> tuple[list[int], int, int]:
+    """(count per bin, missing, non-numbers) of one numeric column."""
+    bins = len(edges) + 1
+    if len(values) >= VECTORISE_FROM_ROWS and set(map(type, values)) <= _NUMBERS:
+        try:
+            array = np.asarray(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond float range: per value below
+            pass
+        else:
+            nan = np.isnan(array)
+            counts = np.bincount(np.searchsorted(edges_array, array[~nan], side="left"), minlength=bins)
+            return counts.tolist(), int(nan.sum()), 0
+    counts = [0] * bins
+    missing = wrong = 0
+    for value in values:
+        kind = type(value)
+        if kind is float or kind is int:
+            if value != value:  # NaN
+                missing += 1
+            else:
+                counts[bisect_left(edges, value)] += 1
+        elif value is None or value is _ABSENT:
+            missing += 1
+        else:
+            wrong += 1
+    return counts, missing, wrong
+
+
+def categorical_counts(values: Iterable, index: dict[str, int], other: int) -> tuple[list[int], int]:
+    """(count per bin, missing) of one categorical column (or of classes)."""
+    counts = [0] * (other + 1)
+    missing = 0
+    for value in values:
+        if value is None or value is _ABSENT or value != value:
+            missing += 1
+        else:
+            counts[index.get(category_key(value), other)] += 1
+    return counts, missing
+
+
+def wrong_type_count(values: list, column_type: str) -> int:
+    """Values of a column that do not have the signature's type (missing values are not)."""
+    if column_type in NUMERIC_TYPES:
+        allowed: tuple = (int, float)
+    elif column_type == "string":
+        allowed = (str,)
+    elif column_type == "boolean":
+        allowed = (bool,)
+    else:
+        return 0
+    return sum(1 for v in values if v is not None and v is not _ABSENT and type(v) not in allowed)
+
+
+@dataclass(frozen=True)
+class _Binned:
+    """A distribution with what counting into it needs, cached at start-up."""
+
+    distribution: Distribution
+    offset: int  # where its bins start in the recorder's flat list
+    edges_array: np.ndarray | None = None
+    index: dict[str, int] | None = None
+
+    @classmethod
+    def of(cls, distribution: Distribution, offset: int) -> _Binned:
+        if distribution.kind == NUMERIC:
+            return cls(distribution, offset, edges_array=np.asarray(distribution.edges, dtype=np.float64))
+        return cls(distribution, offset, index={c: i for i, c in enumerate(distribution.categories)})
+
+    def count(self, values: list) -> tuple[list[int], int, int]:
+        """(count per bin, missing, values of the wrong kind)."""
+        if self.distribution.kind == NUMERIC:
+            return numeric_counts(values, self.distribution.edges, self.edges_array)
+        counts, missing = categorical_counts(values, self.index, len(self.distribution.categories))
+        return counts, missing, 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The recorder
+# ---------------------------------------------------------------------------------------------
+
+
+class QualityRecorder:
+    """Counts the quality metrics of one model; observable instruments read the counts."""
+
+    def __init__(self, identity: ModelIdentity, meter: Meter):
+        self.identity = identity
+        profile = identity.profile
+        self._model = identity.attributes
+        self._features: list[_Binned] = []
+        offset = 0
+        for feature in profile.features if profile else ():
+            self._features.append(_Binned.of(feature, offset))
+            offset += len(feature.shares)
+        self._prediction = _Binned.of(profile.prediction, 0) if profile and profile.prediction else None
+        signature = identity.signature or ()
+        self._signature_types = {column.name: column.type for column in signature}
+        self._required = frozenset(column.name for column in signature if column.required)
+        self._known = frozenset(self._signature_types) if identity.signature else None
+        self._wanted = tuple(dict.fromkeys([*self._signature_types, *(f.distribution.name for f in self._features)]))
+        self._feature_by_name = {f.distribution.name: (i, f) for i, f in enumerate(self._features)}
+        self._numeric = frozenset(
+            name for name in self._wanted
+            if self._signature_types.get(name) in NUMERIC_TYPES
+            or (name in self._feature_by_name and self._feature_by_name[name][1].distribution.kind == NUMERIC)
+        )
+        self._positional = identity.input_columns
+        self._violation_keys = [(name, kind) for name in self._signature_types for kind in (MISSING_COLUMN, WRONG_TYPE)]
+        if self._known is not None:
+            self._violation_keys.append((OTHER, UNEXPECTED))
+        self._violation_index = {key: i for i, key in enumerate(self._violation_keys)}
+        self._formats = (*INPUT_FORMATS, ANSWER_FORMAT)
+
+        self._lock = threading.Lock()
+        self._rows = 0
+        self._bins = [0] * offset
+        self._missing = [0] * len(self._features)
+        self._violations = [0] * len(self._violation_keys)
+        self._answers = [0] * (len(self._prediction.distribution.shares) if self._prediction else 0)
+        self._unreadable = [0] * len(self._formats)
+        self._register(meter)
+
+    # -- the request path ---------------------------------------------------------------------
+
+    @property
+    def reads_answers(self) -> bool:
+        return self._prediction is not None
+
+    def observe(self, payload: object, body: bytes, csv_body: bool, answered: bool, predictions: list | None,
+                rows: int) -> None:
+        """Count one request; never raises (telemetry must not break a prediction)."""
+        try:
+            self._observe(payload, body, csv_body, answered, predictions, rows)
+        except Exception:  # noqa: BLE001 - a bug here is logged, the request goes on
+            log.exception("model quality counting failed")
+
+    def _observe(self, payload, body, csv_body, answered, predictions, rows) -> None:
+        violations = [0] * len(self._violations)
+        feature_counts: list[tuple[int, list[int], int]] = []
+        unreadable = None
+        if self._wanted:
+            try:
+                columns = (read_csv_columns(body, self._wanted, self._numeric, self._known) if csv_body
+                           else read_columns(payload, self._wanted, self._positional, self._known))
+            except Unreadable:
+                columns = None
+                unreadable = "csv" if csv_body else next(k for k in INPUT_FORMATS if k in payload)
+            if columns is not None:
+                feature_counts = self._count_columns(columns, violations)
+                rows = columns.rows
+        answer_counts = None
+        if answered and self._prediction is not None and predictions is not None:
+            answer_counts, _, _ = self._prediction.count(predictions)
+        with self._lock:
+            for i, n in enumerate(violations):
+                self._violations[i] += n
+            if unreadable is not None:
+                self._unreadable[self._formats.index(unreadable)] += 1
+            self._rows += rows
+            if not answered:
+                return
+            for i, counts, missing in feature_counts:
+                feature = self._features[i]
+                for j, n in enumerate(counts):
+                    self._bins[feature.offset + j] += n
+                self._missing[i] += missing
+            if answer_counts is not None:
+                for j, n in enumerate(answer_counts):
+                    self._answers[j] += n
+
+    def unreadable_answer(self) -> None:
+        with self._lock:
+            self._unreadable[self._formats.index(ANSWER_FORMAT)] += 1
+
+    def _count_columns(self, columns: Columns, violations: list[int]) -> list[tuple[int, list[int], int]]:
+        counted = []
+        for name in self._wanted:
+            values = columns.values.get(name)
+            absent = columns.absent.get(name, 0)
+            column_type = self._signature_types.get(name)
+            if absent and name in self._required:
+                violations[self._violation_index[(name, MISSING_COLUMN)]] += absent
+            position, feature = self._feature_by_name.get(name, (None, None))
+            wrong = None
+            if feature is not None:
+                if values is None:
+                    counts, missing = [0] * len(feature.distribution.shares), absent
+                else:
+                    counts, missing, non_numbers = feature.count(values)
+                    if feature.distribution.kind == NUMERIC and column_type in NUMERIC_TYPES:
+                        wrong = non_numbers
+                counted.append((position, counts, missing))
+            if column_type is not None and values is not None:
+                if wrong is None:
+                    wrong = wrong_type_count(values, column_type)
+                violations[self._violation_index[(name, WRONG_TYPE)]] += wrong
+        if self._known is not None:
+            violations[self._violation_index[(OTHER, UNEXPECTED)]] += columns.unexpected
+        return counted
+
+    # -- collection ---------------------------------------------------------------------------
+
+    def _register(self, meter: Meter) -> None:
+        model = self._model
+        bin_attributes = [
+            {**model, mm.MODEL_FEATURE: f.distribution.name, mm.MODEL_BIN: label}
+            for f in self._features for label in f.distribution.bin_labels
+        ]
+        feature_attributes = [{**model, mm.MODEL_FEATURE: f.distribution.name} for f in self._features]
+        violation_attributes = [{**model, mm.MODEL_INPUT_COLUMN: c, mm.MODEL_VIOLATION_KIND: k}
+                                for c, k in self._violation_keys]
+        answer_attributes = [{**model, mm.MODEL_BIN: label} for label in
+                             (self._prediction.distribution.bin_labels if self._prediction else ())]
+        format_attributes = [{**model, mm.MODEL_INPUT_FORMAT: f} for f in self._formats]
+        expected_bins = [share for f in self._features for share in f.distribution.shares]
+        expected_answers = list(self._prediction.distribution.shares) if self._prediction else []
+
+        def snapshot(values: list[int], attributes: list[dict]):
+            def callback(_options: CallbackOptions) -> list[Observation]:
+                with self._lock:
+                    current = list(values)
+                return [Observation(v, a) for v, a in zip(current, attributes)]
+            return callback
+
+        def constant(values: list[float], attributes: list[dict]):
+            observations = [Observation(v, a) for v, a in zip(values, attributes)]
+            return lambda _options: observations
+
+        meter.create_observable_counter(mm.MODEL_FEATURE_VALUES, [snapshot(self._bins, bin_attributes)],
+                                        unit="{value}", description="Feature values counted into the profile's bins.")
+        meter.create_observable_gauge(mm.MODEL_FEATURE_EXPECTED_SHARE, [constant(expected_bins, bin_attributes)],
+                                      unit="1", description="The profile's share of each feature bin.")
+        meter.create_observable_counter(mm.MODEL_FEATURE_MISSING, [snapshot(self._missing, feature_attributes)],
+                                        unit="{value}", description="Missing feature values.")
+        meter.create_observable_counter(mm.MODEL_INPUT_VIOLATIONS, [snapshot(self._violations, violation_attributes)],
+                                        unit="{value}", description="Values that violate the model's signature.")
+        meter.create_observable_counter(mm.MODEL_PREDICTION_VALUES, [snapshot(self._answers, answer_attributes)],
+                                        unit="{prediction}", description="Answers by class or bin.")
+        meter.create_observable_gauge(mm.MODEL_PREDICTION_EXPECTED_SHARE,
+                                      [constant(expected_answers, answer_attributes)],
+                                      unit="1", description="The profile's share of each class or answer bin.")
+        meter.create_observable_counter(mm.MODEL_INPUT_UNREADABLE, [snapshot(self._unreadable, format_attributes)],
+                                        unit="{request}", description="Bodies whose rows could not be read.")
+        rows = [model]
+        meter.create_observable_counter(
+            mm.MODEL_INPUT_ROWS,
+            [lambda _options: [Observation(self._rows, rows[0])]],
+            unit="{row}", description="Rows of prediction requests sent to the model.")
+
+
+def register_model_info(identity: ModelIdentity, meter: Meter) -> None:
+    """``model_info``: 1, with the model's name, version, flavor, and what is loaded."""
+    attributes = {
+        **identity.attributes,
+        mm.MODEL_FLAVOR: identity.flavor,
+        mm.MODEL_SIGNATURE: "true" if identity.signature or identity.tensor_signature else "false",
+        mm.MODEL_REFERENCE: "true" if identity.profile is not None else "false",
+    }
+    observation = [Observation(1, attributes)]
+    meter.create_observable_gauge(mm.MODEL_INFO, [lambda _options: observation], unit="1",
+                                  description="The model the proxy fronts.")
+
+
+
+class AnswerObserver:
+    """What the predictor calls after each answer: quality counts and the feedback token."""
+
+    def __init__(self, recorder: QualityRecorder | None, tokens: FeedbackTokens | None):
+        self._recorder = recorder
+        self._tokens = tokens
+        self._reads_answers = tokens is not None or (recorder is not None and recorder.reads_answers)
+
+    def after(self, response: Response, payload: object, body: bytes, csv_body: bool, rows: int,
+              request_id: str) -> None:
+        """Count the request; give an answered one its feedback token. Never raises."""
+        try:
+            answered = response.status_code == 200
+            predictions = None
+            if answered and self._reads_answers:
+                try:
+                    predictions = read_predictions(response.get_data())
+                except Unreadable:
+                    if self._recorder is not None:
+                        self._recorder.unreadable_answer()
+            if self._recorder is not None:
+                self._recorder.observe(payload, body, csv_body, answered, predictions, rows)
+            if predictions and self._tokens is not None:
+                token = self._tokens.issue(request_id, predictions)
+                if token is not None:
+                    response.headers[TOKEN_HEADER] = token
+        except Exception:  # noqa: BLE001 - telemetry never breaks a request
+            log.exception("model quality after the answer failed")
