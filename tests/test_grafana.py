@@ -39,7 +39,7 @@ from dashboard_queries import (
 from inferwatch.contract.metrics import MAPPINGS, PrometheusType
 from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings, Thresholds
 from inferwatch.render import grafana
-from inferwatch.render.prometheus_rules import recording_group
+from inferwatch.render.prometheus_rules import RecordingRule, rule_groups
 from inferwatch.render.text import number
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 from inferwatch.stack.processes import ManagedProcess, free_port
@@ -196,7 +196,15 @@ def test_units_match_what_each_metric_measures():
     assert "Prediction success rate" in units["percentunit"] and "Request rate by route" in units["reqps"]
 
 
-RECORDED = tuple(rule.record for rule in recording_group(THRESHOLDS).rules)
+RECORDED = tuple(rule.record for group in rule_groups(THRESHOLDS) for rule in group.rules
+                 if isinstance(rule, RecordingRule))
+
+
+def reads_recorded_series_only(expr: str) -> bool:
+    """Every series ``expr`` selects is a recording rule's (which keeps inferwatch's series only,
+    already summed per model)."""
+    selected = re.findall(r"(?<![\w:])([a-zA-Z_:][\w:]*)\{", expr)
+    return bool(selected) and all(name in RECORDED for name in selected)
 
 
 def test_every_query_sums_by_model_so_several_models_and_instances_stay_apart():
@@ -206,7 +214,7 @@ def test_every_query_sums_by_model_so_several_models_and_instances_stay_apart():
     for panel in query_panels(dashboard()):
         for target in panel["targets"]:
             where, expr = f"{panel['title']} [{target['refId']}]", target["expr"]
-            assert by_model in expr or expr.startswith(RECORDED), f"{where}: {expr}"
+            assert by_model in expr or reads_recorded_series_only(expr), f"{where}: {expr}"
             assert target["legendFormat"].startswith("{{job}}"), where
 
 
@@ -216,7 +224,7 @@ def test_every_query_reads_only_inferwatchs_series_and_every_variable_it_uses_is
     board = dashboard()
     defined = {variable["name"] for variable in board["templating"]["list"]}
     for where, expr in panel_expressions(board):
-        assert MARKER in expr or expr.startswith(RECORDED), f"{where} reads series of any job: {expr}"
+        assert MARKER in expr or reads_recorded_series_only(expr), f"{where} reads series of any job: {expr}"
         assert 'job=~"$job"' in expr, f"{where} ignores the model variable"
     for name, query in variable_queries(board):
         assert MARKER in query or 'job=~"$job"' in query, f"variable {name} lists any job's values: {query}"
@@ -226,10 +234,16 @@ def test_every_query_reads_only_inferwatchs_series_and_every_variable_it_uses_is
 
 
 def test_the_selector_narrows_every_query_and_variable():
+    """Every series read straight from the services; a recording rule's series were narrowed
+    when they were recorded (and summed per model: the selector's other labels are gone), so
+    the SLO panels choose only the models on those."""
     narrowed = grafana.dashboard(Thresholds(selector='env="prod"'))
     for where, expr in [*panel_expressions(narrowed), *variable_queries(narrowed)]:
-        for selector in re.findall(r"\b[a-z_:]+\{[^}]*\}", expr):
-            assert 'env="prod"' in selector, f"{where}: {selector}"
+        for name, selector in re.findall(r"\b([a-z_:]+)(\{[^}]*\})", expr):
+            if name.startswith("slo:"):
+                assert name in RECORDED and 'env="prod"' not in selector, f"{where}: {name}{selector}"
+            else:
+                assert 'env="prod"' in selector, f"{where}: {name}{selector}"
 
 
 def test_the_model_instance_and_route_variables_offer_every_value_and_all_means_the_listed_ones():
@@ -502,7 +516,7 @@ def send_traffic(stack: LiveStack) -> None:
 @pytest.mark.slow
 def test_every_dashboard_query_runs_and_returns_data_from_the_real_service(live):
     expressions = panel_expressions(dashboard())
-    assert len(expressions) == 19
+    assert len(expressions) == 30
     assert live.queries.wait_for_data(expressions, LIVE_TIMEOUT) == {}
 
 
