@@ -112,6 +112,16 @@ def test_every_dashboard_query_variable_and_grafana_rule_query_returns_data(seed
     queries = DashboardQueries(seed.prometheus)
     expressions = [*panel_expressions(queries.board),
                    *((rule["title"], rule_query(rule)) for rule in grafana_rules())]
-    assert queries.wait_for_data(expressions, EVALUATED_TIMEOUT) == {}
+    # The SLO panels: every request here is invalid JSON, the client's error, which neither SLO
+    # counts (docs/slo.md). The availability SLO's rules ran under the seed's configuration all
+    # the same: its recorded series are there, NaN (0/0); the latency SLO has no prediction
+    # request without a 4xx to count, so no series. tests/test_grafana.py and tests/test_slo.py
+    # see both with valid traffic.
+    slo = [(where, expr) for where, expr in expressions if "slo:" in expr]
+    assert len(slo) == 11
+    assert queries.wait_for_data([e for e in expressions if e not in slo], EVALUATED_TIMEOUT) == {}
+    expected = {where: "only NaN" if 'slo="latency"' not in expr else "no data" for where, expr in slo}
+    poll(lambda: {where: queries.problem(expr) for where, expr in slo} == expected, EVALUATED_TIMEOUT,
+         f"the SLO panels to answer {expected}")
     values = queries.resolve_variables()
     assert values["job"] == [SEED_JOB] and len(values["instance"]) == 1 and "/predict" in values["route"], values
