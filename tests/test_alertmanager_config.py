@@ -43,11 +43,12 @@ def test_the_route_groups_by_alert_name_and_model_with_the_seeds_timings_and_sen
     route = config["route"]
     assert route["group_by"] == ["alertname", "job", "model", "model_version"]  # one email per alert and model
     assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("30s", "5m", "4h")
-    [receiver] = config["receivers"]
-    assert receiver["name"] == route["receiver"]
-    [email] = receiver["email_configs"]
-    assert email["send_resolved"] is True
-    assert "inferwatch.email.subject" in email["headers"]["Subject"]
+    receivers = {receiver["name"]: receiver for receiver in config["receivers"]}
+    assert route["receiver"] == "email" and set(receivers) == {"email", "page", "ticket"}
+    for receiver in receivers.values():  # page and ticket (the SLO alerts) are email too, alike
+        [email] = receiver["email_configs"]
+        assert email["send_resolved"] is True
+        assert "inferwatch.email.subject" in email["headers"]["Subject"]
 
 
 def test_a_config_rendered_from_the_environment_passes_amtool_and_holds_no_password(tmp_path):

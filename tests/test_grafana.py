@@ -205,6 +205,13 @@ RECORDED = tuple(rule.record for group in rule_groups(THRESHOLDS) for rule in gr
                  if isinstance(rule, RecordingRule))
 
 
+def reads_recorded_series_only(expr: str) -> bool:
+    """Every series ``expr`` selects is a recording rule's (which keeps inferwatch's series only,
+    already summed per model)."""
+    selected = re.findall(r"(?<![\w:])([a-zA-Z_:][\w:]*)\{", expr)
+    return bool(selected) and all(name in RECORDED for name in selected)
+
+
 def test_every_query_sums_by_model_so_several_models_and_instances_stay_apart():
     """Each query aggregates by the model labels (job) first, or reads a recording rule that does,
     and every line's legend names its model."""
@@ -212,7 +219,7 @@ def test_every_query_sums_by_model_so_several_models_and_instances_stay_apart():
     for panel in query_panels(dashboard()):
         for target in panel["targets"]:
             where, expr = f"{panel['title']} [{target['refId']}]", target["expr"]
-            assert by_model in expr or expr.startswith(RECORDED), f"{where}: {expr}"
+            assert by_model in expr or reads_recorded_series_only(expr), f"{where}: {expr}"
             assert target["legendFormat"].startswith("{{job}}"), where
 
 
@@ -222,7 +229,7 @@ def test_every_query_reads_only_inferwatchs_series_and_every_variable_it_uses_is
     board = dashboard()
     defined = {variable["name"] for variable in board["templating"]["list"]}
     for where, expr in panel_expressions(board):
-        assert MARKER in expr or expr.startswith(RECORDED), f"{where} reads series of any job: {expr}"
+        assert MARKER in expr or reads_recorded_series_only(expr), f"{where} reads series of any job: {expr}"
         assert 'job=~"$job"' in expr, f"{where} ignores the model variable"
     for name, query in variable_queries(board):
         assert MARKER in query or 'job=~"$job"' in query, f"variable {name} lists any job's values: {query}"
@@ -232,10 +239,16 @@ def test_every_query_reads_only_inferwatchs_series_and_every_variable_it_uses_is
 
 
 def test_the_selector_narrows_every_query_and_variable():
+    """Every series read straight from the services; a recording rule's series were narrowed
+    when they were recorded (and summed per model: the selector's other labels are gone), so
+    the SLO panels choose only the models on those."""
     narrowed = grafana.dashboard(Thresholds(selector='env="prod"'))
     for where, expr in [*panel_expressions(narrowed), *variable_queries(narrowed)]:
-        for selector in re.findall(r"\b[a-z_:]+\{[^}]*\}", expr):
-            assert 'env="prod"' in selector, f"{where}: {selector}"
+        for name, selector in re.findall(r"\b([a-z_:]+)(\{[^}]*\})", expr):
+            if name.startswith("slo:"):
+                assert name in RECORDED and 'env="prod"' not in selector, f"{where}: {name}{selector}"
+            else:
+                assert 'env="prod"' in selector, f"{where}: {name}{selector}"
 
 
 def test_the_model_instance_and_route_variables_offer_every_value_and_all_means_the_listed_ones():
@@ -263,7 +276,8 @@ def test_panel_thresholds_equal_the_alert_thresholds():
 
 def test_the_latency_panel_draws_p50_p95_p99_and_links_each_models_slow_traces():
     panel = next(p for p in query_panels(dashboard()) if p["title"] == "Request latency p50 / p95 / p99")
-    assert [t["legendFormat"] for t in panel["targets"]] == ["{{job}} p50", "{{job}} p95", "{{job}} p99"]
+    model = " ".join("{{" + label + "}}" for label in THRESHOLDS.model_labels)
+    assert [t["legendFormat"] for t in panel["targets"]] == [f"{model} p50", f"{model} p95", f"{model} p99"]
     assert [t["expr"].split(",")[0] for t in panel["targets"]] == [
         "histogram_quantile(0.5", "histogram_quantile(0.95", "histogram_quantile(0.99"]
     [link] = panel["fieldConfig"]["defaults"]["links"]
@@ -560,7 +574,7 @@ def send_feedback(stack: LiveStack) -> None:
 @pytest.mark.slow
 def test_every_dashboard_query_runs_and_returns_data_from_the_real_service(live):
     expressions = panel_expressions(dashboard())
-    assert len(expressions) == 39
+    assert len(expressions) == 50
     assert live.queries.wait_for_data(expressions, LIVE_TIMEOUT) == {}
 
 

@@ -1,6 +1,6 @@
 """Alert thresholds and the notification policy: every number the alerts use, defined once.
 
-:data:`THRESHOLDS` holds each threshold, ``for`` duration, window and selector the alerts use,
+:data:`THRESHOLDS` holds each threshold, ``for`` duration, window, selector and SLO the alerts use,
 with a comment naming the alert it drives; :class:`RouteTimings` is the seed's notification
 policy (grouping and repetition of alert emails). Everything that shows or evaluates one of these
 values is rendered from here by :mod:`inferwatch.render`: the Prometheus rule files (expression
@@ -15,6 +15,8 @@ Data only: nothing else of inferwatch is imported here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from inferwatch.contract.slo import SLO, SLOS
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,12 @@ class Thresholds:
     # long (the collector keeps every trace that slow).
     jaeger_url: str = "http://localhost:16686"
 
+    # The service-level objectives (contract.slo): each renders recording rules for every alert
+    # window, the error budget remaining, a page and a ticket burn-rate alert
+    # (PredictionAvailabilityBudgetBurn, PredictionLatencyBudgetBurn) and the dashboard's SLO row,
+    # per model (model_labels), through the selector and the marker like every other rule.
+    slos: tuple[SLO, ...] = SLOS
+
 
 THRESHOLDS = Thresholds()
 
@@ -122,3 +130,5 @@ class RouteTimings:
     group_wait: str = "30s"
     group_interval: str = "5m"
     repeat_interval: str = "4h"
+    # Burn-rate tickets (severity="ticket") are for working hours: reminded once a day, not every 4h.
+    ticket_repeat_interval: str = "1d"

@@ -44,8 +44,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from inferwatch.contract.slo import BURN_RATE_WINDOWS, PAGE, SLO
 from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings, Thresholds
-from inferwatch.render import promql
+from inferwatch.render import promql, slo_rules
 from inferwatch.render.alertmanager import group_by
 from inferwatch.render.prometheus_rules import (
     AlertRule,
@@ -655,6 +656,69 @@ def _quality(t: Thresholds) -> list[dict]:
     ]
 
 
+def _slo_series(record: str, slo: SLO | None = None) -> str:
+    """A recorded SLO series of the chosen models. Recorded series hold inferwatch's selected
+    series only, per model, without the selector's other labels: only the models are chosen."""
+    matchers = ", ".join(([f'slo="{slo.name}"'] if slo else []) + [JOB_CHOSEN])
+    return f"{record}{{{matchers}}}"
+
+
+def _slo_sli(t: Thresholds, slo: SLO) -> dict:
+    period = slo.period
+    targets = [
+        _target(f"1 - {_slo_series(slo_rules.error_ratio(window), slo)}", _legend(t) + f" over {window}",
+                ref=ref)
+        for ref, window in (("A", slo_rules.RATE_WINDOW), ("B", "1h"), ("C", period))
+    ]
+    return _timeseries(
+        f"{slo.name.capitalize()} SLI against the objective",
+        f"Does each model meet its {slo.name} SLO? The share of good events over {slo_rules.RATE_WINDOW}, 1h "
+        f"and the {period} period so far, per model. The line is the objective: {slo_rules.objective_text(slo)}; "
+        "below it the error budget burns faster than the period allows. Empty without valid events (0/0).",
+        "percentunit", targets, thresholds=_below(slo.objective), minimum=None, maximum=1, width=6)
+
+
+def _slo_budget(t: Thresholds) -> dict:
+    return _timeseries(
+        "Error budget remaining",
+        f"How much of each SLO's error budget is left over its period? 1 - (bad share over the period) / "
+        f"(1 - objective), per model and SLO: 100% untouched, 0% spent, below 0 overspent. Read from "
+        f"{slo_rules.BUDGET_REMAINING}, which sums the 5m rates the rules recorded over the period, so it "
+        "counts only what Prometheus kept (see the retention in docs/slo.md).",
+        "percentunit", [_target(_slo_series(slo_rules.BUDGET_REMAINING), _legend(t, "slo"))],
+        thresholds=_below(0), minimum=None, maximum=1, width=6)
+
+
+def _slo_burn_rate(t: Thresholds) -> dict:
+    period = t.slos[0].period  # the factors below are those of the first SLO's period
+
+    def fires_at(severity: str) -> str:
+        return " or ".join(f"{number(w.factor(period))}x over {w.long}" for w in BURN_RATE_WINDOWS
+                           if w.severity == severity)
+
+    page = [w for w in BURN_RATE_WINDOWS if w.severity == PAGE]
+    shown = [(slo, w.long) for slo in t.slos for w in page]
+    targets = [
+        _target(f"{_slo_series(slo_rules.error_ratio(window), slo)} / {number(slo.error_budget)}",
+                _legend(t) + f" {slo.name} {window}", ref=chr(ord("A") + i))
+        for i, (slo, window) in enumerate(shown)
+    ]
+    fastest = page[0].factor(period)
+    return _timeseries(
+        "Error budget burn rate",
+        f"How fast does each SLO spend its error budget? The bad share over {' and '.join(w.long for w in page)} "
+        f"divided by the budget (1 - objective), per model and SLO: 1x spends the budget exactly in {period}. "
+        f"The page fires at {fires_at(PAGE)} (red from {number(fastest)}x), the ticket at {fires_at('ticket')} "
+        "(orange from 1x), each once its short window agrees.",
+        "suffix:x", targets, thresholds=_thresholds(("green", None), ("orange", 1), ("red", fastest)), width=6)
+
+
+def _slos(t: Thresholds) -> list[dict]:
+    if not t.slos:
+        return []
+    return [_row("Service-level objectives"), *(_slo_sli(t, slo) for slo in t.slos), _slo_budget(t), _slo_burn_rate(t)]
+
+
 def _layout(panels: list[dict]) -> list[dict]:
     """Number the panels and place them left to right, a new line when one does not fit."""
     x = y = line_height = 0
@@ -687,7 +751,8 @@ def _query_variable(name: str, label: str, query: str, description: str) -> dict
 
 
 def dashboard(t: Thresholds = THRESHOLDS) -> dict:
-    panels = _layout([*_at_a_glance(t), *_requests(t), *_latency(t), *_predictions(t), *_quality(t), *_host(t)])
+    panels = _layout([*_at_a_glance(t), *_requests(t), *_latency(t), *_predictions(t), *_quality(t), *_slos(t),
+                      *_host(t)])
     return {
         "uid": DASHBOARD_UID,
         "title": DASHBOARD_TITLE,

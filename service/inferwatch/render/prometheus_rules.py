@@ -1,7 +1,8 @@
 """The Prometheus rule files, rendered from the thresholds.
 
 One file per rule group under ``observability/prometheus/rules/`` (recording rules, host,
-predictions, availability, model quality): every expression and alert text reads its numbers from
+predictions, availability, model quality, and the SLOs' from :mod:`inferwatch.render.slo_rules`):
+every expression and alert text reads its numbers from
 :data:`inferwatch.contract.thresholds.THRESHOLDS`, so a threshold is never written down twice,
 and selects its series through :mod:`inferwatch.render.promql` (the selector, the per-model
 labels, the marker that keeps other jobs' same-named series out).
@@ -15,7 +16,7 @@ overridden, so the expressions a test runs are the committed ones.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from inferwatch.contract.thresholds import THRESHOLDS, Thresholds
@@ -57,9 +58,10 @@ class AlertRule:
 class RecordingRule:
     record: str
     expr: str
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     def as_yaml(self) -> dict:
-        return {"record": self.record, "expr": self.expr}
+        return {"record": self.record, "expr": self.expr, **({"labels": dict(self.labels)} if self.labels else {})}
 
 
 @dataclass(frozen=True)
@@ -428,7 +430,10 @@ def quality_group(t: Thresholds) -> RuleGroup:
 
 def rule_groups(t: Thresholds = THRESHOLDS, for_overrides: Mapping[str, str] | None = None) -> tuple[RuleGroup, ...]:
     """Every rule group; ``for_overrides`` ({alert name: duration}) changes only ``for``."""
-    groups = (recording_group(t), host_group(t), predictions_group(t), availability_group(t), quality_group(t))
+    from inferwatch.render.slo_rules import slo_group  # builds on this module's rule types
+
+    groups = (recording_group(t), host_group(t), predictions_group(t), availability_group(t), quality_group(t),
+              slo_group(t))
     overrides = dict(for_overrides or {})
     alerts = {rule.alert for group in groups for rule in group.rules if isinstance(rule, AlertRule)}
     if unknown := set(overrides) - alerts:

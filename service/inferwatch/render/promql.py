@@ -85,3 +85,16 @@ def by(t: Thresholds, *extra: str) -> str:
 def sum_rate(t: Thresholds, metric: str, window: str, *extra: str, by_extra: Iterable[str] = ()) -> str:
     """Rate of an inferwatch counter per model (and ``by_extra``), every instance summed."""
     return f"sum {by(t, *by_extra)} ({rate(t, metric, window, *extra)})"
+
+
+def of_inferwatch_within(t: Thresholds, expr: str, window: str) -> str:
+    """Like :func:`of_inferwatch`, for a rate over a long ``window``: keeps the series of every
+    inferwatch process that reported within it, so an instance replaced an hour ago (a rolling
+    update, a new pod name) still counts for the 1d and 3d windows of the SLOs."""
+    return f"{expr} and {on_target()} present_over_time({marker(t)}[{window}])"
+
+
+def sum_rate_within(t: Thresholds, metric: str, window: str, *extra: str) -> str:
+    """Rate of an inferwatch counter per model over ``window``, every instance that reported
+    within ``window`` summed (:func:`of_inferwatch_within`)."""
+    return f"sum {by(t)} ({of_inferwatch_within(t, f'rate({series(t, metric, *extra)}[{window}])', window)})"

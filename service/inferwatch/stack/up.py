@@ -32,6 +32,7 @@ from inferwatch.contract.profile import PROFILE_FILE_NAME
 from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.render.alertmanager import ALERTMANAGER_TEMPLATES, write_alertmanager_config
 from inferwatch.render.prometheus_rules import rule_files
+from inferwatch.render.slo_rules import retention
 from inferwatch.stack.demo_model import save_demo_model
 from inferwatch.stack.load import LoadPlan, run_load
 from inferwatch.stack.processes import (
@@ -52,6 +53,12 @@ from inferwatch.stack.processes import (
 )
 
 INSTALL_HINT = "run scripts/system-deps.sh (apt-get install -y prometheus prometheus-alertmanager)"
+
+
+def prometheus_flags() -> list[str]:
+    """Prometheus's flags beyond paths and ports: keep the SLOs' whole period (the error budget
+    reads it whole; Prometheus's own default is 15 days)."""
+    return [f"--storage.tsdb.retention.time={retention()}"]
 
 
 class StackError(RuntimeError):
@@ -177,6 +184,7 @@ class Stack:
             f"--storage.tsdb.path={self.run_dir / 'prometheus'}",
             f"--web.listen-address=127.0.0.1:{p.prometheus}",
             PROMETHEUS_EXEMPLAR_STORAGE,
+            *prometheus_flags(),
         ], f"http://127.0.0.1:{p.prometheus}/-/ready", 60)
 
     @property
