@@ -11,7 +11,8 @@ Routes
 ``GET /readyz``
     The model server answers ``/ping`` within the ready timeout; 503 otherwise.
 ``GET /metrics``
-    The metric contract in the Prometheus text format.
+    The metric contract in the Prometheus text format; 404 with several worker processes, whose
+    metrics are exact only through the collector (see :mod:`inferwatch.proxy.config`).
 
 The three operational endpoints are answered in front of the instrumented Flask app, so a scrape
 or a probe never counts as a request, never shows in ``active_requests`` and makes no span.
@@ -44,7 +45,7 @@ from inferwatch.contract.metrics import (
     PREDICTION_SUCCESSES,
     URL_SCHEME,
 )
-from inferwatch.proxy.telemetry import Telemetry, setup_telemetry
+from inferwatch.proxy.telemetry import Telemetry, build_resource, setup_telemetry
 from inferwatch.proxy.upstream import UpstreamAnswer, UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,10 @@ class OperationalEndpoints:
         self._routes: dict[str, Callable[[], tuple[str, str, bytes]]] = {
             "/healthz": lambda: ("200 OK", JSON, b'{"status":"ok"}'),
             "/readyz": self._ready,
-            "/metrics": lambda: ("200 OK", CONTENT_TYPE_LATEST, generate_latest(telemetry.registry)),
+            "/metrics": (
+                (lambda: ("200 OK", CONTENT_TYPE_LATEST, generate_latest(telemetry.registry)))
+                if settings.workers == 1 else _metrics_through_the_collector(settings.workers)
+            ),
         }
         self._upstream = upstream
 
@@ -250,6 +254,18 @@ class OperationalEndpoints:
         return [body]
 
 
+def _metrics_through_the_collector(workers: int) -> Callable[[], tuple[str, str, bytes]]:
+    """/metrics of one of several workers: a 404 that says where the exact totals are, never
+    one worker's share passed off as the whole."""
+    body = error_body(
+        "not_found",
+        f"/metrics is not served: this proxy runs {workers} worker processes, and each exports its "
+        "metrics over OTLP under its own service.instance.id; scrape the collector, which keeps "
+        "every worker's series",
+    )
+    return lambda: ("404 Not Found", JSON, body)
+
+
 def _drain_body(environ: dict) -> None:
     """Read what the app left of the request body (a 404, 405, 413 or 415 answers unread).
 
@@ -272,16 +288,23 @@ def create_app(
     telemetry: Telemetry | None = None,
     *,
     start_sampler: bool = True,
+    worker: int = 1,
 ) -> Flask:
-    """Build the proxy. ``telemetry`` defaults to :func:`setup_telemetry` from the environment."""
+    """Build the proxy. ``telemetry`` defaults to :func:`setup_telemetry` from the environment.
+
+    ``worker`` is this process's number (1 to ``settings.workers``): with several workers each
+    gets an instance id of its own, and only worker 1 reports the host metrics.
+    """
     settings = settings or load_settings()
-    telemetry = telemetry or setup_telemetry()
+    telemetry = telemetry or setup_telemetry(
+        resource=build_resource(worker) if settings.workers > 1 else None)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     upstream = UpstreamClient(settings)
     predictor = Predictor(settings, upstream, telemetry)
     rate = RequestRate()
-    sampler = HostSampler(settings.host_metrics_interval, settings.disk_path, on_tick=(rate.tick,))
+    sampler = HostSampler(settings.host_metrics_interval, settings.disk_path, on_tick=(rate.tick,),
+                          report_host=worker == 1)
     sampler.register_instruments(telemetry.meter_provider, rate)
     if start_sampler:
         sampler.start()

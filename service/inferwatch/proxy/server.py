@@ -1,8 +1,10 @@
-"""Runs the proxy on uWSGI: one process, a pool of threads.
+"""Runs the proxy on uWSGI: one worker process by default, a pool of threads in each.
 
-One process keeps every metric exact: with several worker processes each would hold its own
-counters and a scrape would see only one of them. Threads carry the concurrency (the work per
-request is mostly waiting on the model server). uWSGI was chosen by measurement against
+One process keeps every metric exact on /metrics: with several worker processes each holds its
+own counters and a scrape would see only one of them. Threads carry the concurrency (the work per
+request is mostly waiting on the model server). ``--workers N`` runs N processes for a host with
+more cores (:func:`worker_options`); their metrics are exact through the collector only, which is
+why :mod:`inferwatch.proxy.config` refuses several workers without OTLP metric export. uWSGI was chosen by measurement against
 waitress, gunicorn (gthread) and granian (tests/benchmarks/server_choice.py): its HTTP parsing
 in C cost the least proxy CPU per request.
 
@@ -27,12 +29,18 @@ def oversize_guard_bytes(settings: Settings) -> int:
     return max(16 * settings.max_body_bytes, 16 << 20)
 
 
+def worker_options(settings: Settings) -> list[str]:
+    """The worker processes: ``settings.workers`` of them, each numbered by uWSGI (1..N, kept
+    when uWSGI replaces one), which gives each its own instance id (inferwatch.proxy.wsgi)."""
+    return ["--processes", str(settings.workers)]
+
+
 def uwsgi_command(settings: Settings) -> list[str]:
     command = [
         str(Path(sys.executable).parent / "uwsgi"),
         "--http11-socket", f"{settings.host}:{settings.port}",
         "--master",
-        "--processes", "1",
+        *worker_options(settings),
         "--threads", str(settings.threads),
         "--enable-threads",
         "--lazy-apps",  # import the app in the worker, after the fork: its threads live there
