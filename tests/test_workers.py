@@ -8,6 +8,8 @@ sums equal what the clients saw. Host metrics describe the host: only worker 1 r
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -16,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import child_env, otlp_env, parse_samples, total
+from conftest import child_env, otlp_env, parse_samples, total, tunable_payload
 from inferwatch.proxy.config import ConfigError, load_settings
 from inferwatch.proxy.server import uwsgi_command
 from inferwatch.proxy.telemetry import build_resource
@@ -89,7 +91,9 @@ def test_two_workers_through_the_collector_count_every_request_the_clients_saw(
     assert "scrape the collector" in answer.json()["error"]["message"]
 
     # Stopping the proxy flushes each worker's last counts: no waiting for an export interval.
-    proxy.process.stop()
+    # The signal goes to the whole process group, as Ctrl-C in a terminal does; every worker
+    # still stops cleanly (exit code 0, not killed when the wait ran out).
+    assert proxy.process.stop() == 0
     samples = wait_for(
         lambda: (s := parse_samples(collector.metrics_text())) and total(s, "http_requests_total") == sent and s,
         timeout=20, what=f"{sent} requests on the collector")
@@ -111,6 +115,32 @@ def test_two_workers_through_the_collector_count_every_request_the_clients_saw(
         assert set(instances_of(samples, host_metric)) == {f"{POD}/1"}, host_metric
     assert set(instances_of(samples, "http_requests_throughput")) == {f"{POD}/1", f"{POD}/2"}
     assert set(instances_of(samples, "target_info")) == {f"{POD}/1", f"{POD}/2"}
+
+
+@pytest.mark.parametrize("stop", ["sigterm_to_the_master", "sigint_to_the_process_group"])
+def test_a_stop_lets_every_workers_requests_finish_and_flushes_their_counts(
+        tunable_mlflow, start_collector, start_proxy, stop):
+    """SIGTERM to the first process is what Kubernetes sends on a rollout; SIGINT to the whole
+    process group is Ctrl-C in a terminal, which reaches every worker besides the master."""
+    collector = start_collector()
+    proxy = start_proxy(tunable_mlflow.url, env={**otlp_env(collector), "K8S_POD_NAME": POD},
+                        workers="2", threads="2")
+    url = proxy.url + "/predict"
+    with ThreadPoolExecutor(4) as pool:
+        answers = [pool.submit(requests.post, url, json=tunable_payload(delay_s=1.0), timeout=30) for _ in range(4)]
+        wait_for(lambda: total(parse_samples(collector.metrics_text()), "active_requests") == 4, 10,
+                 what="4 requests in flight")
+        if stop == "sigterm_to_the_master":
+            proxy.process.process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proxy.process.process.pid, signal.SIGINT)
+        statuses = [answer.result().status_code for answer in answers]
+    assert statuses == [200] * 4
+    assert proxy.process.process.wait(20) == 0
+    samples = wait_for(lambda: (s := parse_samples(collector.metrics_text()))
+                       and total(s, "prediction_success_total") == 4 and s, 20, what="4 successes")
+    assert set(instances_of(samples, "prediction_success_total")) == {f"{POD}/1", f"{POD}/2"}
+    assert total(samples, "active_requests") == 0
 
 
 def test_several_workers_without_otlp_export_refuse_to_start_and_say_why():

@@ -31,8 +31,18 @@ def oversize_guard_bytes(settings: Settings) -> int:
 
 def worker_options(settings: Settings) -> list[str]:
     """The worker processes: ``settings.workers`` of them, each numbered by uWSGI (1..N, kept
-    when uWSGI replaces one), which gives each its own instance id (inferwatch.proxy.wsgi)."""
-    return ["--processes", str(settings.workers)]
+    when uWSGI replaces one), which gives each its own instance id (inferwatch.proxy.wsgi).
+
+    A SIGTERM or SIGINT sent to the whole process group (Ctrl-C in a terminal) reaches every
+    worker besides the master; uWSGI's workers would exit at once, each losing what it had not
+    yet exported, while the master was stopping them gracefully. Here they stop gracefully too,
+    as they do on the master's SIGHUP.
+    """
+    return [
+        "--processes", str(settings.workers),
+        "--hook-accepting", "unix_signal:15 gracefully_kill",
+        "--hook-accepting", "unix_signal:2 gracefully_kill",
+    ]
 
 
 def uwsgi_command(settings: Settings) -> list[str]:

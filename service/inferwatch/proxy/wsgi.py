@@ -9,6 +9,9 @@ atexit hook, or Python's elsewhere).
 
 import atexit
 import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from inferwatch.proxy.access_log import configure_logging
 from inferwatch.proxy.app import close_app, create_app
@@ -19,10 +22,30 @@ try:
 except ImportError:
     uwsgi = None
 
+# Signals uWSGI stops a worker with (SIGHUP from the master: finish, then exit; SIGTERM, SIGINT).
+STOP_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _stop_signals_kept_from_new_threads() -> Iterator[None]:
+    """Threads started in here (the log writer, the host sampler, the exporters) never receive a
+    signal that stops the worker, so it lands on a uWSGI thread. uWSGI exits from inside the
+    handler, on the thread the signal landed on, and the shutdown that then runs (uwsgi.atexit)
+    cannot wait for the thread it runs on: seen with several workers when two stop signals came
+    together (Ctrl-C reaches every process of the group, then the master stops each worker) and
+    the second landed on the log writer's thread, which hung that worker."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
 _settings = load_settings()
 _worker = uwsgi.worker_id() if uwsgi is not None else 1
-_log_listener = configure_logging(_settings.log_level)
-application = create_app(_settings, worker=_worker)
+with _stop_signals_kept_from_new_threads():
+    _log_listener = configure_logging(_settings.log_level)
+    application = create_app(_settings, worker=_worker)
 logging.getLogger("inferwatch").info(
     "listening",
     extra={"fields": {
