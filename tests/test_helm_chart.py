@@ -227,11 +227,18 @@ def test_every_container_runs_as_non_root_on_a_read_only_root_with_limits(render
 
 
 def test_the_proxy_is_probed_on_healthz_and_readyz(rendered):
-    _, objects = rendered
+    values_file, objects = rendered
     proxy = container(objects, "proxy", "proxy")
     assert proxy["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert proxy["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # Separate: a model that is down is answered 503 and counted, not hidden by unready proxies.
+    ready = "/healthz" if values_of(values_file).get("mode") == "separate" else "/readyz"
+    assert proxy["readinessProbe"]["httpGet"] == {"path": ready, "port": "http"}
     assert {port["name"]: port["containerPort"] for port in proxy["ports"]} == {"http": 8000, "metrics": 8001}
+
+
+def test_readiness_can_wait_for_the_model_in_separate_mode_too():
+    objects = render(CHART / "ci" / "separate-values.yaml", "--set", "proxy.readinessPath=/readyz")
+    assert container(objects, "proxy", "proxy")["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
 def test_in_sidecar_mode_the_model_shares_the_pod_and_listens_on_loopback_only():
