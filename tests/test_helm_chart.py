@@ -144,7 +144,8 @@ def test_the_prometheus_rule_holds_exactly_the_committed_rule_groups(rendered):
 
 
 def test_the_dashboard_config_map_holds_the_committed_dashboards_under_the_sidecars_label():
-    [config_map] = [obj for obj in render(CHART / "ci" / "sidecar-values.yaml") if obj["metadata"]["name"].endswith("-dashboards")]
+    [config_map] = [obj for obj in render(CHART / "ci" / "sidecar-values.yaml")
+                    if obj["metadata"]["name"].endswith("-dashboards")]
     committed = {path.name: path.read_text() for path in (ROOT / DASHBOARD_FILE.parent).glob("*.json")}
     assert config_map["data"] == committed
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"

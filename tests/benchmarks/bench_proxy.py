@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     report = markdown(table, checks, scrapes, visibility, facts, ceiling)
     (out / "results.md").write_text(report + "\n")
     (out / "results.json").write_text(json.dumps(
-        {"runs": runs, "table": table, "ceiling_runs": ceiling_runs, "ceiling": ceiling, "goals": checks, "scrapes": scrapes, "visibility": visibility,
+        {"runs": runs, "table": table, "ceiling_runs": ceiling_runs, "ceiling": ceiling, "goals": checks,
+         "scrapes": scrapes, "visibility": visibility,
          "machine": facts, "settings": vars(args) | {"out": str(out)}}, indent=2, default=str))
     print(report)
     print(f"\nwritten to {out}")

@@ -4,9 +4,9 @@ One process keeps every metric exact on /metrics: with several worker processes 
 own counters and a scrape would see only one of them. Threads carry the concurrency (the work per
 request is mostly waiting on the model server). ``--workers N`` runs N processes for a host with
 more cores (:func:`worker_options`); their metrics are exact through the collector only, which is
-why :mod:`inferwatch.proxy.config` refuses several workers without OTLP metric export. uWSGI was chosen by measurement against
-waitress, gunicorn (gthread) and granian (tests/benchmarks/server_choice.py): its HTTP parsing
-in C cost the least proxy CPU per request.
+why :mod:`inferwatch.proxy.config` refuses several workers without OTLP metric export. uWSGI was
+chosen by measurement against waitress, gunicorn (gthread) and granian
+(tests/benchmarks/server_choice.py): its HTTP parsing in C cost the least proxy CPU per request.
 
 ``serve`` replaces the current process with uWSGI (pyuwsgi, from PyPI); the app is imported in
 the worker from :mod:`inferwatch.proxy.wsgi`, which reads the same ``INFERWATCH_*`` settings. SIGTERM
