@@ -130,7 +130,9 @@ CREDENTIAL = re.compile(
     (password|passwd|secret|api[_-]?key|token|auth_password)["']?\s*[:=]\s*["']?(?P<value>[^\s"'#,}]+)
     """
 )
-ALLOWED_VALUES = re.compile(r"^(\$\{?[A-Z_]+|\$__(env|file)\{|/run/secrets/|<|\{\{|true|false|null|''|\"\")", re.I)
+# Not a value: a reference (${VAR}, a secrets path, a template), a literal, or an object that
+# opens on this line ("metricsToken": {) and whose fields are checked on their own lines.
+ALLOWED_VALUES = re.compile(r"^(\$\{?[A-Z_]+|\$__(env|file)\{|/run/secrets/|<|\{\{|\{$|true|false|null|''|\"\")", re.I)
 
 
 def deployed_files():

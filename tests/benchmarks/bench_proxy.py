@@ -10,6 +10,8 @@ drift cancels out:
   correlation headers and the JSON request log;
 * ``proxy_off``: the same proxy with ``OTEL_SDK_DISABLED=true`` and the request log off.
 
+* ``proxy_on_w2``: the same as ``proxy_on`` with two worker processes (``--workers 2``).
+
 For each: requests/s, p50/p95/p99 latency, and the CPU seconds the proxy process spent per request
 (from /proc: the most stable figure on a shared machine).
 
@@ -19,6 +21,12 @@ telemetry, ``quality_on`` (binning, signature checks, feedback tokens) and ``qua
 1,000-row payload: the CPU the quality telemetry adds per request, and per row. Also: /metrics scrape time under load
 (OpenMetrics with exemplars, as Prometheus asks for it),
 and the time from a request to its count being visible in Prometheus through the collector.
+
+Then the proxy's own ceiling: proxies with 1, 2 and 4 workers (telemetry on, OTLP to the
+collector) in front of FixedAnswerUpstream (``fixed_upstream.py``, a benchmark-only stand-in that
+answers every prediction with the same body, since one MLflow worker saturates long before the
+proxy), loaded at saturation in interleaved rounds: requests/s, CPU per request, the cores the
+proxy used, and what was left of the machine (idle CPU) while it ran.
 
     scripts/bench.sh                       # or: python tests/benchmarks/bench_proxy.py --help
 
@@ -38,6 +46,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import requests
 
 from harness import cpu_seconds, machine_facts, median, percentile, run_wrk, wrk_script
@@ -60,7 +69,11 @@ from inferwatch.stack.processes import (
 ROOT = Path(__file__).resolve().parents[2]
 # What Prometheus 2.42 sends when it scrapes: OpenMetrics first, so /metrics writes exemplars.
 OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+CEILING_WORKERS = (1, 2, 4)
+CEILING_CONCURRENCY = 32
 
 GOALS = {
     "throughput_ratio_c8": (">=", 0.95, "proxy (telemetry on) req/s / direct req/s at concurrency 8"),
@@ -109,11 +122,8 @@ class Bench:
                    f"http://127.0.0.1:{ports.health}/")
         upstream = f"http://127.0.0.1:{self.mlflow_port}"
         command = [sys.executable, "-m", "inferwatch", "serve"]
-        self.proxy_on = self.spawn("proxy_on", command, env_with(
-            INFERWATCH_UPSTREAM=upstream, INFERWATCH_PORT=str(self.proxy_on_port),
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{ports.otlp_http}",
-            OTEL_METRIC_EXPORT_INTERVAL="5000",
-        ), f"http://127.0.0.1:{self.proxy_on_port}/readyz")
+        self.proxy_on = self.spawn("proxy_on", command, self.proxy_env(upstream, self.proxy_on_port, ports),
+                                   f"http://127.0.0.1:{self.proxy_on_port}/readyz")
         self.proxy_off = self.spawn("proxy_off", command, env_with(
             INFERWATCH_UPSTREAM=upstream, INFERWATCH_PORT=str(self.proxy_off_port),
             OTEL_SDK_DISABLED="true", INFERWATCH_LOG_LEVEL="WARNING",
@@ -128,6 +138,9 @@ class Bench:
             ), f"http://127.0.0.1:{port}/readyz")
             for name, port in self.quality_ports.items()
         }
+        self.proxy_on_w2_port = free_port()
+        self.proxy_on_w2 = self.spawn("proxy_on_w2", command, self.proxy_env(
+            upstream, self.proxy_on_w2_port, ports, workers=2), f"http://127.0.0.1:{self.proxy_on_w2_port}/readyz")
         self.prometheus_port = free_port()
         config = self.work / "prometheus.yml"
         config.write_text(
@@ -140,6 +153,32 @@ class Bench:
                                   f"--storage.tsdb.path={self.work / 'tsdb'}", PROMETHEUS_EXEMPLAR_STORAGE], env_with(),
                    f"http://127.0.0.1:{self.prometheus_port}/-/ready", timeout=60)
 
+        self.collector_ports = ports
+
+    @staticmethod
+    def proxy_env(upstream: str, port: int, ports: CollectorPorts, workers: int = 1) -> dict[str, str]:
+        """A proxy with full telemetry: spans and metrics over OTLP, /metrics, the request log."""
+        return env_with(
+            INFERWATCH_UPSTREAM=upstream, INFERWATCH_PORT=str(port), INFERWATCH_WORKERS=str(workers),
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{ports.otlp_http}",
+            OTEL_METRIC_EXPORT_INTERVAL="5000",
+        )
+
+    def start_ceiling(self) -> None:
+        """FixedAnswerUpstream and one proxy per worker count in front of it."""
+        upstream_port = free_port()
+        self.upstream = self.spawn("fixed_upstream", [sys.executable, str(HERE / "fixed_upstream.py"),
+                                                      "--port", str(upstream_port)],
+                                   env_with(), f"http://127.0.0.1:{upstream_port}/ping")
+        command = [sys.executable, "-m", "inferwatch", "serve"]
+        self.ceiling: dict[int, tuple[str, ManagedProcess]] = {}
+        for workers in CEILING_WORKERS:
+            port = free_port()
+            process = self.spawn(f"ceiling_w{workers}", command, self.proxy_env(
+                f"http://127.0.0.1:{upstream_port}", port, self.collector_ports, workers=workers),
+                f"http://127.0.0.1:{port}/readyz")
+            self.ceiling[workers] = (f"http://127.0.0.1:{port}/predict", process)
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
@@ -149,6 +188,7 @@ class Bench:
             "direct": (f"http://127.0.0.1:{self.mlflow_port}/invocations", None),
             "proxy_on": (f"http://127.0.0.1:{self.proxy_on_port}/predict", self.proxy_on),
             "proxy_off": (f"http://127.0.0.1:{self.proxy_off_port}/predict", self.proxy_off),
+            "proxy_on_w2": (f"http://127.0.0.1:{self.proxy_on_w2_port}/predict", self.proxy_on_w2),
         }
 
     def measure_load(self) -> dict:
@@ -192,6 +232,31 @@ class Bench:
                     print(f"quality rows={payload} round {round_ + 1} {name}: {figures}", file=sys.stderr)
         return {rows: {name: {key: median([f[key] for f in figures]) for key in ("rps", "p50_ms", "cpu_ms_per_request")}
                        for name, figures in by_name.items()} for rows, by_name in runs.items()}
+    def measure_ceiling(self) -> dict:
+        """Each worker count at saturation, interleaved rounds; CPU of the proxy (master and
+        workers), of the stand-in upstream and of the collector, and the machine's idle share."""
+        helpers = {"upstream": self.upstream, "collector": self.processes[1]}
+        runs: dict = {}
+        for url, _ in self.ceiling.values():
+            run_wrk(url, self.script, CEILING_CONCURRENCY, 2)
+        for round_ in range(self.rounds):
+            for workers, (url, process) in self.ceiling.items():
+                before = {name: cpu_seconds(p.process.pid) for name, p in {"proxy": process, **helpers}.items()}
+                machine_before = psutil.cpu_times()
+                figures = run_wrk(url, self.script, CEILING_CONCURRENCY, self.seconds)
+                machine = psutil.cpu_times()
+                spent = {name: cpu_seconds(p.process.pid) - before[name]
+                         for name, p in {"proxy": process, **helpers}.items()}
+                requests_done = max(figures["requests"], 1)
+                figures["cpu_ms_per_request"] = spent["proxy"] * 1000 / requests_done
+                figures["proxy_cores"] = spent["proxy"] / self.seconds
+                figures["upstream_cpu_ms_per_request"] = spent["upstream"] * 1000 / requests_done
+                figures["collector_cores"] = spent["collector"] / self.seconds
+                busy = sum(machine) - sum(machine_before)
+                figures["machine_idle_share"] = (machine.idle - machine_before.idle) / busy if busy else 0.0
+                runs.setdefault(f"w{workers}", []).append(figures)
+                print(f"ceiling round {round_ + 1} w{workers}: {figures}", file=sys.stderr)
+        return runs
 
     def measure_scrapes(self) -> dict:
         """Scrape /metrics every 50 ms while wrk loads the proxy at concurrency 8."""
@@ -259,6 +324,34 @@ def summarize(runs: dict) -> dict:
     return table
 
 
+CEILING_KEYS = ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request", "proxy_cores", "upstream_cpu_ms_per_request",
+                "collector_cores", "machine_idle_share", "errors")
+
+
+def summarize_ceiling(runs: dict) -> dict:
+    """Medians per worker count, and throughput per worker against one worker's."""
+    table = {level: {key: median([f[key] for f in figures]) for key in CEILING_KEYS} for level, figures in runs.items()}
+    one = table["w1"]["rps"]
+    for level, figures in table.items():
+        workers = int(level[1:])
+        figures["speedup"] = figures["rps"] / one
+        figures["per_worker_efficiency"] = figures["rps"] / (workers * one)
+    return table
+
+
+def ceiling_markdown(table: dict) -> list[str]:
+    lines = [f"Proxy ceiling (FixedAnswerUpstream, concurrency {CEILING_CONCURRENCY}, telemetry on):", "",
+             "| workers | req/s | x one worker | per worker | p50 ms | p99 ms | proxy CPU ms/req | proxy cores "
+             "| upstream CPU ms/req | collector cores | machine idle | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for level, f in table.items():
+        lines.append(f"| {level[1:]} | {f['rps']:.0f} | {f['speedup']:.2f} | {f['per_worker_efficiency']:.2f} "
+                     f"| {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['cpu_ms_per_request']:.2f} | {f['proxy_cores']:.2f} "
+                     f"| {f['upstream_cpu_ms_per_request']:.3f} | {f['collector_cores']:.2f} "
+                     f"| {f['machine_idle_share']:.0%} | {f['errors']:.0f} |")
+    return lines
+
+
 def goals(table: dict, scrapes: dict, quality: dict | None = None) -> dict:
     measured = {}
     if quality:
@@ -289,7 +382,8 @@ def quality_lines(quality: dict) -> list[str]:
     return lines
 
 
-def markdown(table: dict, checks: dict, scrapes: dict, visibility: dict, facts: dict, quality: dict | None = None) -> str:
+def markdown(table: dict, checks: dict, scrapes: dict, visibility: dict, facts: dict, ceiling: dict,
+             quality: dict | None = None) -> str:
     lines = ["| concurrency | target | req/s | p50 ms | p95 ms | p99 ms | proxy CPU ms/req | errors |",
              "|---|---|---|---|---|---|---|---|"]
     for level, by_target in table.items():
@@ -299,8 +393,10 @@ def markdown(table: dict, checks: dict, scrapes: dict, visibility: dict, facts: 
                          f"| {f['p99_ms']:.2f} | {cpu} | {f['errors']:.0f} |")
         if "direct" in by_target:
             on, off, direct = by_target["proxy_on"], by_target["proxy_off"], by_target["direct"]
+            w2 = by_target["proxy_on_w2"]
             lines.append(f"| {level[1:]} | ratios | on/direct {on['rps'] / direct['rps']:.3f}, "
-                         f"off/direct {off['rps'] / direct['rps']:.3f}, on/off {on['rps'] / off['rps']:.3f} "
+                         f"off/direct {off['rps'] / direct['rps']:.3f}, on/off {on['rps'] / off['rps']:.3f}, "
+                         f"2 workers/1 {w2['rps'] / on['rps']:.3f} "
                          f"| | | | CPU on/off {on['cpu_ms_per_request'] / off['cpu_ms_per_request']:.2f} | |")
     lines += quality_lines(quality) if quality else []
     lines += ["", "| goal | target | measured | met |", "|---|---|---|---|"]
@@ -309,6 +405,7 @@ def markdown(table: dict, checks: dict, scrapes: dict, visibility: dict, facts: 
               f"p50 {scrapes['p50_ms']:.2f} ms, p99 {scrapes['p99_ms']:.2f} ms.",
               f"Request to count visible in Prometheus through the collector (OTLP export every 5 s, scrape every "
               f"1 s): median {visibility['median_s']:.1f} s, max {visibility['max_s']:.1f} s.",
+              "", *ceiling_markdown(ceiling), "",
               f"Machine: {facts['cores']} cores, {facts['memory_gib']} GiB, Python {facts['python']}, "
               f"kernel {facts['kernel']}; {', '.join(f'{k} {v}' for k, v in facts['versions'].items())}."]
     return "\n".join(lines)
@@ -330,15 +427,19 @@ def main(argv: list[str] | None = None) -> int:
         quality = bench.measure_quality()
         scrapes = bench.measure_scrapes()
         visibility = bench.measure_visibility()
+        bench.start_ceiling()
+        ceiling_runs = bench.measure_ceiling()
     finally:
         bench.stop()
     table = summarize(runs)
+    ceiling = summarize_ceiling(ceiling_runs)
     checks = goals(table, scrapes, quality)
     facts = machine_facts()
-    report = markdown(table, checks, scrapes, visibility, facts, quality)
+    report = markdown(table, checks, scrapes, visibility, facts, ceiling, quality)
     (out / "results.md").write_text(report + "\n")
     (out / "results.json").write_text(json.dumps(
-        {"runs": runs, "table": table, "quality": quality, "goals": checks, "scrapes": scrapes, "visibility": visibility,
+        {"runs": runs, "table": table, "quality": quality, "ceiling_runs": ceiling_runs, "ceiling": ceiling,
+         "goals": checks, "scrapes": scrapes, "visibility": visibility,
          "machine": facts, "settings": vars(args) | {"out": str(out)}}, indent=2, default=str))
     print(report)
     print(f"\nwritten to {out}")

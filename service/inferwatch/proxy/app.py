@@ -12,7 +12,9 @@ Routes
     The model server answers ``/ping`` within the ready timeout; 503 otherwise.
 ``GET /metrics``
     The metric contract in the Prometheus text format, or in OpenMetrics with exemplars when the
-    scraper's ``Accept`` lists ``application/openmetrics-text`` (see :mod:`inferwatch.proxy.exposition`).
+    scraper's ``Accept`` lists ``application/openmetrics-text`` (see :mod:`inferwatch.proxy.exposition`);
+    404 with several worker processes, whose metrics are exact only through the collector (see
+    :mod:`inferwatch.proxy.config`).
 
 Every answer of the app carries ``traceparent`` and ``X-Request-Id`` (see
 :mod:`inferwatch.proxy.correlation`).
@@ -54,7 +56,7 @@ from inferwatch.proxy.host import HostSampler, RequestRate
 from inferwatch.proxy.model import ModelIdentity, load_model_identity
 from inferwatch.proxy.quality import AnswerObserver, QualityRecorder, register_model_info
 from inferwatch.proxy.request_body import DiscardAfterAnswer
-from inferwatch.proxy.telemetry import Telemetry, setup_telemetry
+from inferwatch.proxy.telemetry import Telemetry, build_resource, setup_telemetry
 from inferwatch.proxy.upstream import UpstreamAnswer, UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -251,7 +253,7 @@ class OperationalEndpoints:
         self._routes: dict[str, Callable[..., tuple[str, str, bytes]]] = {
             "/healthz": lambda: ("200 OK", JSON, b'{"status":"ok"}'),
             "/readyz": self._ready,
-            "/metrics": self._metrics,
+            "/metrics": self._metrics if settings.workers == 1 else _metrics_through_the_collector(settings.workers),
         }
         self._registry = telemetry.registry
         self._upstream = upstream
@@ -325,16 +327,34 @@ class OperationalEndpoints:
         return [body]
 
 
+def _metrics_through_the_collector(workers: int) -> Callable[[dict], tuple[str, str, bytes]]:
+    """/metrics of one of several workers: a 404 that says where the exact totals are, never
+    one worker's share passed off as the whole."""
+    body = error_body(
+        "not_found",
+        f"/metrics is not served: this proxy runs {workers} worker processes, and each exports its "
+        "metrics over OTLP under its own service.instance.id; scrape the collector, which keeps "
+        "every worker's series",
+    )
+    return lambda _environ: ("404 Not Found", JSON, body)
+
+
 def create_app(
     settings: Settings | None = None,
     telemetry: Telemetry | None = None,
     *,
     start_sampler: bool = True,
     upstream: UpstreamClient | None = None,
+    worker: int = 1,
 ) -> Flask:
-    """Build the proxy. ``telemetry`` defaults to :func:`setup_telemetry` from the environment."""
+    """Build the proxy. ``telemetry`` defaults to :func:`setup_telemetry` from the environment.
+
+    ``worker`` is this process's number (1 to ``settings.workers``): with several workers each
+    gets an instance id of its own, and only worker 1 reports the host metrics.
+    """
     settings = settings or load_settings()
-    telemetry = telemetry or setup_telemetry()
+    telemetry = telemetry or setup_telemetry(
+        resource=build_resource(worker) if settings.workers > 1 else None)
     app = Flask(__name__)
     upstream = upstream or UpstreamClient(settings)
     identity = load_model_identity(settings)
@@ -346,7 +366,8 @@ def create_app(
     observer = AnswerObserver(recorder, tokens if settings.model_quality else None)
     predictor = Predictor(settings, upstream, telemetry, identity, observer)
     rate = RequestRate()
-    sampler = HostSampler(settings.host_metrics_interval, settings.disk_path, on_tick=(rate.tick,))
+    sampler = HostSampler(settings.host_metrics_interval, settings.disk_path, on_tick=(rate.tick,),
+                          report_host=worker == 1)
     sampler.register_instruments(telemetry.meter_provider, rate)
     if start_sampler:
         sampler.start()

@@ -16,6 +16,8 @@ environment variable                       flag                           defaul
 ``INFERWATCH_THREADS``                     ``--threads``                  ``16``
 ``INFERWATCH_CLIENT_TIMEOUT``              ``--client-timeout``           ``10`` (seconds)
 ``INFERWATCH_KEEPALIVE_TIMEOUT``           ``--keepalive-timeout``        ``75`` (seconds)
+``INFERWATCH_THREADS``                     ``--threads``                  ``16`` (per worker)
+``INFERWATCH_WORKERS``                     ``--workers``                  ``1`` (processes)
 ``INFERWATCH_READY_TIMEOUT``               ``--ready-timeout``            ``1.0`` (seconds)
 ``INFERWATCH_HOST_METRICS_INTERVAL``       ``--host-metrics-interval``    ``5.0`` (seconds)
 ``INFERWATCH_DISK_PATH``                   ``--disk-path``                ``/``
@@ -52,9 +54,17 @@ proxy that cannot see the model's files. ``--model-quality false`` turns the per
 quality counting off. The feedback key (a file shared by every instance) signs the feedback
 token each prediction answer carries; see docs/model-quality.md.
 
+``INFERWATCH_WORKERS`` above 1 runs several worker processes for a host with several cores. Each
+worker counts its own requests, so their metrics are exact only where they are kept apart and
+summed: over OTLP, where every worker exports under its own ``service.instance.id`` and the
+collector keeps one series per worker. Several workers therefore need OTLP metric export
+(``OTEL_EXPORTER_OTLP_ENDPOINT``) and refuse to start without it; ``/metrics`` answers 404 with
+a pointer to the collector instead of one worker's share.
+
 Example::
 
     INFERWATCH_UPSTREAM=http://127.0.0.1:5005 inferwatch serve --port 8000
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 inferwatch serve --workers 4
 
 OpenTelemetry export is configured with the standard ``OTEL_*`` variables (see
 :mod:`inferwatch.proxy.telemetry`).
@@ -167,6 +177,7 @@ class Settings:
     threads: int = 16
     client_timeout: float = 10.0
     keepalive_timeout: float = 75.0
+    workers: int = 1
     ready_timeout: float = 1.0
     host_metrics_interval: float = 5.0
     disk_path: str = "/"
@@ -209,6 +220,7 @@ PARSERS: Mapping[str, Callable[[str], Any]] = {
     "threads": _positive_int,
     "client_timeout": _positive_float,
     "keepalive_timeout": _positive_float,
+    "workers": _positive_int,
     "ready_timeout": _positive_float,
     "host_metrics_interval": _positive_float,
     "disk_path": str,
@@ -226,6 +238,35 @@ PARSERS: Mapping[str, Callable[[str], Any]] = {
     "feedback_max_age": _positive_float,
     "feedback_max_rows": _positive_int,
 }
+
+
+def otlp_export_enabled(environ: Mapping[str, str], signal: str) -> bool:
+    """Whether the OpenTelemetry set-up exports ``signal`` (``traces``, ``metrics``) over OTLP:
+    an endpoint is set and ``OTEL_<SIGNAL>_EXPORTER`` is not ``none``."""
+    if environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    )
+
+
+def telemetry_disabled(environ: Mapping[str, str]) -> bool:
+    return environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+SEVERAL_WORKERS_NEED_OTLP = (
+    "several workers each count their own requests, and a scrape of /metrics would reach only "
+    "one of them; export metrics over OTLP (set OTEL_EXPORTER_OTLP_ENDPOINT to the collector), "
+    "where each worker reports under its own service.instance.id and the sums are exact, or run "
+    "one worker"
+)
+
+
+def _check_workers(settings: Settings, source: str, environ: Mapping[str, str]) -> None:
+    """Several workers are exact only through OTLP (or when there is no telemetry at all)."""
+    if settings.workers > 1 and not telemetry_disabled(environ) and not otlp_export_enabled(environ, "metrics"):
+        raise ConfigError(source, str(settings.workers), SEVERAL_WORKERS_NEED_OTLP)
 
 
 def env_name(field: str) -> str:
@@ -247,6 +288,7 @@ def load_settings(
     flags = flags or {}
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for field in dataclasses.fields(Settings):
         variable = env_name(field.name)
         flag_value = flags.get(field.name)
@@ -261,6 +303,9 @@ def load_settings(
             values[field.name] = PARSERS[field.name](str(raw))
         except ValueError as error:
             raise ConfigError(source, raw, str(error)) from None
+        sources[field.name] = source
     if values.get("model_dir") and values.get("model_uri"):
         raise ConfigError(env_name("model_uri"), values["model_uri"], "give the model dir or its URI, not both")
-    return Settings(**values)
+    settings = Settings(**values)
+    _check_workers(settings, sources.get("workers", env_name("workers")), environ)
+    return settings

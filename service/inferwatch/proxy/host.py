@@ -3,6 +3,9 @@
 psutil is called only from the sampler thread, never from a request or a scrape: the seed's
 exporter blocked every scrape for a second on ``psutil.cpu_percent(interval=1)``. The observable
 instruments registered here return the last sample, so reading them costs a dict look-up.
+
+Host metrics describe the host, so with several worker processes only one of them (worker 1)
+reports them; every worker reports its own request rate, which the collector sums.
 """
 
 from __future__ import annotations
@@ -61,21 +64,28 @@ class RequestRate:
 
 
 class HostSampler:
-    """A daemon thread that samples psutil every ``interval`` seconds."""
+    """A daemon thread that samples psutil every ``interval`` seconds and runs ``on_tick``.
+
+    ``report_host=False`` (every worker but one) keeps the ticks and leaves psutil alone.
+    """
 
     def __init__(
         self,
         interval: float,
         disk_path: str = "/",
         on_tick: tuple[Callable[[], None], ...] = (),
+        report_host: bool = True,
     ):
         self.interval = interval
         self.disk_path = disk_path
+        self.report_host = report_host
         self._on_tick = on_tick
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        psutil.cpu_percent(interval=None)  # prime the CPU delta; the first real sample is a delta
-        self.sample = self._measure()
+        self.sample: HostSample | None = None
+        if report_host:
+            psutil.cpu_percent(interval=None)  # prime the CPU delta; the first real sample is a delta
+            self.sample = self._measure()
 
     def _measure(self) -> HostSample:
         memory = psutil.virtual_memory()
@@ -100,7 +110,8 @@ class HostSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.sample = self._measure()
+                if self.report_host:
+                    self.sample = self._measure()
                 for tick in self._on_tick:
                     tick()
             except Exception:  # noqa: BLE001 - a failed sample must not end sampling
@@ -108,6 +119,16 @@ class HostSampler:
 
     def register_instruments(self, meter_provider: MeterProvider, rate: RequestRate) -> None:
         meter = meter_provider.get_meter("inferwatch.host")
+        if self.report_host:
+            self._register_host_instruments(meter)
+        meter.create_observable_gauge(
+            HTTP_SERVER_THROUGHPUT,
+            callbacks=[_rate_callback(rate)],
+            unit="{request}/s",
+            description="HTTP requests per second over the last sampling interval.",
+        )
+
+    def _register_host_instruments(self, meter) -> None:
         memory_used = {MEMORY_STATE: "used"}
         mountpoint = {FILESYSTEM_MOUNTPOINT: self.disk_path}
         meter.create_observable_gauge(
@@ -133,12 +154,6 @@ class HostSampler:
             callbacks=[lambda _options: [Observation(self.sample.disk_utilization, mountpoint)]],
             unit="1",
             description="Share of the filesystem at the configured path in use.",
-        )
-        meter.create_observable_gauge(
-            HTTP_SERVER_THROUGHPUT,
-            callbacks=[_rate_callback(rate)],
-            unit="{request}/s",
-            description="HTTP requests per second over the last sampling interval.",
         )
 
 

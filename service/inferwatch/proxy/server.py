@@ -11,12 +11,14 @@ sit idle between requests cannot hold the threads that serve predictions. The ro
 connection that stays silent longer than its timeout (the ``client_timeout`` and
 ``keepalive_timeout`` settings, :func:`router_timeouts`).
 
-One worker process keeps every metric exact: with several, each would hold its own counters and a
-scrape would see only one of them. Threads carry the concurrency (the work per request is mostly
-waiting on the model server). uWSGI was chosen by measurement against waitress, gunicorn (gthread)
+One worker process by default keeps every metric exact on /metrics: with several, each holds its
+own counters and a scrape would see only one of them. Threads carry the concurrency (the work per
+request is mostly waiting on the model server). ``--workers N`` runs N processes for a host with
+more cores (:func:`worker_options`), sharing the router's unix socket; their metrics are exact
+through the collector only, which is why :mod:`inferwatch.proxy.config` refuses several workers
+without OTLP metric export. uWSGI was chosen by measurement against waitress, gunicorn (gthread)
 and granian (tests/benchmarks/server_choice.py): its HTTP handling in C costs the least proxy CPU
-per request. The workers listen on a unix socket in a directory only this user can open, so more
-worker processes could share it.
+per request. The workers listen on a unix socket in a directory only this user can open.
 
 Request bodies are read by the app, not buffered by uWSGI first: a body over the limit is answered
 413 from its Content-Length before it is read (see :mod:`inferwatch.proxy.request_body`).
@@ -70,6 +72,22 @@ def router_timeouts(settings: Settings) -> RouterTimeouts:
     )
 
 
+def worker_options(settings: Settings) -> list[str]:
+    """The worker processes: ``settings.workers`` of them, each numbered by uWSGI (1..N, kept
+    when uWSGI replaces one), which gives each its own instance id (inferwatch.proxy.wsgi).
+
+    A SIGTERM or SIGINT sent to the whole process group (Ctrl-C in a terminal) reaches every
+    worker besides the master; uWSGI's workers would exit at once, each losing what it had not
+    yet exported, while the master was stopping them gracefully. Here they stop gracefully too,
+    as they do on the master's SIGHUP.
+    """
+    return [
+        "--processes", str(settings.workers),
+        "--hook-accepting", "unix_signal:15 gracefully_kill",
+        "--hook-accepting", "unix_signal:2 gracefully_kill",
+    ]
+
+
 def uwsgi_command(settings: Settings, socket_dir: str) -> list[str]:
     timeouts = router_timeouts(settings)
     socket_path = str(Path(socket_dir) / "app.sock")
@@ -89,7 +107,7 @@ def uwsgi_command(settings: Settings, socket_dir: str) -> list[str]:
         "--chmod-socket=600",
         "--hook-as-user-atexit", f"exec:rm -rf {socket_dir}",  # the socket and its directory
         "--master",
-        "--processes", "1",
+        *worker_options(settings),
         "--threads", str(settings.threads),
         "--enable-threads",
         "--lazy-apps",  # import the app in the worker, after the fork: its threads live there

@@ -38,7 +38,9 @@ Environment (the standard OpenTelemetry variables):
 ``service.instance.id`` (the ``instance`` label through the collector) defaults to a name a
 person recognises that survives a restart, so a restarted proxy continues its series: the pod
 name on Kubernetes (``K8S_POD_NAME``), else the host name and the proxy's port
-(``web-1:8000``).
+(``web-1:8000``). With several worker processes (``INFERWATCH_WORKERS``) each worker appends its
+number, ``web-1:8000/1``, ``web-1:8000/2``: every worker exports its own counters, and the
+collector keeps them apart by instance.
 
 ``OTEL_METRICS_EXEMPLAR_FILTER`` is not read: a measurement becomes an exemplar only when the
 collector will keep its trace (see :mod:`inferwatch.proxy.exemplars`).
@@ -89,7 +91,7 @@ from inferwatch.contract.metrics import (
     TELEMETRY_DISTRO_VERSION,
 )
 from inferwatch.contract.thresholds import THRESHOLDS
-from inferwatch.proxy.config import Settings, env_name
+from inferwatch.proxy.config import Settings, env_name, otlp_export_enabled, telemetry_disabled
 from inferwatch.proxy.exemplars import ExemplarMarks, KeptTraceExemplarFilter, latest_per_bucket, no_exemplars
 from inferwatch.proxy.exposition import BucketExemplars, ExemplarCollector
 from inferwatch.proxy.translate import to_prometheus
@@ -153,19 +155,6 @@ class Telemetry:
                 log.exception("telemetry shutdown step failed")
 
 
-def _flag(environ: Mapping[str, str], name: str) -> bool:
-    return environ.get(name, "").strip().lower() == "true"
-
-
-def _exporter_enabled(environ: Mapping[str, str], signal: str) -> bool:
-    if environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").strip().lower() == "none":
-        return False
-    return bool(
-        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
-    )
-
-
 def _protocol(environ: Mapping[str, str], signal: str) -> str:
     return (
         environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
@@ -199,12 +188,15 @@ def default_instance_id(environ: Mapping[str, str]) -> str:
     return f"{socket.gethostname()}:{port}"
 
 
-def build_resource() -> Resource:
+def build_resource(worker: int | None = None) -> Resource:
     """Resource of the process, from the environment as the OpenTelemetry SDK reads it.
 
     ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` beat the defaults here (the SDK would
     let explicit attributes win, so a default is passed only for a key the environment leaves
-    unset); the marker ``telemetry.distro.name`` is always inferwatch's.
+    unset); the marker ``telemetry.distro.name`` is always inferwatch's. ``worker`` is given when
+    the proxy runs several worker processes: each then needs an instance of its own, or the
+    collector would take two workers' counters for one series, so the worker's number is
+    appended to the instance id, an explicit one included (``web-1:8000/2``).
     """
     from_environment = OTELResourceDetector().detect().attributes
     defaults = {
@@ -213,9 +205,17 @@ def build_resource() -> Resource:
         SERVICE_INSTANCE_ID: default_instance_id(os.environ),
     }
     attributes = {key: value for key, value in defaults.items() if key not in from_environment}
+    if worker is not None:
+        instance = from_environment.get(SERVICE_INSTANCE_ID) or defaults[SERVICE_INSTANCE_ID]
+        attributes[SERVICE_INSTANCE_ID] = worker_instance_id(str(instance), worker)
     attributes[TELEMETRY_DISTRO_NAME] = DISTRO_NAME
     attributes[TELEMETRY_DISTRO_VERSION] = __version__
     return Resource.create(attributes)
+
+
+def worker_instance_id(instance: str, worker: int) -> str:
+    """The instance id of one of several workers: ``<instance>/<worker number>``."""
+    return f"{instance}/{worker}"
 
 
 def setup_telemetry(
@@ -236,21 +236,21 @@ def setup_telemetry(
     environ = os.environ if environ is None else environ
     os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "http"
     registry = CollectorRegistry(auto_describe=True)
-    if _flag(environ, "OTEL_SDK_DISABLED"):
+    if telemetry_disabled(environ):
         return Telemetry(trace.NoOpTracerProvider(), metrics.NoOpMeterProvider(), registry, enabled=False)
 
     resource = resource or build_resource()
     tracer_provider = TracerProvider(resource=resource)
     for processor in span_processors:
         tracer_provider.add_span_processor(processor)
-    if _exporter_enabled(environ, "traces"):
+    if otlp_export_enabled(environ, "traces"):
         tracer_provider.add_span_processor(BatchSpanProcessor(_otlp_span_exporter(environ)))
 
     readers: list[MetricReader] = [
         MappedPrometheusMetricReader(disable_target_info=False, scope_info_enabled=False, registry=registry),
         *metric_readers,
     ]
-    if _exporter_enabled(environ, "metrics"):
+    if otlp_export_enabled(environ, "metrics"):
         readers.append(PeriodicExportingMetricReader(_otlp_metric_exporter(environ)))
     exemplar_marks = exemplar_marks or ExemplarMarks()
     meter_provider = MeterProvider(

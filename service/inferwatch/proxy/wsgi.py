@@ -1,20 +1,51 @@
 """The proxy as a WSGI application for servers that import one: ``inferwatch.proxy.wsgi:application``.
 
-Settings come from the ``INFERWATCH_*`` environment (see :mod:`inferwatch.proxy.config`). Run one
-process: several would each hold their own counters. When the server stops, the app's
-telemetry is flushed (uWSGI's atexit hook, or Python's elsewhere).
+Settings come from the ``INFERWATCH_*`` environment (see :mod:`inferwatch.proxy.config`). Under
+uWSGI with several workers (``INFERWATCH_WORKERS``) each worker imports this module after the
+fork and learns its number from uWSGI; another server must run one process, since it would not
+give each its own instance id. When the server stops, the app's telemetry is flushed (uWSGI's
+atexit hook, or Python's elsewhere).
 """
 
 import atexit
 import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from inferwatch.proxy.access_log import configure_logging
 from inferwatch.proxy.app import close_app, create_app
 from inferwatch.proxy.config import load_settings
 
+try:
+    import uwsgi  # present only inside uWSGI
+except ImportError:
+    uwsgi = None
+
+# Signals uWSGI stops a worker with (SIGHUP from the master: finish, then exit; SIGTERM, SIGINT).
+STOP_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _stop_signals_kept_from_new_threads() -> Iterator[None]:
+    """Threads started in here (the log writer, the host sampler, the exporters) never receive a
+    signal that stops the worker, so it lands on a uWSGI thread. uWSGI exits from inside the
+    handler, on the thread the signal landed on, and the shutdown that then runs (uwsgi.atexit)
+    cannot wait for the thread it runs on: seen with several workers when two stop signals came
+    together (Ctrl-C reaches every process of the group, then the master stops each worker) and
+    the second landed on the log writer's thread, which hung that worker."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
 _settings = load_settings()
-_log_listener = configure_logging(_settings.log_level)
-application = create_app(_settings)
+_worker = uwsgi.worker_id() if uwsgi is not None else 1
+with _stop_signals_kept_from_new_threads():
+    _log_listener = configure_logging(_settings.log_level)
+    application = create_app(_settings, worker=_worker)
 logging.getLogger("inferwatch").info(
     "listening",
     extra={"fields": {
@@ -22,6 +53,8 @@ logging.getLogger("inferwatch").info(
         "url": f"http://{_settings.host}:{_settings.port}",
         "upstream": _settings.upstream,
         "threads": _settings.threads,
+        "worker": _worker,
+        "workers": _settings.workers,
     }},
 )
 
@@ -31,9 +64,7 @@ def _shutdown() -> None:
     _log_listener.stop()
 
 
-try:
-    import uwsgi  # present only inside uWSGI
-
+if uwsgi is not None:
     uwsgi.atexit = _shutdown
-except ImportError:
+else:
     atexit.register(_shutdown)

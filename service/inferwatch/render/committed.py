@@ -8,8 +8,10 @@ From the repository root::
 
 The files: the Prometheus rule files (:mod:`~inferwatch.render.prometheus_rules`),
 ``observability/alertmanager/alertmanager.yml`` (:mod:`~inferwatch.render.alertmanager`), the
-Grafana provisioning files and dashboard (:mod:`~inferwatch.render.grafana`), and the generated
-block of ``otel-collector/config.yaml`` (:mod:`~inferwatch.render.collector`).
+Grafana provisioning files and dashboard (:mod:`~inferwatch.render.grafana`), the generated
+block of ``otel-collector/config.yaml`` (:mod:`~inferwatch.render.collector`), and the Helm
+chart's copies of the rule files, dashboards and collector config
+(:mod:`~inferwatch.render.kubernetes`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from inferwatch.render import alertmanager, collector, files, grafana, prometheus_rules
+from inferwatch.render import alertmanager, collector, files, grafana, kubernetes, prometheus_rules
 
 COMMAND = "python -m inferwatch.render"
 RENDERERS = (prometheus_rules, alertmanager, grafana, collector)
@@ -30,6 +32,7 @@ def committed_files(root: Path) -> dict[Path, str]:
     rendered: dict[Path, str] = {}
     for renderer in RENDERERS:
         rendered.update(renderer.committed_files(root))
+    rendered.update(kubernetes.chart_copies(root, rendered))
     return rendered
 
 
@@ -41,7 +44,7 @@ def stale_files(root: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=COMMAND,
-        description="Render every generated committed file (rules, Alertmanager, Grafana, collector) from the contract.",
+        description="Render every generated committed file (rules, Alertmanager, Grafana, collector, the Helm chart's copies) from the contract.",
     )
     action = files.add_check_write_arguments(parser)
     action.add_argument("--alertmanager-config", metavar="OUT", type=Path,
