@@ -2,11 +2,13 @@
 
 The seed's README ships this prometheus.yml: job ``ml_model_exporter``, a 5 s scrape, the proxy
 scraped directly, no evaluation interval (Prometheus's default, 1 minute) and no rule files.
-The test adds only what it must: the committed rule files, and a free port instead of 8000. In
+The test adds only what it must: the committed rule files, and a free port instead of 8000 (and
+tells the proxy its model's directory, whose profile the model-quality panels read). In
 front of a real MLflow model server, 30 invalid-JSON requests (every prediction failing) put
 HighPredictionFailureRate in pending (its ``for`` is 2 minutes: pending is the proof, firing
 would only add waiting); then, with predictions and bad requests flowing as while someone looks
-at the dashboard, every dashboard query, variable and Grafana rule query returns data.
+at the dashboard (and the predictions' true labels arriving), every dashboard query, variable and
+Grafana rule query returns data, but the regression panel's: the seed's model is a classifier.
 
 The first rule evaluation after the failures are scraped comes within the 1 minute interval, so
 this test takes about a minute: it is the user's configuration, timings included.
@@ -27,7 +29,8 @@ import pytest
 from alerting_stack import PROMETHEUS_DIR, PrometheusServer, poll
 from conftest import Proxy, child_env
 from dashboard_queries import DashboardQueries, grafana_rules, panel_expressions, rule_query
-from inferwatch.stack.demo_model import SEED_EXAMPLE
+from inferwatch.proxy.feedback import TOKEN_HEADER
+from inferwatch.stack.demo_model import DEMO_MODEL_NAME, DEMO_MODEL_VERSION, SEED_EXAMPLE
 from inferwatch.stack.processes import ManagedProcess, free_port
 
 # The seed README's prometheus.yml, character for character.
@@ -79,7 +82,10 @@ def traffic(proxy: Proxy) -> Iterator[None]:
     def send() -> None:
         deadline = time.monotonic() + TRAFFIC_MAX_S
         while not stop.wait(TRAFFIC_PERIOD_S) and time.monotonic() < deadline:
-            answers.append(proxy.post(json=SEED_EXAMPLE).status_code)
+            prediction = proxy.post(json=SEED_EXAMPLE)
+            answers.append(prediction.status_code)
+            if token := prediction.headers.get(TOKEN_HEADER):
+                answers.append(proxy.post("/feedback", json={"token": token, "label": 1}).status_code)
             answers.append(proxy.post(data="{not json", headers={"Content-Type": "application/json"}).status_code)
 
     sender = threading.Thread(target=send, name="seed-traffic", daemon=True)
@@ -98,15 +104,17 @@ def scraped_failures(prometheus: PrometheusServer) -> float:
 
 
 @pytest.fixture(scope="module")
-def seed(mlflow_server, tmp_path_factory):
+def seed(mlflow_server, demo_model, tmp_path_factory):
     """A proxy in front of the session's MLflow, Prometheus with the seed's file and our rules,
     after 30 invalid-JSON predictions have been scraped."""
     workdir = tmp_path_factory.mktemp("seed-config")
     port = free_port()
     proxy = Proxy(port, ManagedProcess(
         "inferwatch", [sys.executable, "-m", "inferwatch", "serve"], workdir / "proxy.log",
+        # The model's directory gives the proxy its name, version and reference profile (the
+        # quality panels' data); the Prometheus side stays the seed's own.
         env=child_env(INFERWATCH_UPSTREAM=mlflow_server.url, INFERWATCH_PORT=str(port),
-                      INFERWATCH_LOG_LEVEL="WARNING")).start())
+                      INFERWATCH_MODEL_DIR=str(demo_model), INFERWATCH_LOG_LEVEL="WARNING")).start())
     shutil.copytree(PROMETHEUS_DIR / "rules", workdir / "rules")
     config = workdir / "prometheus.yml"
     config.write_text(SEED_PROMETHEUS_YML.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
@@ -132,9 +140,8 @@ def test_every_prediction_failing_puts_the_failure_rate_alert_in_pending_naming_
                   "HighPredictionFailureRate to go pending")
     [alert] = alerts
     assert alert["state"] == "pending", alert
-    # The seed's proxy is not told its model's name or version (--model-name, --model-dir): unknown.
     assert alert["labels"] == {"alertname": "HighPredictionFailureRate", "job": SEED_JOB,
-                               "model": "unknown", "model_version": "unknown",
+                               "model": DEMO_MODEL_NAME, "model_version": DEMO_MODEL_VERSION,
                                "severity": "critical", "component": "prediction"}
     assert float(alert["value"]) == 1.0
     assert f"100% of predictions ({SEED_JOB}) failed" in alert["annotations"]["description"]
@@ -149,7 +156,11 @@ def test_every_dashboard_query_variable_and_grafana_rule_query_returns_data(seed
     queries = DashboardQueries(seed.prometheus)
     expressions = [*panel_expressions(queries.board),
                    *((rule["title"], rule_query(rule)) for rule in grafana_rules())]
+    # A classifier's feedback has no error to measure: tests/test_grafana.py shows it for a regressor.
+    regression = [(where, expr) for where, expr in expressions if where.startswith("Regression error from feedback")]
+    assert len(regression) == 3
     with traffic(seed.proxy):
-        assert queries.wait_for_data(expressions, EVALUATED_TIMEOUT) == {}
+        assert queries.wait_for_data([e for e in expressions if e not in regression], EVALUATED_TIMEOUT) == {}
+    assert {where: queries.problem(expr) for where, expr in regression} == {where: "no data" for where, _ in regression}
     values = queries.resolve_variables()
     assert values["job"] == [SEED_JOB] and len(values["instance"]) == 1 and "/predict" in values["route"], values

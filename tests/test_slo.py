@@ -212,7 +212,7 @@ def test_tickets_repeat_daily_and_a_page_holds_back_the_ticket_of_its_own_slo_an
     ticket = next(route for route in config["route"]["routes"] if route["receiver"] == "ticket")
     assert ticket["repeat_interval"] == RouteTimings().ticket_repeat_interval == "1d"
     assert {"source_matchers": ['severity="page"'], "target_matchers": ['severity="ticket"'],
-            "equal": ["slo", "job"]} in config["inhibit_rules"]
+            "equal": ["slo", *THRESHOLDS.model_labels]} in config["inhibit_rules"]
 
 
 def pager_example() -> dict:
