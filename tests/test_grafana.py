@@ -16,6 +16,7 @@ No Grafana runs here (it runs only in docker-compose), so the files are checked 
 from __future__ import annotations
 
 import configparser
+import importlib.metadata
 import math
 import re
 import sys
@@ -153,6 +154,14 @@ def test_the_dashboard_has_its_uid_and_title_and_unique_panel_ids():
     assert board["title"] == "ML model service"
     ids = [panel["id"] for panel in board["panels"]]
     assert len(ids) == len(set(ids)) and all(isinstance(i, int) and i > 0 for i in ids)
+
+
+def test_compose_runs_the_grafana_release_line_the_dashboard_is_built_for():
+    """grafana-foundation-sdk 1769699379!11.6.0 is the Grafana 11.6 flavour of the schema."""
+    [image] = [line.split("=", 1)[1] for line in (REPO / ".env.example").read_text().splitlines()
+               if line.startswith("GRAFANA_IMAGE=")]
+    sdk_line = importlib.metadata.version("grafana-foundation-sdk").split("!")[-1].rsplit(".", 1)[0]
+    assert image.startswith("grafana/grafana:") and image.split(":")[1].startswith(sdk_line + "."), (image, sdk_line)
 
 
 def test_the_dashboard_provider_reads_the_folder_the_dashboard_is_mounted_at():
