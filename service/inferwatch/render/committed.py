@@ -8,28 +8,33 @@ From the repository root::
 
 The files: the Prometheus rule files (:mod:`~inferwatch.render.prometheus_rules`),
 ``observability/alertmanager/alertmanager.yml`` (:mod:`~inferwatch.render.alertmanager`), the
-Grafana provisioning files and dashboard (:mod:`~inferwatch.render.grafana`), and the generated
-block of ``otel-collector/config.yaml`` (:mod:`~inferwatch.render.collector`).
+Grafana provisioning files and dashboard (:mod:`~inferwatch.render.grafana`), the same dashboard
+as Prometheus console pages (:mod:`~inferwatch.render.consoles`), and the generated block of
+``otel-collector/config.yaml`` (:mod:`~inferwatch.render.collector`).
+
+The Grafana renderer needs grafana-foundation-sdk (the ``render`` extra) and is imported only to
+check or write: ``--alertmanager-config`` runs in the service image, which does not have it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
 
-from inferwatch.render import alertmanager, collector, files, grafana, prometheus_rules
+from inferwatch.render import alertmanager, files
 
 COMMAND = "python -m inferwatch.render"
-RENDERERS = (prometheus_rules, alertmanager, grafana, collector)
+RENDERERS = ("prometheus_rules", "alertmanager", "grafana", "consoles", "collector")
 
 
 def committed_files(root: Path) -> dict[Path, str]:
     """{path under root: the text it must hold}, for every renderer."""
     rendered: dict[Path, str] = {}
-    for renderer in RENDERERS:
-        rendered.update(renderer.committed_files(root))
+    for name in RENDERERS:
+        rendered.update(importlib.import_module(f"inferwatch.render.{name}").committed_files(root))
     return rendered
 
 
@@ -41,7 +46,7 @@ def stale_files(root: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=COMMAND,
-        description="Render every generated committed file (rules, Alertmanager, Grafana, collector) from the contract.",
+        description="Render every generated committed file (rules, Alertmanager, Grafana, console pages, collector) from the contract.",
     )
     action = files.add_check_write_arguments(parser)
     action.add_argument("--alertmanager-config", metavar="OUT", type=Path,
