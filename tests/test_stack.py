@@ -83,6 +83,12 @@ def test_up_runs_the_whole_stack_counts_reach_prometheus_and_nothing_is_left_beh
                         str(tmp_path / "mail" / "new")):
             assert printed in output, printed
         assert port_answers(ports.smtp)
+        # The dashboard's address comes first, and Prometheus serves its console page.
+        url_lines = [line for line in lines if "http://" in line]
+        dashboard = f"http://127.0.0.1:{ports.prometheus}/consoles/inferwatch.html"
+        assert url_lines[0].split() == ["dashboard:", dashboard], url_lines
+        page = requests.get(dashboard, timeout=10)
+        assert page.status_code == 200 and "PromConsole.Graph" in page.text and "At a glance" in page.text
         deadline = time.monotonic() + 60
         while prometheus_value(ports.prometheus, "sum(prediction_success_total)") != 30:
             assert time.monotonic() < deadline, "the 30 successes never reached Prometheus through the collector"

@@ -8,30 +8,36 @@ From the repository root::
 
 The files: the Prometheus rule files (:mod:`~inferwatch.render.prometheus_rules`),
 ``observability/alertmanager/alertmanager.yml`` (:mod:`~inferwatch.render.alertmanager`), the
-Grafana provisioning files and dashboard (:mod:`~inferwatch.render.grafana`), the generated
-block of ``otel-collector/config.yaml`` (:mod:`~inferwatch.render.collector`), and the Helm
-chart's copies of the rule files, dashboards and collector config
-(:mod:`~inferwatch.render.kubernetes`).
+Grafana provisioning files and dashboard (:mod:`~inferwatch.render.grafana`), the same dashboard
+as Prometheus console pages (:mod:`~inferwatch.render.consoles`), the generated block of
+``otel-collector/config.yaml`` (:mod:`~inferwatch.render.collector`), and the Helm chart's copies
+of the rule files, dashboards and collector config (:mod:`~inferwatch.render.kubernetes`).
+
+The Grafana renderer needs grafana-foundation-sdk (the ``render`` extra), so the renderers are
+imported only to check or write: ``--alertmanager-config`` runs in the service image, which does
+not have it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
 
-from inferwatch.render import alertmanager, collector, files, grafana, kubernetes, prometheus_rules
+from inferwatch.render import alertmanager, files
 
 COMMAND = "python -m inferwatch.render"
-RENDERERS = (prometheus_rules, alertmanager, grafana, collector)
+RENDERERS = ("prometheus_rules", "alertmanager", "grafana", "consoles", "collector")
 
 
 def committed_files(root: Path) -> dict[Path, str]:
     """{path under root: the text it must hold}, for every renderer."""
     rendered: dict[Path, str] = {}
-    for renderer in RENDERERS:
-        rendered.update(renderer.committed_files(root))
+    for name in RENDERERS:
+        rendered.update(importlib.import_module(f"inferwatch.render.{name}").committed_files(root))
+    kubernetes = importlib.import_module("inferwatch.render.kubernetes")
     rendered.update(kubernetes.chart_copies(root, rendered))
     return rendered
 
@@ -44,7 +50,7 @@ def stale_files(root: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=COMMAND,
-        description="Render every generated committed file (rules, Alertmanager, Grafana, collector, the Helm chart's copies) from the contract.",
+        description="Render every generated committed file (rules, Alertmanager, Grafana, console pages, collector, the Helm chart's copies) from the contract.",
     )
     action = files.add_check_write_arguments(parser)
     action.add_argument("--alertmanager-config", metavar="OUT", type=Path,

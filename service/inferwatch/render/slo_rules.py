@@ -90,13 +90,27 @@ def _availability_events(t: Thresholds, sli: AvailabilitySLI, window: str) -> tu
     return bad, good
 
 
+def bucket_at(seconds: float) -> str:
+    """The ``le`` matcher of the histogram bucket whose upper edge is ``seconds``.
+
+    A whole number of seconds is spelled two ways: ``le="2"`` in the text format (the proxy's
+    /metrics) and ``le="2.0"`` in OpenMetrics (the collector's exporter, which Prometheus asks for
+    OpenMetrics to get exemplars); Prometheus 2.x stores the label as scraped. Both must match, or
+    the latency SLI reads nothing through the collector.
+    """
+    text = number(seconds)
+    if float(seconds).is_integer():
+        return f'le=~"{text}|{text}\\\\.0"'
+    return f'le="{text}"'
+
+
 def _latency_events(t: Thresholds, sli: LatencySLI, window: str) -> tuple[str, str]:
     """(valid, good) per second: the requests counted, and those within the threshold (the
     bucket at the threshold, an edge of the histogram, so nothing is interpolated)."""
     matchers = (sli.routes, sli.statuses)
     valid = promql.sum_rate_within(t, "http_request_duration_seconds_count", window, *matchers)
     good = promql.sum_rate_within(t, "http_request_duration_seconds_bucket", window, *matchers,
-                                  f'le="{number(sli.threshold_seconds)}"')
+                                  bucket_at(sli.threshold_seconds))
     return valid, good
 
 

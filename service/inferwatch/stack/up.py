@@ -6,9 +6,10 @@ directory), the MLflow model server, Jaeger v2 (the trace store, in memory, buil
 OpenTelemetry Collector (built by ``otel-collector/build.sh``, cached; traces to Jaeger), the
 proxy (OTLP to the collector), an SMTP sink (aiosmtpd, storing mail in a Maildir), Alertmanager
 (its configuration rendered for the sink), and Prometheus (the rules rendered for this stack's
-Jaeger address, scraping the collector, storing exemplars). Then it sends demo traffic, prints
-the URLs, and stops everything on Ctrl-C or SIGTERM, leaving no process behind. Each component
-logs to ``<run dir>/<name>.log``.
+Jaeger address, scraping the collector, storing exemplars, serving the dashboard as console pages
+from ``observability/prometheus/consoles/``). Then it sends demo traffic, prints the URLs (the
+dashboard's first), and stops everything on Ctrl-C or SIGTERM, leaving no process behind. Each
+component logs to ``<run dir>/<name>.log``.
 
 A taken port or a missing binary stops the start before anything runs, with what to do.
 """
@@ -31,6 +32,7 @@ from inferwatch.contract.metrics import DEFAULT_SERVICE_NAME
 from inferwatch.contract.profile import PROFILE_FILE_NAME
 from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.render.alertmanager import ALERTMANAGER_TEMPLATES, write_alertmanager_config
+from inferwatch.render.consoles import CONSOLES_DIR, dashboard_path
 from inferwatch.render.prometheus_rules import rule_files
 from inferwatch.render.slo_rules import retention
 from inferwatch.stack.demo_model import save_demo_model
@@ -53,6 +55,22 @@ from inferwatch.stack.processes import (
 )
 
 INSTALL_HINT = "run scripts/system-deps.sh (apt-get install -y prometheus prometheus-alertmanager)"
+# Where Prometheus packages put the console libraries (prom.lib): Debian ships them as examples.
+CONSOLE_LIBRARY_DIRS = (
+    Path("/usr/share/prometheus/console_libraries"),
+    Path("/etc/prometheus/console_libraries"),
+    Path("/usr/share/doc/prometheus/examples/console_libraries"),
+)
+
+
+def console_libraries(candidates: tuple[Path, ...] = CONSOLE_LIBRARY_DIRS) -> Path:
+    """The folder holding Prometheus's console library prom.lib (the dashboard pages use it)."""
+    for folder in candidates:
+        if (folder / "prom.lib").is_file():
+            return folder
+    raise StackError("Prometheus's console libraries (prom.lib) are in none of "
+                     f"{', '.join(map(str, candidates))}: reinstall Prometheus (apt-get install --reinstall "
+                     "prometheus; a Docker-style dpkg filter that drops /usr/share/doc drops them too)")
 
 
 def prometheus_flags() -> list[str]:
@@ -131,6 +149,7 @@ class Stack:
                 raise StackError(f"port {port} for {name.replace('_', ' ')} is taken; choose another with {flag}")
         if not COLLECTOR_CONFIG.exists():
             raise StackError(f"the repository's files are not at {ROOT}: run inferwatch up from a checkout")
+        self.console_libraries = console_libraries()
         binaries = {
             "mlflow": find_binary("mlflow", hint="install the project with scripts/bootstrap.sh", search_path=self.env["PATH"]),
             "prometheus": find_binary("prometheus", hint=INSTALL_HINT, search_path=self.env["PATH"]),
@@ -185,6 +204,9 @@ class Stack:
             f"--web.listen-address=127.0.0.1:{p.prometheus}",
             PROMETHEUS_EXEMPLAR_STORAGE,
             *prometheus_flags(),
+            # The dashboard: the panel model's console pages, drawn with the console libraries.
+            f"--web.console.templates={ROOT / CONSOLES_DIR}",
+            f"--web.console.libraries={self.console_libraries}",
         ], f"http://127.0.0.1:{p.prometheus}/-/ready", 60)
 
     @property
@@ -253,6 +275,7 @@ class Stack:
     def urls(self) -> dict[str, str]:
         p = self.ports
         return {
+            "dashboard": f"http://127.0.0.1:{p.prometheus}{dashboard_path()}",
             "proxy": f"http://127.0.0.1:{p.proxy}/predict",
             "metrics": f"http://127.0.0.1:{p.proxy}/metrics",
             "collector": f"http://127.0.0.1:{p.collector_metrics}/metrics",
