@@ -5,7 +5,7 @@ front of the same MLflow model server, and are loaded in interleaved rounds (A B
 wrk, so machine drift cancels out. Reports each side's proxy CPU per request (all of uWSGI's
 processes, and the HTTP router's share of it), p50 and req/s.
 
-    python tests/benchmarks/ab_compare.py --baseline HEAD~1 [--rounds 4 --seconds 5 --concurrency 1 8] [--model-dir]
+    python tests/benchmarks/ab_compare.py --baseline HEAD~1 [--rounds 4 --seconds 5 --concurrency 1 8] [--model-dir] [--scrapes]
 
 ``--model-dir`` gives both proxies the demo model (``INFERWATCH_MODEL_DIR``, with its reference
 profile), so the working tree runs with model-quality telemetry; a baseline from before it ignores
@@ -19,10 +19,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
-from bench_proxy import ROOT, env_with
-from harness import cpu_seconds, median, router_cpu_seconds, run_wrk, wrk_script
+import requests
+
+from bench_proxy import OPENMETRICS_ACCEPT, ROOT, env_with
+from harness import cpu_seconds, median, percentile, router_cpu_seconds, run_wrk, wrk_script
 from inferwatch.stack.demo_model import save_demo_model
 from inferwatch.stack.processes import (
     CollectorPorts,
@@ -35,6 +39,29 @@ from inferwatch.stack.processes import (
 )
 
 
+class Scraper:
+    """Scrapes a /metrics URL every 50 ms on a thread of its own (at most 2,000 times) until stopped."""
+
+    def __init__(self, url: str) -> None:
+        self.latencies_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url,))
+        self._thread.start()
+
+    def _run(self, url: str) -> None:
+        with requests.Session() as session:
+            while not self._stop.is_set() and len(self.latencies_ms) < 2000:
+                began = time.perf_counter()
+                session.get(url, headers={"Accept": OPENMETRICS_ACCEPT}, timeout=10).raise_for_status()
+                self.latencies_ms.append((time.perf_counter() - began) * 1000)
+                self._stop.wait(0.05)
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self._thread.join()
+        return self.latencies_ms
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", required=True, help="git revision to compare against")
@@ -42,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--model-dir", action="store_true", help="both proxies get the demo model's directory")
+    parser.add_argument("--scrapes", action="store_true",
+                        help="scrape /metrics (OpenMetrics) every 50 ms during each round; report its latency")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="inferwatch-ab-"))
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(work / "baseline"), args.baseline],
@@ -78,19 +107,26 @@ def main(argv: list[str] | None = None) -> int:
                 for name, (url, process) in sides.items():
                     pid = process.process.pid
                     before, router_before = cpu_seconds(pid), router_cpu_seconds(pid)
+                    scraper = Scraper(url.rsplit("/", 1)[0] + "/metrics") if args.scrapes else None
                     figures = run_wrk(url, script, concurrency, args.seconds)
+                    if scraper is not None:
+                        figures["scrape_ms"] = scraper.stop()
                     done = max(figures["requests"], 1)
                     figures["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / done
                     figures["router_cpu_ms"] = (router_cpu_seconds(pid) - router_before) * 1000 / done
                     results.setdefault(concurrency, {}).setdefault(name, []).append(figures)
         print(f"baseline {args.baseline} vs working tree, medians of {args.rounds} interleaved rounds")
-        print("| concurrency | side | proxy CPU ms/req | of which the HTTP router | p50 ms | req/s |")
-        print("|---|---|---|---|---|---|")
+        print("| concurrency | side | proxy CPU ms/req | of which the HTTP router | p50 ms | req/s "
+              "| /metrics p50 ms | /metrics p99 ms |")
+        print("|---|---|---|---|---|---|---|---|")
         for concurrency, by_side in results.items():
             for name, runs in by_side.items():
+                scrapes = sorted(ms for r in runs for ms in r.get("scrape_ms", ()))
+                scraped = (f"| {percentile(scrapes, 0.5):.2f} | {percentile(scrapes, 0.99):.2f} |" if scrapes
+                           else "| - | - |")
                 print(f"| {concurrency} | {name} | {median([r['cpu_ms'] for r in runs]):.3f} "
                       f"| {median([r['router_cpu_ms'] for r in runs]):.3f} "
-                      f"| {median([r['p50_ms'] for r in runs]):.2f} | {median([r['rps'] for r in runs]):.0f} |")
+                      f"| {median([r['p50_ms'] for r in runs]):.2f} | {median([r['rps'] for r in runs]):.0f} " + scraped)
     finally:
         for process in reversed(processes):
             process.stop()

@@ -12,7 +12,8 @@ Routes
     The model server answers ``/ping`` within the ready timeout; 503 otherwise.
 ``GET /metrics``
     The metric contract in the Prometheus text format, or in OpenMetrics with exemplars when the
-    scraper's ``Accept`` lists ``application/openmetrics-text`` (see :mod:`inferwatch.proxy.exposition`);
+    scraper's ``Accept`` lists ``application/openmetrics-text``; under load, from a snapshot at most
+    ``INFERWATCH_METRICS_MAX_AGE`` old (see :mod:`inferwatch.proxy.exposition`);
     404 with several worker processes, whose metrics are exact only through the collector (see
     :mod:`inferwatch.proxy.config`).
 
@@ -255,12 +256,13 @@ class OperationalEndpoints:
             "/readyz": self._ready,
             "/metrics": self._metrics if settings.workers == 1 else _metrics_through_the_collector(settings.workers),
         }
-        self._registry = telemetry.registry
+        # /metrics in bounded time under load; only one worker serves it.
+        self.exposition = exposition.Exposition(telemetry.registry, settings.metrics_max_age if settings.workers == 1 else 0)
         self._upstream = upstream
         self._discard_timeout = settings.client_timeout
 
     def _metrics(self, environ: dict) -> tuple[str, str, bytes]:
-        content_type, body = exposition.render(self._registry, environ.get("HTTP_ACCEPT", ""))
+        content_type, body = self.exposition.answer(environ.get("HTTP_ACCEPT", ""))
         return "200 OK", content_type, body
 
     def _ready(self) -> tuple[str, str, bytes]:
@@ -302,9 +304,11 @@ class OperationalEndpoints:
         if route is None:
             attributes = self._scheme_attributes.get(environ.get("wsgi.url_scheme"), self._scheme_attributes["http"])
             self._active.add(1, attributes)
+            self.exposition.started()
             try:
                 return self._app(environ, start_response)
             finally:
+                self.exposition.ended()
                 self._active.add(-1, attributes)
         headers = []
         if route == self._not_found:
@@ -410,10 +414,11 @@ def create_app(
 
     telemetry.instrument_app(app)
     correlation.install(app, telemetry.exemplar_marks)  # after the instrumentation: its span exists
-    app.wsgi_app = OperationalEndpoints(app.wsgi_app, telemetry, upstream, settings)
+    app.wsgi_app = endpoints = OperationalEndpoints(app.wsgi_app, telemetry, upstream, settings)
+    endpoints.exposition.start()
     app.extensions["inferwatch"] = {
         "settings": settings, "telemetry": telemetry, "upstream": upstream, "sampler": sampler, "rate": rate,
-        "access_log": access_log, "model": identity,
+        "access_log": access_log, "model": identity, "exposition": endpoints.exposition,
     }
     return app
 
@@ -422,6 +427,7 @@ def close_app(app: Flask) -> None:
     """Stop the sampler, flush telemetry and close upstream connections."""
     parts = app.extensions["inferwatch"]
     parts["sampler"].stop()
+    parts["exposition"].stop()
     parts["access_log"].close()
     parts["telemetry"].shutdown()
     parts["upstream"].close()

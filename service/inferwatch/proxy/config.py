@@ -25,6 +25,7 @@ environment variable                       flag                           defaul
 ``INFERWATCH_METRICS_PORT``                ``--metrics-port``             ``0`` (same port)
 ``INFERWATCH_METRICS_HOST``                ``--metrics-host``             the ``--host``
 ``INFERWATCH_METRICS_TOKEN_FILE``          ``--metrics-token-file``       none (no token)
+``INFERWATCH_METRICS_MAX_AGE``             ``--metrics-max-age``          ``1.0`` (seconds; 0: always fresh)
 ``INFERWATCH_MODEL_NAME``                  ``--model-name``               the profile's, else ``unknown``
 ``INFERWATCH_MODEL_VERSION``               ``--model-version``            the profile's, else ``unknown``
 ``INFERWATCH_MODEL_DIR``                   ``--model-dir``                none
@@ -113,6 +114,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("expected a number of 0 or more")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -185,6 +193,7 @@ class Settings:
     metrics_port: int = 0
     metrics_host: str = ""
     metrics_token_file: str = ""
+    metrics_max_age: float = 1.0
     model_name: str = ""
     model_version: str = ""
     model_dir: str = ""
@@ -228,6 +237,7 @@ PARSERS: Mapping[str, Callable[[str], Any]] = {
     "metrics_port": _port,
     "metrics_host": str,
     "metrics_token_file": _token_file,
+    "metrics_max_age": _non_negative_float,
     "model_name": str,
     "model_version": str,
     "model_dir": _model_dir,

@@ -15,13 +15,24 @@ This module bridges the two without touching the exporter's rendering:
   byte for byte what the exporter alone writes (the text format has no exemplars).
 
 Scrapes are serialised: the exporter's collector is not safe to run twice at once.
+
+Under load a scrape does not wait for a collection (:class:`Exposition`): a collection of the
+registry and its rendering take a few milliseconds of interpreter time, which the request
+threads stretch to tens. So while requests are in flight, a scrape is answered from the latest
+snapshot, rendered by a thread of its own at most once per ``max_age``; with none in flight it
+collects and renders then and there, as before. Either way the counts of an answer were all
+taken at one moment and are exact at that moment; under load that moment is at most ``max_age``
+seconds old (1 s by default, ``INFERWATCH_METRICS_MAX_AGE``; 0 renders every scrape).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from bisect import bisect_left
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from opentelemetry.sdk.metrics.export import Histogram, MetricsData
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -124,3 +135,105 @@ def render(registry: CollectorRegistry, accept: str) -> tuple[str, bytes]:
     if wants_openmetrics(accept):
         return openmetrics.CONTENT_TYPE_LATEST, openmetrics.generate_latest(registry)
     return CONTENT_TYPE_LATEST, generate_latest(registry)
+
+
+class _Families:
+    """One collection's metric families, as something prometheus_client can render."""
+
+    def __init__(self, families: list) -> None:
+        self._families = families
+
+    def collect(self) -> list:
+        return self._families
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Both renderings of one collection, and when it was taken (``time.monotonic``)."""
+
+    taken: float
+    text: bytes
+    openmetrics: bytes
+
+    def answer(self, accept: str) -> tuple[str, bytes]:
+        if wants_openmetrics(accept):
+            return openmetrics.CONTENT_TYPE_LATEST, self.openmetrics
+        return CONTENT_TYPE_LATEST, self.text
+
+
+def take_snapshot(registry: CollectorRegistry) -> Snapshot:
+    """Collect once and render both formats from that collection: the text format and
+    OpenMetrics then show the same counts, and the exemplars are not spent on one of them."""
+    families = _Families(list(registry.collect()))
+    return Snapshot(time.monotonic(), generate_latest(families), openmetrics.generate_latest(families))
+
+
+class Exposition:
+    """``/metrics`` in bounded time under load.
+
+    The proxy tells it when a request starts and ends (:meth:`started`, :meth:`ended`). A scrape
+    (:meth:`answer`) with no request in flight collects now. With requests in flight it gets the
+    latest snapshot if that is at most ``max_age`` seconds old; a refresher thread keeps one that
+    fresh while requests come, from the first scrape on, and sleeps while none do. Only if the refresher has fallen behind
+    (the snapshot is older) does the scrape collect itself.
+    """
+
+    def __init__(self, registry: CollectorRegistry, max_age: float = 1.0) -> None:
+        self._registry = registry
+        self._max_age = max_age
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._traffic = threading.Event()  # set by requests; the refresher waits on it when idle
+        self._stopped = threading.Event()
+        self._scraped = threading.Event()
+        self._snapshot: Snapshot | None = None
+        self._refresher: threading.Thread | None = None
+
+    def start(self) -> Exposition:
+        if self._max_age > 0 and self._refresher is None:
+            self._refresher = threading.Thread(target=self._refresh, name="inferwatch-exposition", daemon=True)
+            self._refresher.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._scraped.set()
+        self._traffic.set()
+        if self._refresher is not None:
+            self._refresher.join(5)
+
+    def started(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+        if not self._traffic.is_set():
+            self._traffic.set()
+
+    def ended(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def answer(self, accept: str) -> tuple[str, bytes]:
+        """(content type, body) of a scrape that sent ``accept``."""
+        if not self._scraped.is_set():
+            self._scraped.set()
+        snapshot = self._snapshot
+        if (self._in_flight and snapshot is not None and self._max_age > 0
+                and time.monotonic() - snapshot.taken <= self._max_age):
+            return snapshot.answer(accept)
+        snapshot = self._snapshot = take_snapshot(self._registry)
+        return snapshot.answer(accept)
+
+    def _refresh(self) -> None:
+        self._scraped.wait()  # nobody scrapes /metrics (the collector's OTLP is enough): no snapshots
+        while not self._stopped.is_set():
+            if not self._in_flight:
+                self._traffic.wait()
+            self._traffic.clear()
+            if self._stopped.is_set():
+                return
+            try:
+                self._snapshot = take_snapshot(self._registry)
+            except Exception:  # noqa: BLE001 - a scrape then collects itself; the refresher goes on
+                logging.getLogger(__name__).exception("metrics snapshot failed")
+            # Half the age: a snapshot handed out under load is between 0 and max_age old.
+            self._stopped.wait(self._max_age / 2)
