@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import parse_samples, total, tunable_payload
 from inferwatch.proxy.exposition import Exposition
+from inferwatch.proxy.in_flight import InFlight
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 
@@ -47,7 +48,8 @@ def counted():
 
 def test_with_no_request_in_flight_every_scrape_collects_and_is_exact(counted):
     registry, counter = counted
-    exposition = Exposition(registry, max_age=60).start()
+    in_flight = InFlight()
+    exposition = Exposition(registry, in_flight, max_age=60).start()
     try:
         for expected in range(1, 4):
             counter.inc()
@@ -59,8 +61,9 @@ def test_with_no_request_in_flight_every_scrape_collects_and_is_exact(counted):
 
 def test_under_load_a_scrape_is_answered_from_a_snapshot_no_older_than_the_maximum_age(counted):
     registry, counter = counted
-    exposition = Exposition(registry, max_age=0.6)  # no refresher: the scrapes alone decide
-    exposition.started()
+    in_flight = InFlight()
+    exposition = Exposition(registry, in_flight, max_age=0.6)  # no refresher: the scrapes alone decide
+    in_flight.started("http")
     counter.inc()
     assert value(exposition.answer("")[1]) == 1  # no snapshot yet: collected now
     counter.inc()
@@ -70,16 +73,17 @@ def test_under_load_a_scrape_is_answered_from_a_snapshot_no_older_than_the_maxim
         assert answered == [1] * 5 and registry.collections == 1, "a young snapshot is served as it is"
     time.sleep(0.65)
     assert value(exposition.answer("")[1]) == 2, "an older snapshot is never served"
-    exposition.ended()
+    in_flight.ended("http")
     counter.inc()
     assert value(exposition.answer("")[1]) == 3, "with nothing in flight the scrape is exact"
 
 
 def test_the_refresher_keeps_the_snapshot_young_while_requests_come_and_sleeps_when_none_do(counted):
     registry, counter = counted
-    exposition = Exposition(registry, max_age=0.4).start()
+    in_flight = InFlight()
+    exposition = Exposition(registry, in_flight, max_age=0.4).start()
     try:
-        exposition.started()
+        in_flight.started("http")
         time.sleep(0.5)
         assert registry.collections == 0, "snapshots were taken before anyone scraped"
         exposition.answer("")
@@ -92,7 +96,7 @@ def test_the_refresher_keeps_the_snapshot_young_while_requests_come_and_sleeps_w
         before = registry.collections
         assert value(exposition.answer("")[1]) == 1
         assert registry.collections == before, "the scrape waited for a collection under load"
-        exposition.ended()
+        in_flight.ended("http")
         time.sleep(0.5)  # the refresher's last round after the traffic stopped
         idle = registry.collections
         time.sleep(0.6)
@@ -103,8 +107,9 @@ def test_the_refresher_keeps_the_snapshot_young_while_requests_come_and_sleeps_w
 
 def test_both_formats_of_a_snapshot_come_from_one_collection(counted):
     registry, counter = counted
-    exposition = Exposition(registry, max_age=60)
-    exposition.started()
+    in_flight = InFlight()
+    exposition = Exposition(registry, in_flight, max_age=60)
+    in_flight.started("http")
     counter.inc(7)
     _, text = exposition.answer("")
     content_type, body = exposition.answer(OPENMETRICS)

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import pstats
+import subprocess
 import sys
 import tempfile
 import time
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of --count; the median is printed")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="running under valgrind --tool=callgrind --instr-atstart=no: count instructions "
+                             "only while the timed rounds run (callgrind_control -i on/off)")
     parser.add_argument("--profile", action="store_true", help="one more round under cProfile, by component")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--save", type=Path, help="also write the cProfile stats to this file (pstats)")
@@ -171,12 +175,16 @@ def main(argv: list[str] | None = None) -> int:
                 gc.freeze()
             collections = [generation["collections"] for generation in gc.get_stats()]
             figures = []
+            if args.callgrind:
+                subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
             for _ in range(args.rounds):
                 cpu, thread, wall = time.process_time(), time.thread_time(), time.perf_counter()
                 assert drive(wsgi, body, args.count) == args.count
                 figures.append(((time.process_time() - cpu) * 1e6 / args.count,
                                 (time.thread_time() - thread) * 1e6 / args.count,
                                 (time.perf_counter() - wall) * 1e6 / args.count))
+            if args.callgrind:
+                subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
             figures.sort()
             cpu_us, thread_us, wall_us = figures[len(figures) // 2]
             print(f"telemetry {args.telemetry}, model quality {args.model_quality}, {args.rows} row(s), "

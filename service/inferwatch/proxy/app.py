@@ -43,10 +43,8 @@ from werkzeug.exceptions import HTTPException
 
 from inferwatch.contract.metrics import (
     ERROR_TYPE,
-    HTTP_SERVER_ACTIVE_REQUESTS,
     PREDICTION_FAILURES,
     PREDICTION_SUCCESSES,
-    URL_SCHEME,
 )
 from inferwatch.proxy import correlation, errors, exposition, request_body
 from inferwatch.proxy.access_log import AccessLog
@@ -54,6 +52,7 @@ from inferwatch.proxy.config import Settings, load_settings
 from inferwatch.proxy.errors import FAILURES, PredictionOutcome, ProxyError, error_body
 from inferwatch.proxy.feedback import FeedbackEndpoint, FeedbackTokens, load_key
 from inferwatch.proxy.host import HostSampler, RequestRate
+from inferwatch.proxy.in_flight import InFlight
 from inferwatch.proxy.model import ModelIdentity, load_model_identity
 from inferwatch.proxy.quality import AnswerObserver, QualityRecorder, register_model_info
 from inferwatch.proxy.request_body import DiscardAfterAnswer
@@ -246,18 +245,16 @@ class OperationalEndpoints:
             b"Bearer " + Path(settings.metrics_token_file).read_bytes().strip()
             if settings.metrics_token_file else None
         )
-        self._active = telemetry.meter_provider.get_meter("inferwatch").create_up_down_counter(
-            HTTP_SERVER_ACTIVE_REQUESTS, unit="{request}", description="Number of active HTTP server requests."
-        )
-        self._scheme_attributes = {scheme: {URL_SCHEME: scheme} for scheme in ("http", "https")}
-        self._active.add(0, self._scheme_attributes["http"])
+        self._in_flight = InFlight()
+        self._in_flight.register(telemetry.meter_provider.get_meter("inferwatch"))
         self._routes: dict[str, Callable[..., tuple[str, str, bytes]]] = {
             "/healthz": lambda: ("200 OK", JSON, b'{"status":"ok"}'),
             "/readyz": self._ready,
             "/metrics": self._metrics if settings.workers == 1 else _metrics_through_the_collector(settings.workers),
         }
         # /metrics in bounded time under load; only one worker serves it.
-        self.exposition = exposition.Exposition(telemetry.registry, settings.metrics_max_age if settings.workers == 1 else 0)
+        self.exposition = exposition.Exposition(
+            telemetry.registry, self._in_flight, settings.metrics_max_age if settings.workers == 1 else 0)
         self._upstream = upstream
         self._discard_timeout = settings.client_timeout
 
@@ -302,14 +299,11 @@ class OperationalEndpoints:
     def _dispatch(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         route = self._route(environ)
         if route is None:
-            attributes = self._scheme_attributes.get(environ.get("wsgi.url_scheme"), self._scheme_attributes["http"])
-            self._active.add(1, attributes)
-            self.exposition.started()
+            scheme = self._in_flight.started(environ.get("wsgi.url_scheme", "http"))
             try:
                 return self._app(environ, start_response)
             finally:
-                self.exposition.ended()
-                self._active.add(-1, attributes)
+                self._in_flight.ended(scheme)
         headers = []
         if route == self._not_found:
             status, content_type, body = route()

@@ -39,6 +39,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.samples import Exemplar as PrometheusExemplar
 
+from inferwatch.proxy.in_flight import InFlight
+
 OPENMETRICS_MEDIA_TYPE = "application/openmetrics-text"
 TRACE_ID_LABEL = "trace_id"  # the name Grafana's exemplarTraceIdDestinations looks for
 SPAN_ID_LABEL = "span_id"
@@ -171,19 +173,18 @@ def take_snapshot(registry: CollectorRegistry) -> Snapshot:
 class Exposition:
     """``/metrics`` in bounded time under load.
 
-    The proxy tells it when a request starts and ends (:meth:`started`, :meth:`ended`). A scrape
+    It reads the proxy's requests in flight (:class:`~inferwatch.proxy.in_flight.InFlight`). A scrape
     (:meth:`answer`) with no request in flight collects now. With requests in flight it gets the
     latest snapshot if that is at most ``max_age`` seconds old; a refresher thread keeps one that
     fresh while requests come, from the first scrape on, and sleeps while none do. Only if the refresher has fallen behind
     (the snapshot is older) does the scrape collect itself.
     """
 
-    def __init__(self, registry: CollectorRegistry, max_age: float = 1.0) -> None:
+    def __init__(self, registry: CollectorRegistry, in_flight: InFlight, max_age: float = 1.0) -> None:
         self._registry = registry
+        self._in_flight = in_flight
         self._max_age = max_age
-        self._in_flight = 0
-        self._lock = threading.Lock()
-        self._traffic = threading.Event()  # set by requests; the refresher waits on it when idle
+        self._traffic = in_flight.traffic  # set by requests; the refresher waits on it when idle
         self._stopped = threading.Event()
         self._scraped = threading.Event()
         self._snapshot: Snapshot | None = None
@@ -202,22 +203,12 @@ class Exposition:
         if self._refresher is not None:
             self._refresher.join(5)
 
-    def started(self) -> None:
-        with self._lock:
-            self._in_flight += 1
-        if not self._traffic.is_set():
-            self._traffic.set()
-
-    def ended(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-
     def answer(self, accept: str) -> tuple[str, bytes]:
         """(content type, body) of a scrape that sent ``accept``."""
         if not self._scraped.is_set():
             self._scraped.set()
         snapshot = self._snapshot
-        if (self._in_flight and snapshot is not None and self._max_age > 0
+        if (self._in_flight.count and snapshot is not None and self._max_age > 0
                 and time.monotonic() - snapshot.taken <= self._max_age):
             return snapshot.answer(accept)
         snapshot = self._snapshot = take_snapshot(self._registry)
@@ -226,7 +217,7 @@ class Exposition:
     def _refresh(self) -> None:
         self._scraped.wait()  # nobody scrapes /metrics (the collector's OTLP is enough): no snapshots
         while not self._stopped.is_set():
-            if not self._in_flight:
+            if not self._in_flight.count:
                 self._traffic.wait()
             self._traffic.clear()
             if self._stopped.is_set():

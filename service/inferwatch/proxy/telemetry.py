@@ -65,7 +65,7 @@ from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, MetricsData, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import (
     SERVICE_INSTANCE_ID,
     SERVICE_NAME,
@@ -99,7 +99,33 @@ from inferwatch.proxy.translate import to_prometheus
 log = logging.getLogger(__name__)
 
 POD_NAME_VARIABLE = "K8S_POD_NAME"
-FLASK_INSTRUMENTATION_SCOPE = "opentelemetry.instrumentation.flask"
+
+
+class WithoutInstruments:
+    """A meter provider for an instrumentation, whose meters hand out no-op instruments under
+    ``names``: a measurement nobody reads is then never made, where a dropping View would still
+    take it through the SDK for every reader."""
+
+    def __init__(self, provider: metrics.MeterProvider, names: set[str]) -> None:
+        self._provider = provider
+        self._names = names
+
+    def get_meter(self, *args, **kwargs) -> metrics.Meter:
+        return _MeterWithout(self._provider.get_meter(*args, **kwargs), self._names)
+
+
+class _MeterWithout:
+    def __init__(self, meter: metrics.Meter, names: set[str]) -> None:
+        self._meter = meter
+        self._names = names
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._meter, attribute)
+
+    def create_up_down_counter(self, name: str, *args, **kwargs):
+        if name in self._names:
+            return metrics.NoOpUpDownCounter(name)
+        return self._meter.create_up_down_counter(name, *args, **kwargs)
 
 
 class MappedPrometheusMetricReader(PrometheusMetricReader):
@@ -141,7 +167,10 @@ class Telemetry:
             FlaskInstrumentor.instrument_app(
                 app,
                 tracer_provider=self.tracer_provider,
-                meter_provider=self.meter_provider,
+                # Its own active-requests gauge would count requests the proxy answers in front of
+                # Flask and has no series until the first request; the app keeps the gauge itself
+                # (inferwatch.proxy.in_flight), so the instrumentation's records nothing at all.
+                meter_provider=WithoutInstruments(self.meter_provider, {HTTP_SERVER_ACTIVE_REQUESTS}),
                 excluded_urls="",
             )
 
@@ -272,14 +301,6 @@ def setup_telemetry(
             ),
             View(instrument_name=PREDICTION_SUCCESSES, exemplar_reservoir_factory=no_exemplars),
             View(instrument_name=PREDICTION_FAILURES, exemplar_reservoir_factory=no_exemplars),
-            # The Flask instrumentation's own gauge has no series until the first request and
-            # would count requests the proxy answers in front of Flask; the app records
-            # http.server.active_requests itself (see inferwatch.proxy.app.OperationalEndpoints).
-            View(
-                instrument_name=HTTP_SERVER_ACTIVE_REQUESTS,
-                meter_name=FLASK_INSTRUMENTATION_SCOPE,
-                aggregation=DropAggregation(),
-            ),
         ],
     )
 
