@@ -46,6 +46,21 @@ class _NoCookies(RequestsCookieJar):
         return None
 
 
+class _OneServerAdapter(HTTPAdapter):
+    """The adapter for the one model server: its connection pool is found once, where requests
+    would parse the URL and look the pool up again on every call."""
+
+    _pool = None
+
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        if self._pool is None:
+            self._pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+        return self._pool
+
+
+NO_PROXIES: dict[str, str] = {}  # given to send(), so requests does not resolve proxies per call
+
+
 @dataclass(frozen=True)
 class UpstreamAnswer:
     status: int
@@ -59,7 +74,7 @@ class UpstreamClient:
         self._timeout = (settings.connect_timeout, settings.read_timeout)
         # A refused connection is retried once (nothing was sent, so a POST is safe to repeat);
         # a request that reached the model is never retried.
-        adapter = HTTPAdapter(
+        adapter = _OneServerAdapter(
             pool_connections=1,
             pool_maxsize=settings.threads,
             max_retries=Retry(total=1, connect=1, read=False, status=0, other=0, redirect=0, allowed_methods=None),
@@ -87,7 +102,7 @@ class UpstreamClient:
         prepared.body = body
         prepared.hooks = self._hooks
         try:
-            response = self._session.send(prepared, timeout=self._timeout, allow_redirects=False)
+            response = self._session.send(prepared, timeout=self._timeout, allow_redirects=False, proxies=NO_PROXIES)
         except requests.Timeout:
             raise errors.upstream_timeout() from None
         except requests.ConnectionError as error:
