@@ -239,7 +239,21 @@ def build_resource(worker: int | None = None) -> Resource:
         attributes[SERVICE_INSTANCE_ID] = worker_instance_id(str(instance), worker)
     attributes[TELEMETRY_DISTRO_NAME] = DISTRO_NAME
     attributes[TELEMETRY_DISTRO_VERSION] = __version__
-    return Resource.create(attributes)
+    resource = Resource.create(attributes)
+    return FixedResource(resource.attributes, resource.schema_url)
+
+
+class FixedResource(Resource):
+    """A resource whose hash is computed once (its attributes cannot change): the OTLP encoder
+    groups every exported span by resource, and ``Resource.__hash__`` serialises the attributes
+    to JSON on each call."""
+
+    def __init__(self, attributes, schema_url: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 def worker_instance_id(instance: str, worker: int) -> str:
