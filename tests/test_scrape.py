@@ -139,3 +139,16 @@ def test_a_proxy_under_load_answers_scrapes_with_counts_at_most_the_maximum_age_
     finally:
         slow.join(10)
     assert success(parse_samples(proxy.metrics_text())) == 12  # idle again: exact at once
+
+
+def test_active_requests_counts_the_request_in_flight_and_never_the_scrape(start_proxy, tunable_mlflow):
+    proxy = start_proxy(tunable_mlflow.url)
+    slow = threading.Thread(target=proxy.post, kwargs={"json": tunable_payload(delay_s=1.5)})
+    slow.start()
+    try:
+        time.sleep(0.4)
+        samples = proxy.metrics()  # the first scrape: no snapshot yet, collected now
+        assert [value for (name, _), value in samples.items() if name == "active_requests"] == [1]
+    finally:
+        slow.join(10)
+    assert total(proxy.metrics(), "active_requests") == 0
