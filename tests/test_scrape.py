@@ -105,6 +105,28 @@ def test_the_refresher_keeps_the_snapshot_young_while_requests_come_and_sleeps_w
         exposition.stop()
 
 
+def test_the_refresher_learns_the_scrape_interval_and_collects_about_once_per_scrape(counted):
+    registry, counter = counted
+    in_flight = InFlight()
+    exposition = Exposition(registry, in_flight, max_age=0.4).start()
+    try:
+        in_flight.started("http")
+        exposition.answer("")
+        time.sleep(1.0)
+        exposition.answer("")  # the interval is known from here on: 1 s
+        before = registry.collections
+        served_from_snapshots = 0
+        for _ in range(3):
+            time.sleep(1.0)
+            collections = registry.collections
+            exposition.answer("")
+            served_from_snapshots += registry.collections == collections
+        assert registry.collections - before <= 5, "the refresher collected more often than the scrapes came"
+        assert served_from_snapshots >= 2, "the snapshot was not ready when the scrape came"
+    finally:
+        exposition.stop()
+
+
 def test_both_formats_of_a_snapshot_come_from_one_collection(counted):
     registry, counter = counted
     in_flight = InFlight()

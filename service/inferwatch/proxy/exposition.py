@@ -19,8 +19,9 @@ Scrapes are serialised: the exporter's collector is not safe to run twice at onc
 Under load a scrape does not wait for a collection (:class:`Exposition`): a collection of the
 registry and its rendering take a few milliseconds of interpreter time, which the request
 threads stretch to tens. So while requests are in flight, a scrape is answered from the latest
-snapshot, rendered by a thread of its own at most once per ``max_age``; with none in flight it
-collects and renders then and there, as before. Either way the counts of an answer were all
+snapshot, which a thread of its own collects and renders shortly before each expected scrape
+(about one collection per scrape interval); with none in flight a scrape collects and renders
+then and there, as before. Either way the counts of an answer were all
 taken at one moment and are exact at that moment; under load that moment is at most ``max_age``
 seconds old (1 s by default, ``INFERWATCH_METRICS_MAX_AGE``; 0 renders every scrape).
 """
@@ -44,6 +45,7 @@ from inferwatch.proxy.in_flight import InFlight
 OPENMETRICS_MEDIA_TYPE = "application/openmetrics-text"
 TRACE_ID_LABEL = "trace_id"  # the name Grafana's exemplarTraceIdDestinations looks for
 SPAN_ID_LABEL = "span_id"
+MIN_SCRAPE_INTERVAL = 0.001  # seconds: scrapes closer than this count as this far apart
 
 BucketKey = tuple[str, tuple[tuple[str, str], ...], str]  # (histogram name, labels without le, le)
 
@@ -171,13 +173,18 @@ def take_snapshot(registry: CollectorRegistry) -> Snapshot:
 
 
 class Exposition:
-    """``/metrics`` in bounded time under load.
+    """``/metrics`` in bounded time under load, with about one collection per scrape.
 
-    It reads the proxy's requests in flight (:class:`~inferwatch.proxy.in_flight.InFlight`). A scrape
-    (:meth:`answer`) with no request in flight collects now. With requests in flight it gets the
-    latest snapshot if that is at most ``max_age`` seconds old; a refresher thread keeps one that
-    fresh while requests come, from the first scrape on, and sleeps while none do. Only if the refresher has fallen behind
-    (the snapshot is older) does the scrape collect itself.
+    It reads the proxy's requests in flight (:class:`~inferwatch.proxy.in_flight.InFlight`). A
+    scrape (:meth:`answer`) with no request in flight collects now. With requests in flight it
+    gets the latest snapshot if that is at most ``max_age`` seconds old, else it collects itself.
+
+    From the first scrape on, and while requests come, a refresher thread takes the snapshot
+    ahead of the next scrape: it learns the scrape interval from the time between the last two
+    scrapes and collects ``max_age / 2`` before the next one is due, so a scraper every 15 s
+    costs one collection per 15 s, and one that arrives up to ``max_age / 2`` late still gets a
+    snapshot. Scrapers faster than that share snapshots, taken at most every ``max_age / 2``.
+    With no request in flight the refresher sleeps.
     """
 
     def __init__(self, registry: CollectorRegistry, in_flight: InFlight, max_age: float = 1.0) -> None:
@@ -188,6 +195,8 @@ class Exposition:
         self._stopped = threading.Event()
         self._scraped = threading.Event()
         self._snapshot: Snapshot | None = None
+        self._last_scrape = 0.0
+        self._interval = max_age / 2  # between the last two scrapes, once there were two
         self._refresher: threading.Thread | None = None
 
     def start(self) -> Exposition:
@@ -205,26 +214,43 @@ class Exposition:
 
     def answer(self, accept: str) -> tuple[str, bytes]:
         """(content type, body) of a scrape that sent ``accept``."""
-        if not self._scraped.is_set():
+        now = time.monotonic()
+        if self._scraped.is_set():
+            self._interval = max(now - self._last_scrape, MIN_SCRAPE_INTERVAL)
+        else:
             self._scraped.set()
+        self._last_scrape = now
         snapshot = self._snapshot
         if (self._in_flight.count and snapshot is not None and self._max_age > 0
-                and time.monotonic() - snapshot.taken <= self._max_age):
+                and now - snapshot.taken <= self._max_age):
             return snapshot.answer(accept)
         snapshot = self._snapshot = take_snapshot(self._registry)
         return snapshot.answer(accept)
+
+    def next_snapshot_due(self) -> float:
+        """When (``time.monotonic``) the refresher takes the next snapshot: ``max_age / 2`` before
+        the first expected scrape that the current snapshot would not serve young enough."""
+        half = self._max_age / 2
+        taken = self._snapshot.taken if self._snapshot is not None else float("-inf")
+        expected = self._last_scrape + self._interval
+        while expected - half <= taken:
+            expected += self._interval
+        return max(expected - half, taken + half)
 
     def _refresh(self) -> None:
         self._scraped.wait()  # nobody scrapes /metrics (the collector's OTLP is enough): no snapshots
         while not self._stopped.is_set():
             if not self._in_flight.count:
-                self._traffic.wait()
-            self._traffic.clear()
-            if self._stopped.is_set():
-                return
+                self._traffic.clear()
+                if not self._in_flight.count:
+                    self._traffic.wait()
+                continue
+            delay = self.next_snapshot_due() - time.monotonic()
+            if delay > 0:
+                self._stopped.wait(min(delay, self._max_age))  # then look again: a scrape may have come
+                continue
             try:
                 self._snapshot = take_snapshot(self._registry)
             except Exception:  # noqa: BLE001 - a scrape then collects itself; the refresher goes on
                 logging.getLogger(__name__).exception("metrics snapshot failed")
-            # Half the age: a snapshot handed out under load is between 0 and max_age old.
-            self._stopped.wait(self._max_age / 2)
+                self._stopped.wait(self._max_age / 2)
