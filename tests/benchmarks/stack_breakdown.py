@@ -59,19 +59,27 @@ def parse(path: Path):
         yield frames[0], frames[1:], int(count)
 
 
+def thread_id(label: str) -> str:
+    return label.split(")", 1)[0]  # "thread (1699): MainThread" -> "thread (1699"
+
+
 def breakdown(path: Path) -> tuple[Counter, Counter, int]:
     activities: Counter = Counter()
     components: Counter = Counter()
     request_samples = 0
-    for thread, frames, count in parse(path):
+    samples = list(parse(path))
+    # The thread that drives the requests (py-spy does not always name it MainThread).
+    drivers = {thread_id(thread) for thread, frames, _ in samples if any(f.startswith("drive (") for f in frames)}
+    for thread, frames, count in samples:
         text = thread + ";" + ";".join(frames)
-        if "MainThread" in thread or "drive (" in text:
+        if thread_id(thread) in drivers:
             if "drive (" not in text:
                 continue  # start-up, model training, shutdown
             request_samples += count
         activity = next((name for marker, name in ACTIVITIES if marker in text), None)
         if activity is None:
-            activity = "other, request thread" if "MainThread" in thread else f"other thread: {thread.split(': ')[-1]}"
+            activity = ("other, request thread" if thread_id(thread) in drivers
+                        else f"other thread: {thread.split(': ')[-1]}")
         activities[activity] += count
         leaf = FRAME.match(frames[-1]) if frames else None
         components[component(leaf.group("file")) if leaf else "unknown"] += count
