@@ -7,8 +7,10 @@ in-process tests check what the snapshot holds against a registry that counts it
 
 from __future__ import annotations
 
+import gzip
 import threading
 import time
+import urllib.request
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
@@ -18,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import parse_samples, total, tunable_payload
 from inferwatch.proxy.exposition import Exposition
 from inferwatch.proxy.in_flight import InFlight
+from inferwatch.stack.demo_model import SEED_EXAMPLE
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 
@@ -133,10 +136,10 @@ def test_both_formats_of_a_snapshot_come_from_one_collection(counted):
     exposition = Exposition(registry, in_flight, max_age=60)
     in_flight.started("http")
     counter.inc(7)
-    _, text = exposition.answer("")
-    content_type, body = exposition.answer(OPENMETRICS)
+    _, text, _ = exposition.answer("")
+    content_type, body, encoding = exposition.answer(OPENMETRICS)
     assert registry.collections == 1
-    assert content_type.startswith("application/openmetrics-text") and body.endswith(b"# EOF\n")
+    assert content_type.startswith("application/openmetrics-text") and body.endswith(b"# EOF\n") and encoding is None
     [family] = [f for f in openmetrics_families(body.decode()) if f.name == "demo"]
     assert family.samples[0].value == value(text) == 7
 
@@ -174,3 +177,23 @@ def test_active_requests_counts_the_request_in_flight_and_never_the_scrape(start
     finally:
         slow.join(10)
     assert total(proxy.metrics(), "active_requests") == 0
+
+
+def test_metrics_are_gzipped_for_a_scraper_that_accepts_it_and_plain_otherwise(proxy):
+    assert proxy.post(json=SEED_EXAMPLE).status_code == 200
+    for accept in ("", OPENMETRICS):
+        plain = urllib.request.urlopen(urllib.request.Request(proxy.url + "/metrics", headers={"Accept": accept}),
+                                       timeout=10)
+        assert plain.headers.get("Content-Encoding") is None and plain.headers["Vary"] == "Accept-Encoding"
+        plain_body = plain.read()
+        zipped = urllib.request.urlopen(urllib.request.Request(
+            proxy.url + "/metrics", headers={"Accept": accept, "Accept-Encoding": "gzip"}), timeout=10)
+        assert zipped.headers["Content-Encoding"] == "gzip"
+        assert zipped.headers["Content-Type"] == plain.headers["Content-Type"]
+        body = gzip.decompress(zipped.read())
+        assert len(body) > 4 * int(zipped.headers["Content-Length"]) and b"prediction_success_total" in body
+        assert parse_samples(body.decode().replace("# EOF\n", "")).keys() == \
+            parse_samples(plain_body.decode().replace("# EOF\n", "")).keys()
+    refused = urllib.request.urlopen(urllib.request.Request(
+        proxy.url + "/metrics", headers={"Accept-Encoding": "gzip;q=0, identity"}), timeout=10)
+    assert refused.headers.get("Content-Encoding") is None

@@ -65,6 +65,7 @@ JSON = "application/json"
 CSV = "text/csv"
 MLFLOW_INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 PREDICTION_ROUTES = ("/predict", "/invocations")
+VARY_ENCODING = ("Vary", "Accept-Encoding")
 
 # Span attribute keys set on the server span of a prediction.
 ATTR_MODEL_ROUTE = "inferwatch.model.route"
@@ -258,9 +259,14 @@ class OperationalEndpoints:
         self._upstream = upstream
         self._discard_timeout = settings.client_timeout
 
-    def _metrics(self, environ: dict) -> tuple[str, str, bytes]:
-        content_type, body = self.exposition.answer(environ.get("HTTP_ACCEPT", ""))
-        return "200 OK", content_type, body
+    def _metrics(self, environ: dict) -> tuple:
+        """(status, content type, body, extra headers...): the format follows ``Accept``, gzip
+        follows ``Accept-Encoding``."""
+        content_type, body, encoding = self.exposition.answer(
+            environ.get("HTTP_ACCEPT", ""), environ.get("HTTP_ACCEPT_ENCODING", ""))
+        if encoding is None:
+            return "200 OK", content_type, body, VARY_ENCODING
+        return "200 OK", content_type, body, VARY_ENCODING, ("Content-Encoding", encoding)
 
     def _ready(self) -> tuple[str, str, bytes]:
         if self._upstream.ready():
@@ -317,7 +323,8 @@ class OperationalEndpoints:
             )
             headers.append(("WWW-Authenticate", 'Bearer realm="metrics"'))
         elif route == self._routes["/metrics"]:
-            status, content_type, body = route(environ)  # the format follows the Accept header
+            status, content_type, body, *extra = route(environ)  # the format follows the Accept header
+            headers += extra
         else:
             status, content_type, body = route()
         headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
