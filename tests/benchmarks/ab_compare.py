@@ -19,14 +19,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import requests
-
-from bench_proxy import OPENMETRICS_ACCEPT, ROOT, env_with
-from harness import cpu_seconds, median, percentile, router_cpu_seconds, run_wrk, wrk_script
+from bench_proxy import ROOT, env_with
+from harness import Scraper, cpu_seconds, median, percentile, router_cpu_seconds, run_wrk, wrk_script
 from inferwatch.stack.demo_model import save_demo_model
 from inferwatch.stack.processes import (
     CollectorPorts,
@@ -37,29 +33,6 @@ from inferwatch.stack.processes import (
     free_port,
     mlflow_serve_command,
 )
-
-
-class Scraper:
-    """Scrapes a /metrics URL every 50 ms on a thread of its own (at most 2,000 times) until stopped."""
-
-    def __init__(self, url: str) -> None:
-        self.latencies_ms: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(url,))
-        self._thread.start()
-
-    def _run(self, url: str) -> None:
-        with requests.Session() as session:
-            while not self._stop.is_set() and len(self.latencies_ms) < 2000:
-                began = time.perf_counter()
-                session.get(url, headers={"Accept": OPENMETRICS_ACCEPT}, timeout=10).raise_for_status()
-                self.latencies_ms.append((time.perf_counter() - began) * 1000)
-                self._stop.wait(0.05)
-
-    def stop(self) -> list[float]:
-        self._stop.set()
-        self._thread.join()
-        return self.latencies_ms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                     scraper = Scraper(url.rsplit("/", 1)[0] + "/metrics") if args.scrapes else None
                     figures = run_wrk(url, script, concurrency, args.seconds)
                     if scraper is not None:
-                        figures["scrape_ms"] = scraper.stop()
+                        figures["scrape_ms"] = scraper.stop().latencies_ms
                     done = max(figures["requests"], 1)
                     figures["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / done
                     figures["router_cpu_ms"] = (router_cpu_seconds(pid) - router_before) * 1000 / done

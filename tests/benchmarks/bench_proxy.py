@@ -41,7 +41,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -49,7 +48,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from harness import cpu_seconds, machine_facts, median, percentile, run_wrk, wrk_script
+from harness import Scraper, cpu_seconds, machine_facts, median, percentile, run_wrk, wrk_script
 from inferwatch.stack.demo_model import PIMA_COLUMNS, SEED_EXAMPLE, save_demo_model
 from inferwatch.stack.processes import (
     PROMETHEUS_EXEMPLAR_STORAGE,
@@ -67,8 +66,6 @@ from inferwatch.stack.processes import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-# What Prometheus 2.42 sends when it scrapes: OpenMetrics first, so /metrics writes exemplars.
-OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
@@ -274,30 +271,11 @@ class Bench:
                 requests.post(url + path, data=body, headers={"Content-Type": ctype}, timeout=10)
         series = sum(1 for line in requests.get(url + "/metrics", timeout=10).text.splitlines()
                      if line and not line.startswith("#"))
-        latencies: list[float] = []
         # The reference: /healthz, the least a request to the same process can cost (no collection,
         # a constant body), probed the same way between the scrapes.
-        probes: list[float] = []
-        stop = threading.Event()
-
-        def scrape() -> None:
-            session = requests.Session()
-            while not stop.is_set() and len(latencies) < 2000:
-                began = time.perf_counter()
-                session.get(url + "/metrics", headers={"Accept": OPENMETRICS_ACCEPT}, timeout=10).raise_for_status()
-                latencies.append((time.perf_counter() - began) * 1000)
-                stop.wait(0.025)
-                began = time.perf_counter()
-                session.get(url + "/healthz", timeout=10).raise_for_status()
-                probes.append((time.perf_counter() - began) * 1000)
-                stop.wait(0.025)
-            session.close()
-
-        scraper = threading.Thread(target=scrape)
-        scraper.start()
+        scraper = Scraper(url + "/metrics", reference=url + "/healthz", pause=0.025)
         run_wrk(url + "/predict", self.script, 8, self.seconds)
-        stop.set()
-        scraper.join()
+        latencies, probes = scraper.stop().latencies_ms, scraper.reference_ms
         return {"series": series, "scrapes": len(latencies), "p50_ms": percentile(latencies, 0.5),
                 "p99_ms": percentile(latencies, 0.99), "healthz_p50_ms": percentile(probes, 0.5),
                 "healthz_p99_ms": percentile(probes, 0.99)}

@@ -8,10 +8,13 @@ import re
 import statistics
 import subprocess
 import tempfile
+import threading
+import time
 from importlib import metadata
 from pathlib import Path
 
 import psutil
+import requests
 
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 
@@ -99,3 +102,40 @@ def machine_facts() -> dict:
         "kernel": platform.release(),
         "versions": versions,
     }
+
+
+# What Prometheus 2.42 sends when it scrapes: OpenMetrics first, so /metrics writes exemplars.
+OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+
+
+class Scraper:
+    """Scrapes a /metrics URL as Prometheus asks (OpenMetrics, gzip) on a thread of its own, at
+    most 2,000 times, until stopped; with ``reference`` it also gets that URL between scrapes
+    (e.g. /healthz: the least a request to the same process costs)."""
+
+    def __init__(self, url: str, reference: str | None = None, pause: float = 0.05) -> None:
+        self.latencies_ms: list[float] = []
+        self.reference_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, reference, pause))
+        self._thread.start()
+
+    def _run(self, url: str, reference: str | None, pause: float) -> None:
+        with requests.Session() as session:
+            while not self._stop.is_set() and len(self.latencies_ms) < 2000:
+                self.latencies_ms.append(_timed_get(session, url, {"Accept": OPENMETRICS_ACCEPT}))
+                self._stop.wait(pause)
+                if reference is not None:
+                    self.reference_ms.append(_timed_get(session, reference, {}))
+                    self._stop.wait(pause)
+
+    def stop(self) -> Scraper:
+        self._stop.set()
+        self._thread.join()
+        return self
+
+
+def _timed_get(session: requests.Session, url: str, headers: dict) -> float:
+    began = time.perf_counter()
+    session.get(url, headers=headers, timeout=10).raise_for_status()
+    return (time.perf_counter() - began) * 1000

@@ -148,10 +148,9 @@ def wants_gzip(accept_encoding: str) -> bool:
 
 
 def render(registry: CollectorRegistry, accept: str) -> tuple[str, bytes]:
-    """(content type, body) of a scrape that sent ``accept``."""
-    if wants_openmetrics(accept):
-        return openmetrics.CONTENT_TYPE_LATEST, openmetrics.generate_latest(registry)
-    return CONTENT_TYPE_LATEST, generate_latest(registry)
+    """(content type, body) of one collection, uncompressed, for a scraper that sent ``accept``."""
+    content_type, body, _ = take_snapshot(registry).answer(accept)
+    return content_type, body
 
 
 class _Families:
