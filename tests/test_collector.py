@@ -117,10 +117,12 @@ def test_service_metrics_and_collector_metrics_are_the_same_contract(mlflow_serv
         assert total(samples, "prediction_failure_by_reason_total", reason="model_rejected") == 1
         assert total(samples, "prediction_failure_by_reason_total", reason="unsupported_media_type") == 1
         assert total(samples, "active_requests") == 0
-        # The MLflow calls: 10 answered, 1 rejected; bad JSON, 415 and 404 never reach MLflow.
+        # The MLflow calls: 11 answered; MLflow itself refused the rejected row and the two bad
+        # JSON bodies (400) and the unsupported content type (415); the 404 never reached it.
         assert total(samples, "upstream_request_duration_seconds_count", status="200") == 11
-        assert total(samples, "upstream_request_duration_seconds_count", status="400") == 1
-        assert total(samples, "upstream_request_duration_seconds_count") == 12
+        assert total(samples, "upstream_request_duration_seconds_count", status="400") == 3
+        assert total(samples, "upstream_request_duration_seconds_count", status="415") == 1
+        assert total(samples, "upstream_request_duration_seconds_count") == 15
         assert 0 <= total(samples, "system_cpu_usage") <= 100
         assert total(samples, "system_memory_usage_mb") > 1
 

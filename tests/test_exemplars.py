@@ -76,8 +76,10 @@ def test_only_failed_slow_and_marked_requests_become_exemplars_and_they_outlive_
     ordinary = client.post("/predict", json=tunable_payload())
     rejected = client.post("/predict", json=tunable_payload(fail=True))
     slow = client.post("/predict", json=tunable_payload(delay_s=SLOW_S))
-    # Each bucket keeps its newest exemplar: bad JSON goes to a series of its own (the other route).
-    bad_json = client.post("/invocations", data=b"{", content_type="application/json")
+    # Each bucket keeps its newest exemplar: bad JSON goes to a series of its own (the other route);
+    # nested this deep, the proxy refuses it itself.
+    nested = b'{"inputs":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    bad_json = client.post("/invocations", data=nested, content_type="application/json")
     assert [r.status_code for r in (marked, ordinary, rejected, slow, bad_json)] == [200, 200, 400, 200, 400]
 
     [marked_span] = [s for s in spans.get_finished_spans() if s.attributes.get(ATTR_EXEMPLAR)]

@@ -31,7 +31,9 @@ from inferwatch.contract.profile import (
     read_profile,
 )
 from inferwatch.proxy.feedback import FeedbackTokens
+from inferwatch.contract.inputs import InputFormat
 from inferwatch.proxy.model import ModelIdentity
+from inferwatch.proxy.prediction import json_format, read_prediction
 from inferwatch.proxy.quality import (
     VECTORISE_FROM_ROWS,
     QualityRecorder,
@@ -94,7 +96,7 @@ KNOWN = frozenset(COLUMNS)
     ({"instances": [[1, 2, 3]]}, 1, None, {"a": 1, "b": 1, "c": 1}, 3),
 ])
 def test_every_mlflow_input_format_is_read_column_by_column(payload, rows, a_values, absent, unexpected):
-    columns = read_columns(payload, COLUMNS, COLUMNS, KNOWN)
+    columns = read_columns(payload, json_format(payload), COLUMNS, COLUMNS, KNOWN)
     assert columns.rows == rows
     assert columns.values.get("a") is None if a_values is None else [v for v in columns.values["a"]] == a_values
     assert {k: v for k, v in columns.absent.items() if v} == absent
@@ -102,7 +104,7 @@ def test_every_mlflow_input_format_is_read_column_by_column(payload, rows, a_val
 
 
 def test_rows_as_lists_follow_the_profiles_column_order_without_a_signature():
-    columns = read_columns({"inputs": [[1, 2, 3]]}, COLUMNS, COLUMNS, None)
+    columns = read_columns({"inputs": [[1, 2, 3]]}, InputFormat.INPUTS, COLUMNS, COLUMNS, None)
     assert columns.values == {"a": [1], "b": [2], "c": [3]} and columns.unexpected == 0
 
 
@@ -115,7 +117,7 @@ def test_rows_as_lists_follow_the_profiles_column_order_without_a_signature():
 ])
 def test_rows_that_cannot_be_read_say_so(payload):
     with pytest.raises(Unreadable):
-        read_columns(payload, COLUMNS, COLUMNS, KNOWN)
+        read_columns(payload, json_format(payload), COLUMNS, COLUMNS, KNOWN)
 
 
 @pytest.mark.parametrize("answer, values", [
@@ -153,7 +155,7 @@ def test_a_categorical_feature_counts_its_top_categories_and_the_rest_as_other()
                                MeterProvider(metric_readers=[reader]).get_meter("test"))
     payload = {"dataframe_records": [{"colour": "red", "size": 1}, {"colour": "pink", "size": None},
                                      {"colour": None, "size": 100}]}
-    recorder.observe(payload, b"", False, True, [1, 1, 7], 3)
+    recorder.observe(read_prediction(json.dumps(payload).encode(), "application/json"), True, [1, 1, 7])
     points = collected(reader)
     model = (("inferwatch.model.name", "m"), ("inferwatch.model.version", "1"))
 

@@ -11,7 +11,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from inferwatch.proxy.app import ATTR_OUTCOME, ATTR_ROW_COUNT, close_app, create_app
+from inferwatch.proxy.app import close_app, create_app
+from inferwatch.proxy.predictor import ATTR_OUTCOME, ATTR_ROW_COUNT
 from inferwatch.proxy.config import Settings
 from inferwatch.proxy.telemetry import setup_telemetry
 from inferwatch.stack.demo_model import SEED_EXAMPLE
@@ -107,9 +108,10 @@ def test_a_failed_prediction_is_an_error_on_the_span(traced):
     assert upstream.status.status_code == StatusCode.ERROR  # a 4xx answer is an error for the client span
 
 
-def test_bad_input_makes_no_upstream_span(traced):
+def test_input_the_proxy_refuses_itself_makes_no_upstream_span(traced):
     client, exporter, relay = traced
-    assert client.post("/predict", data=b"{", content_type="application/json").status_code == 400
+    nested = b'{"inputs":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert client.post("/predict", data=nested, content_type="application/json").status_code == 400
     (server,), clients = spans_by_kind(exporter)
     assert clients == [] and relay.seen == []
     assert server.attributes["error.type"] == "invalid_json"

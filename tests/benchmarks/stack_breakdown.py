@@ -32,18 +32,18 @@ ACTIVITIES = (
     ("requests/sessions.py", "MLflow call: requests, urllib3, http.client"),
     ("instrumentation/requests/__init__.py", "MLflow call: requests instrumentation (client span, duration)"),
     ("inferwatch/proxy/upstream.py", "MLflow call: the request built"),
-    ("_validated (", "body parse and validation"),
+    ("inferwatch/proxy/prediction.py", "body recognised (format, rows, JSON parse)"),
     ("request_body.py", "body read"),
-    ("count (/", "prediction counting (inferwatch.proxy.app.Predictor.count)"),
+    ("inferwatch/proxy/outcomes.py", "prediction counting (inferwatch.proxy.outcomes)"),
     ("access_log.py", "request log (queue put)"),
     ("correlation.py", "correlation (traceparent, X-Request-Id, exemplar mark)"),
-    ("handle (/", "prediction handler, rest"),
+    ("inferwatch/proxy/predictor.py", "prediction handler, rest"),
     ("_before_request (", "Flask instrumentation: before_request (server span, attributes)"),
     ("_teardown_request (", "Flask instrumentation: teardown (span end, duration histogram)"),
     ("_start_response (", "Flask instrumentation: start_response (status attributes)"),
     ("flask/app.py", "Flask and werkzeug dispatch"),
     ("_wrapped_app (", "Flask instrumentation: WSGI wrapper (duration histogram, environ)"),
-    ("inferwatch/proxy/app.py", "operational endpoints middleware (active requests)"),
+    ("inferwatch/proxy/operational.py", "operational endpoints in front (active requests)"),
 )
 
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^:()]+)(?::\d+)?\)$")

@@ -32,6 +32,7 @@ HTTP_SERVER_ACTIVE_REQUESTS = "http.server.active_requests"
 HTTP_SERVER_THROUGHPUT = "inferwatch.http.server.throughput"
 PREDICTION_SUCCESSES = "inferwatch.prediction.successes"
 PREDICTION_FAILURES = "inferwatch.prediction.failures"
+PREDICTION_REQUESTS = "inferwatch.prediction.requests"
 SYSTEM_CPU_UTILIZATION = "system.cpu.utilization"
 SYSTEM_MEMORY_UTILIZATION = "system.memory.utilization"
 SYSTEM_MEMORY_USAGE = "system.memory.usage"
@@ -202,6 +203,14 @@ MAPPINGS: tuple[MetricMapping, ...] = (
         PrometheusType.COUNTER,
         "Failed predictions by reason.",
         labels={**_MODEL_LABELS, ERROR_TYPE: "reason"},
+    ),
+    MetricMapping(
+        PREDICTION_REQUESTS,
+        "prediction_requests_by_format_total",
+        PrometheusType.COUNTER,
+        "Prediction requests by input format (dataframe_split, ..., chat, completions, embeddings, csv, "
+        "parquet, other); they sum to success plus failure.",
+        labels={**_MODEL_LABELS, MODEL_INPUT_FORMAT: "format"},
     ),
     MetricMapping(
         SYSTEM_CPU_UTILIZATION,

@@ -24,8 +24,8 @@ show its exemplar in exactly one scrape (or one OTLP export, after which the col
 shows none). :class:`LatestPerBucketReservoir` keeps the newest exemplar of each bucket until a
 newer one replaces it; Prometheus stores an exemplar once and ignores it when it comes again.
 Exemplars are recorded on the two latency histograms only (their Views use
-:func:`latest_per_bucket`); the counters record none (:func:`no_exemplars`), on both scrape paths
-alike.
+:func:`latest_per_bucket`); the prediction counters are observable and record none, on both
+scrape paths alike.
 """
 
 from __future__ import annotations
@@ -136,24 +136,6 @@ class LatestPerBucketReservoir(ExemplarReservoir):
         return exemplars
 
 
-class NoExemplarReservoir(ExemplarReservoir):
-    """Records no exemplar (the counters: exemplars are on the latency histograms only)."""
-
-    def __init__(self, **kwargs):
-        pass  # the SDK passes the aggregation's parameters (a size); none matters here
-
-    def offer(self, value: float, time_unix_nano: int, attributes: Attributes, context: Context) -> None:
-        return None
-
-    def collect(self, point_attributes: Attributes) -> list[Exemplar]:
-        return []
-
-
 def latest_per_bucket(aggregation_type) -> type[ExemplarReservoir]:
     """A View's ``exemplar_reservoir_factory`` for the latency histograms."""
     return LatestPerBucketReservoir
-
-
-def no_exemplars(aggregation_type) -> type[ExemplarReservoir]:
-    """A View's ``exemplar_reservoir_factory`` for instruments that record no exemplar."""
-    return NoExemplarReservoir

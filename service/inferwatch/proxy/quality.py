@@ -10,8 +10,13 @@ parsed once by the predictor; CSV is parsed here), and
   ...), ``unexpected`` (a column the signature does not have; all such columns share the column
   label ``__other__``, so names a client invents never become labels);
 * counts the model's answers by class, or into the profile's bins for a regressor;
-* counts a body whose rows cannot be read (a tensor, a ragged table) in
-  ``model_input_unreadable_total{format}``; it never fails the request.
+* counts a body whose rows cannot be read (a tensor, a ragged table, LLM input to a model with a
+  tabular profile, a body MLflow refuses) in ``model_input_unreadable_total{format}``: it steps
+  aside and says so, and never fails or slows the request.
+
+Every input format MLflow takes is read: the JSON formats from the body parsed once by
+:mod:`inferwatch.proxy.prediction`, CSV here, Parquet with pyarrow when it is installed (without
+it a Parquet body counts as unreadable). A model without a profile or signature reads nothing.
 
 The counts live in plain integer lists under one lock and are read by observable counters at
 collection time, so a request pays no OpenTelemetry call per bin: every series exists at 0 from
@@ -40,18 +45,20 @@ from flask import Response
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from inferwatch.contract import metrics as mm
+from inferwatch.contract.inputs import InputFormat
 from inferwatch.contract.profile import NUMERIC, NUMERIC_TYPES, OTHER, Distribution, category_key
 from inferwatch.proxy.feedback import TOKEN_HEADER, FeedbackTokens
 from inferwatch.proxy.model import ModelIdentity
+from inferwatch.proxy.prediction import PredictionRequest, pyarrow_parquet
 
 log = logging.getLogger(__name__)
 
 MISSING_COLUMN = "missing"
 WRONG_TYPE = "wrong_type"
 UNEXPECTED = "unexpected"
-INPUT_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs", "csv")
 # The model's answer could not be read (not {"predictions": [...]} of scalars).
 ANSWER_FORMAT = "answer"
+UNREADABLE_FORMATS = (*(fmt.value for fmt in InputFormat), ANSWER_FORMAT)
 # Columns at least this long go through numpy; below it, per-value code is faster.
 VECTORISE_FROM_ROWS = 32
 
@@ -80,16 +87,17 @@ class Columns:
 # ---------------------------------------------------------------------------------------------
 
 
-def read_columns(payload: object, wanted: Sequence[str], positional: Sequence[str],
+def read_columns(payload: dict, fmt: InputFormat, wanted: Sequence[str], positional: Sequence[str],
                  known: frozenset[str] | None) -> Columns:
-    """The ``wanted`` columns of a parsed JSON body; :class:`Unreadable` when its rows cannot be read.
+    """The ``wanted`` columns of a parsed JSON body of a tabular or tensor ``fmt``;
+    :class:`Unreadable` when its rows cannot be read.
 
     ``positional`` names the columns of rows given as lists when the model has no signature;
     ``known`` is the signature's column set (None: no signature, nothing is unexpected). With a
     signature, rows given as lists have no column names, as MLflow sees them: every signature
     column is missing and every value unexpected.
     """
-    key = next(k for k in INPUT_FORMATS if k in payload)
+    key = fmt.value
     data = payload[key]
     if key == "dataframe_split":
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
@@ -192,6 +200,28 @@ def read_csv_columns(body: bytes, wanted: Sequence[str], numeric: frozenset[str]
     columns = _table(lines[1:], lines[0], wanted, known)
     for name, values in columns.values.items():
         columns.values[name] = [_csv_number(v) for v in values] if name in numeric else [v if v else None for v in values]
+    return columns
+
+
+def read_parquet_columns(body: bytes, wanted: Sequence[str], known: frozenset[str] | None) -> Columns:
+    """Like :func:`read_columns` for a Parquet body: the wanted columns only are decoded."""
+    parquet = pyarrow_parquet()
+    if parquet is None:
+        raise Unreadable("Parquet needs pyarrow, which is not installed")
+    try:
+        source = parquet.ParquetFile(io.BytesIO(body))
+        names = source.schema_arrow.names
+        present = [name for name in wanted if name in names]
+        table = source.read(columns=present)
+    except Exception as error:  # noqa: BLE001 - not Parquet: MLflow answers it
+        raise Unreadable(f"not Parquet: {error}") from None
+    rows = table.num_rows
+    columns = Columns(rows, values=table.to_pydict())
+    for name in wanted:
+        if name not in columns.values:
+            columns.absent[name] = rows
+    if known is not None:
+        columns.unexpected = sum(name not in known for name in names) * rows
     return columns
 
 
@@ -343,7 +373,8 @@ class QualityRecorder:
         if self._known is not None:
             self._violation_keys.append((OTHER, UNEXPECTED))
         self._violation_index = {key: i for i, key in enumerate(self._violation_keys)}
-        self._formats = (*INPUT_FORMATS, ANSWER_FORMAT)
+        self._formats = UNREADABLE_FORMATS
+        self._format_index = {name: i for i, name in enumerate(self._formats)}
 
         self._lock = threading.Lock()
         self._rows = 0
@@ -360,25 +391,34 @@ class QualityRecorder:
     def reads_answers(self) -> bool:
         return self._prediction is not None
 
-    def observe(self, payload: object, body: bytes, csv_body: bool, answered: bool, predictions: list | None,
-                rows: int) -> None:
+    def observe(self, prediction: PredictionRequest, answered: bool, predictions: list | None) -> None:
         """Count one request; never raises (telemetry must not break a prediction)."""
         try:
-            self._observe(payload, body, csv_body, answered, predictions, rows)
+            self._observe(prediction, answered, predictions)
         except Exception:  # noqa: BLE001 - a bug here is logged, the request goes on
             log.exception("model quality counting failed")
 
-    def _observe(self, payload, body, csv_body, answered, predictions, rows) -> None:
+    def _read(self, prediction: PredictionRequest) -> Columns:
+        fmt = prediction.format
+        if fmt is InputFormat.CSV:
+            return read_csv_columns(prediction.body, self._wanted, self._numeric, self._known)
+        if fmt is InputFormat.PARQUET:
+            return read_parquet_columns(prediction.body, self._wanted, self._known)
+        if fmt.is_llm or prediction.payload is None or fmt is InputFormat.OTHER:
+            raise Unreadable(f"{fmt.value} input has no rows to bin")
+        return read_columns(prediction.payload, fmt, self._wanted, self._positional, self._known)
+
+    def _observe(self, prediction: PredictionRequest, answered: bool, predictions: list | None) -> None:
         violations = [0] * len(self._violations)
         feature_counts: list[tuple[int, list[int], int]] = []
         unreadable = None
+        rows = prediction.rows or 0
         if self._wanted:
             try:
-                columns = (read_csv_columns(body, self._wanted, self._numeric, self._known) if csv_body
-                           else read_columns(payload, self._wanted, self._positional, self._known))
+                columns = self._read(prediction)
             except Unreadable:
                 columns = None
-                unreadable = "csv" if csv_body else next(k for k in INPUT_FORMATS if k in payload)
+                unreadable = prediction.format.value
             if columns is not None:
                 feature_counts = self._count_columns(columns, violations)
                 rows = columns.rows
@@ -389,7 +429,7 @@ class QualityRecorder:
             for i, n in enumerate(violations):
                 self._violations[i] += n
             if unreadable is not None:
-                self._unreadable[self._formats.index(unreadable)] += 1
+                self._unreadable[self._format_index[unreadable]] += 1
             self._rows += rows
             if not answered:
                 return
@@ -404,7 +444,7 @@ class QualityRecorder:
 
     def unreadable_answer(self) -> None:
         with self._lock:
-            self._unreadable[self._formats.index(ANSWER_FORMAT)] += 1
+            self._unreadable[self._format_index[ANSWER_FORMAT]] += 1
 
     def _count_columns(self, columns: Columns, violations: list[int]) -> list[tuple[int, list[int], int]]:
         counted = []
@@ -504,22 +544,24 @@ class AnswerObserver:
         self._tokens = tokens
         self._reads_answers = tokens is not None or (recorder is not None and recorder.reads_answers)
 
-    def after(self, response: Response, payload: object, body: bytes, csv_body: bool, rows: int,
-              request_id: str) -> None:
-        """Count the request; give an answered one its feedback token. Never raises."""
+    def after(self, prediction: PredictionRequest, response: Response) -> None:
+        """Count the request; give an answered one its feedback token. Never raises.
+
+        LLM answers (unwrapped OpenAI-shaped JSON) are not read here: they carry no predictions.
+        """
         try:
             answered = response.status_code == 200
             predictions = None
-            if answered and self._reads_answers:
+            if answered and self._reads_answers and not prediction.format.is_llm:
                 try:
                     predictions = read_predictions(response.get_data())
                 except Unreadable:
                     if self._recorder is not None:
                         self._recorder.unreadable_answer()
             if self._recorder is not None:
-                self._recorder.observe(payload, body, csv_body, answered, predictions, rows)
+                self._recorder.observe(prediction, answered, predictions)
             if predictions and self._tokens is not None:
-                token = self._tokens.issue(request_id, predictions)
+                token = self._tokens.issue(prediction.request_id, predictions)
                 if token is not None:
                     response.headers[TOKEN_HEADER] = token
         except Exception:  # noqa: BLE001 - telemetry never breaks a request

@@ -85,14 +85,12 @@ from inferwatch.contract.metrics import (
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_DURATION,
     LATENCY_BUCKETS_SECONDS,
-    PREDICTION_FAILURES,
-    PREDICTION_SUCCESSES,
     TELEMETRY_DISTRO_NAME,
     TELEMETRY_DISTRO_VERSION,
 )
 from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.proxy.config import Settings, env_name, otlp_export_enabled, telemetry_disabled
-from inferwatch.proxy.exemplars import ExemplarMarks, KeptTraceExemplarFilter, latest_per_bucket, no_exemplars
+from inferwatch.proxy.exemplars import ExemplarMarks, KeptTraceExemplarFilter, latest_per_bucket
 from inferwatch.proxy.exposition import BucketExemplars, ExemplarCollector
 from inferwatch.proxy.translate import to_prometheus
 
@@ -313,8 +311,6 @@ def setup_telemetry(
                 aggregation=ExplicitBucketHistogramAggregation(boundaries=LATENCY_BUCKETS_SECONDS),
                 exemplar_reservoir_factory=latest_per_bucket,
             ),
-            View(instrument_name=PREDICTION_SUCCESSES, exemplar_reservoir_factory=no_exemplars),
-            View(instrument_name=PREDICTION_FAILURES, exemplar_reservoir_factory=no_exemplars),
         ],
     )
 

@@ -71,6 +71,7 @@ class UpstreamAnswer:
 class UpstreamClient:
     def __init__(self, settings: Settings):
         self._url = settings.invocations_url
+        self._base_url = settings.upstream
         self._timeout = (settings.connect_timeout, settings.read_timeout)
         # A refused connection is retried once (nothing was sent, so a POST is safe to repeat);
         # a request that reached the model is never retried.
@@ -91,14 +92,20 @@ class UpstreamClient:
         self._ping_timeout = urllib3.Timeout(connect=settings.ready_timeout, read=settings.ready_timeout)
 
     def invoke(self, body: bytes, content_type: str) -> UpstreamAnswer:
+        """POST a prediction to MLflow's /invocations: the body and its content type, nothing else."""
+        return self._send("POST", self._url, {"Content-Type": content_type, "Content-Length": str(len(body))}, body)
+
+    def get(self, path: str) -> UpstreamAnswer:
+        """GET one of MLflow's scoring API paths (/ping, /health, /version)."""
+        return self._send("GET", self._base_url + path, {}, None)
+
+    def _send(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamAnswer:
         # Built directly: Session.request would re-merge settings, cookies and the environment on
         # every call. send() is what the requests instrumentation wraps, so spans are unchanged.
         prepared = PreparedRequest()
-        prepared.method = "POST"
-        prepared.url = self._url
-        prepared.headers = CaseInsensitiveDict(
-            {"Content-Type": content_type, "Content-Length": str(len(body)), **_FIXED_HEADERS}
-        )
+        prepared.method = method
+        prepared.url = url
+        prepared.headers = CaseInsensitiveDict({**headers, **_FIXED_HEADERS})
         prepared.body = body
         prepared.hooks = self._hooks
         try:
