@@ -17,6 +17,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+import mlflow_models
 from inferwatch.stack.demo_model import save_demo_model
 from inferwatch.stack.processes import (
     CollectorPorts,
@@ -140,6 +141,31 @@ def regressor_mlflow(regressor_model) -> Iterator[MlflowServer]:
     server = MlflowServer(regressor_model, free_port(), regressor_model.parent / "mlflow.log").start()
     yield server
     server.stop()
+
+
+def _served(save, tmp_path_factory, name: str) -> Iterator[MlflowServer]:
+    directory = save(tmp_path_factory.mktemp(name) / "model")
+    server = MlflowServer(directory, free_port(), directory.parent / "mlflow.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mixed_mlflow(tmp_path_factory) -> Iterator[MlflowServer]:
+    """A scikit-learn pipeline on text (non-ASCII), integer, float and boolean columns, with its profile."""
+    yield from _served(mlflow_models.save_mixed_model, tmp_path_factory, "mixed")
+
+
+@pytest.fixture(scope="session")
+def genai_mlflow(tmp_path_factory) -> Iterator[MlflowServer]:
+    """A GenAI pyfunc from code answering chat, completion and embedding bodies (tests/models/genai_model.py)."""
+    yield from _served(mlflow_models.save_genai_model, tmp_path_factory, "genai")
+
+
+@pytest.fixture(scope="session")
+def tensor_mlflow(tmp_path_factory) -> Iterator[MlflowServer]:
+    """A pyfunc whose signature takes two named float tensors (tests/models/tensor_model.py)."""
+    yield from _served(mlflow_models.save_tensor_model, tmp_path_factory, "tensor")
 
 
 def tunable_payload(rows: int = 1, **params) -> dict:
