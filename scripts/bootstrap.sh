@@ -19,7 +19,7 @@ if [ ! -x "$venv/.ready" ]; then
   rm -rf "$venv"
   "$python" -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip setuptools >&2
-  "$venv/bin/pip" install --quiet -c "$root/requirements.lock" "$root[demo,test,render]" >&2
+  "$venv/bin/pip" install --quiet -c "$root/requirements.lock" "$root[demo,test,render,parquet]" >&2
   "$venv/bin/pip" uninstall --quiet --yes inferwatch >&2
   printf '#!/bin/sh\n' > "$venv/.ready" && chmod +x "$venv/.ready"
 fi
