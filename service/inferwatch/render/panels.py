@@ -395,6 +395,14 @@ def predictions(t: Thresholds) -> Row:
             "upstream_unavailable, upstream_timeout, upstream_error.",
             "reqps", [Query(sum_rate(t, "prediction_failure_by_reason_total", chosen(), "reason"),
                             legend(t, "reason"))], width=8),
+        timeseries(
+            "Predictions by input format",
+            "How do clients send their predictions? Prediction requests per second by model and input "
+            "format: dataframe_split, dataframe_records, instances, inputs, chat, completions, "
+            "embeddings, csv, parquet, and other (a body MLflow will refuse, or one the proxy refused "
+            "before reading it).",
+            "reqps", [Query(sum_rate(t, "prediction_requests_by_format_total", chosen(), "format"),
+                            legend(t, "format"))], width=24),
     ))
 
 
