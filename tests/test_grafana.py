@@ -206,7 +206,7 @@ def test_units_match_what_each_metric_measures():
     assert units["percent"] == ["CPU usage", "Memory used", "Disk used"]
     assert units["mbytes"] == ["Memory used (MiB)"]  # Grafana's mbytes is MiB (decmbytes is MB)
     assert units["s"] == ["p95 latency, 5m (alert view)", "Request latency p50 / p95 / p99",
-                          "Model time vs proxy time (p95)"]
+                          "Model time vs proxy time (p95)", "GenAI duration p95 by operation"]
     assert "Prediction success rate" in units["percentunit"] and "Request rate by route" in units["reqps"]
 
 
@@ -473,6 +473,7 @@ class LiveStack:
     foreign: ForeignExporter
     prometheus: PrometheusServer
     queries: DashboardQueries
+    genai: Proxy | None = None  # in front of a GenAI pyfunc: the GenAI row has data too
 
 
 def start_live_proxy(upstream: str, model_dir: Path, workdir: Path) -> Proxy:
@@ -486,10 +487,10 @@ def start_live_proxy(upstream: str, model_dir: Path, workdir: Path) -> Proxy:
 
 
 @pytest.fixture(scope="module")
-def live(mlflow_server, demo_model, regressor_mlflow, regressor_model, tmp_path_factory) -> LiveStack:
-    """Proxies before the demo classifier and a regressor, scraped directly as job fraud-model,
-    beside another team's exporter of the same names; Prometheus (1 s scrapes, the committed
-    rules) on all three."""
+def live(mlflow_server, demo_model, regressor_mlflow, regressor_model, genai_mlflow, tmp_path_factory) -> LiveStack:
+    """Proxies before the demo classifier, a regressor and a GenAI pyfunc, scraped directly as job
+    fraud-model, beside another team's exporter of the same names; Prometheus (1 s scrapes, the
+    committed rules) on all four."""
     workdir = tmp_path_factory.mktemp("grafana-live")
     proxies: list[Proxy] = []
     foreign = ForeignExporter()
@@ -497,8 +498,9 @@ def live(mlflow_server, demo_model, regressor_mlflow, regressor_model, tmp_path_
     try:
         proxies.append(start_live_proxy(mlflow_server.url, demo_model, workdir))
         proxies.append(start_live_proxy(regressor_mlflow.url, regressor_model, workdir))
+        proxies.append(start_live_proxy(genai_mlflow.url, genai_mlflow.model_dir, workdir))
         prometheus = start_prometheus([f"127.0.0.1:{p.port}" for p in proxies], workdir / "prometheus", foreign)
-        stack = LiveStack(proxies[0], proxies[1], foreign, prometheus, DashboardQueries(prometheus))
+        stack = LiveStack(proxies[0], proxies[1], foreign, prometheus, DashboardQueries(prometheus), proxies[2])
         send_traffic(stack)
         # The module runs for minutes; rate() over the test's 1m window needs traffic in it.
         stop = threading.Event()
@@ -570,7 +572,8 @@ def keep_traffic_flowing(stack: LiveStack, stop: threading.Event, limit: int = 1
 
 
 def send_feedback(stack: LiveStack) -> None:
-    """Predictions with their true labels, for the classifier and the regressor."""
+    """Predictions with their true labels, for the classifier and the regressor; a chat cut off by
+    its token limit, a completion, an embedding and a failing chat with ratings, for the GenAI model."""
     classifier = stack.proxy.post(json=SEED_EXAMPLE)
     assert stack.proxy.post("/feedback", json={"token": classifier.headers[TOKEN_HEADER],
                                                "label": 1}).status_code == 200
@@ -580,12 +583,22 @@ def send_feedback(stack: LiveStack) -> None:
         assert regression.status_code == 200, regression.text
         assert stack.regressor.post("/feedback", json={"token": regression.headers[TOKEN_HEADER],
                                                        "label": label}).status_code == 200
+    if stack.genai is not None:
+        for body, rating in [({"messages": [{"role": "user", "content": "tell me a long story"}], "max_tokens": 2},
+                              {"rating": "up"}),
+                             ({"prompt": "once upon a time"}, {"score": 2}), ({"input": "embed this"}, None)]:
+            answer = stack.genai.post(json=body)
+            assert answer.status_code == 200, answer.text
+            if rating is not None:
+                assert stack.genai.post("/feedback", json={"token": answer.headers[TOKEN_HEADER],
+                                                           **rating}).status_code == 200
+        assert stack.genai.post(json={"messages": [{"role": "user", "content": "x"}], "fail": True}).status_code == 400
 
 
 @pytest.mark.slow
 def test_every_dashboard_query_runs_and_returns_data_from_the_real_service(live):
     expressions = panel_expressions(dashboard())
-    assert len(expressions) == 51
+    assert len(expressions) == 60
     assert live.queries.wait_for_data(expressions, LIVE_TIMEOUT) == {}
 
 
@@ -593,8 +606,8 @@ def test_every_dashboard_query_runs_and_returns_data_from_the_real_service(live)
 def test_every_template_variable_lists_values_from_the_real_service_and_no_other_job(live):
     values = live.queries.resolve_variables()
     assert values["job"] == [LIVE_JOB], values
-    # the classifier's proxy and the regressor's
-    assert values["instance"] == sorted(f"127.0.0.1:{p.port}" for p in (live.proxy, live.regressor)), values
+    # the classifier's proxy, the regressor's and the GenAI model's
+    assert values["instance"] == sorted(f"127.0.0.1:{p.port}" for p in (live.proxy, live.regressor, live.genai)), values
     assert {"/predict", "unmatched"} <= set(values["route"]), values
 
 

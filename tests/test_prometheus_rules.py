@@ -86,7 +86,7 @@ def expressions(text: str) -> list[str]:
 
 
 # Every series name a rule may select.
-SELECTED = sorted({*(m.prometheus_name + suffix for m in MAPPINGS for suffix in ("", "_bucket", "_count")),
+SELECTED = sorted({*(m.prometheus_name + suffix for m in MAPPINGS for suffix in ("", "_bucket", "_count", "_sum")),
                    "up", MARKER_METRIC}, key=len, reverse=True)
 RECORDED = {rule["record"] for text in rule_files().values() for group in yaml.safe_load(text)["groups"]
             for rule in group["rules"] if "record" in rule}

@@ -24,6 +24,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from inferwatch.contract import genai
+
 # OpenTelemetry instrument names the service emits (semantic conventions where one exists).
 HTTP_SERVER_DURATION = "http.server.request.duration"
 # The MLflow call, as the requests instrumentation measures it around each upstream request.
@@ -144,6 +146,10 @@ _HTTP_DEFAULTS = {"route": UNMATCHED_ROUTE}
 # versions side by side (a canary) stay apart.
 _MODEL_LABELS = {MODEL_NAME: "model", MODEL_VERSION: "model_version"}
 _FEATURE_LABELS = {**_MODEL_LABELS, MODEL_FEATURE: "feature"}
+# GenAI series: the model, the operation (chat, text_completion, embeddings) and the model that
+# answered as the answer names it (bounded: genai.MAX_RESPONSE_MODELS, then "other").
+_GEN_AI_LABELS = {**_MODEL_LABELS, genai.GEN_AI_OPERATION_NAME: "operation",
+                  genai.GEN_AI_RESPONSE_MODEL: "response_model"}
 
 MAPPINGS: tuple[MetricMapping, ...] = (
     MetricMapping(
@@ -211,6 +217,51 @@ MAPPINGS: tuple[MetricMapping, ...] = (
         "Prediction requests by input format (dataframe_split, ..., chat, completions, embeddings, csv, "
         "parquet, other); they sum to success plus failure.",
         labels={**_MODEL_LABELS, MODEL_INPUT_FORMAT: "format"},
+    ),
+    MetricMapping(
+        genai.GEN_AI_CLIENT_TOKEN_USAGE,
+        "gen_ai_client_token_usage",
+        PrometheusType.HISTOGRAM,
+        "Tokens per GenAI request as the model reported them (usage), by operation and token type "
+        "(input, output); the semantic conventions' buckets.",
+        labels=_GEN_AI_LABELS | {genai.GEN_AI_TOKEN_TYPE: "token_type"},
+    ),
+    MetricMapping(
+        genai.GEN_AI_CLIENT_OPERATION_DURATION,
+        "gen_ai_client_operation_duration_seconds",
+        PrometheusType.HISTOGRAM,
+        "Duration of the MLflow call of a GenAI request in seconds, by operation; error_type on failures.",
+        labels=_GEN_AI_LABELS | {ERROR_TYPE: "error_type"},
+    ),
+    MetricMapping(
+        genai.GEN_AI_FINISH_REASONS,
+        "gen_ai_response_finish_reasons_total",
+        PrometheusType.COUNTER,
+        "Choices of GenAI answers by finish reason (stop, length, content_filter, tool_calls, "
+        "function_call, other).",
+        labels={**_MODEL_LABELS, genai.GEN_AI_OPERATION_NAME: "operation", genai.GEN_AI_FINISH_REASON: "reason"},
+    ),
+    MetricMapping(
+        genai.GEN_AI_USAGE_MISSING,
+        "gen_ai_usage_missing_total",
+        PrometheusType.COUNTER,
+        "Answered GenAI requests whose answer reported no token usage (nothing is guessed for them).",
+        labels={**_MODEL_LABELS, genai.GEN_AI_OPERATION_NAME: "operation"},
+    ),
+    MetricMapping(
+        genai.GEN_AI_RATINGS,
+        "gen_ai_feedback_ratings_total",
+        PrometheusType.COUNTER,
+        "Ratings of GenAI answers received on POST /feedback.",
+        labels={**_MODEL_LABELS, genai.GEN_AI_OPERATION_NAME: "operation"},
+    ),
+    MetricMapping(
+        genai.GEN_AI_SATISFACTION,
+        "gen_ai_feedback_satisfaction_total",
+        PrometheusType.COUNTER,
+        "Sum of the ratings of GenAI answers, each from 0 (thumbs down, the lowest score) to 1 "
+        "(thumbs up, the highest): over gen_ai_feedback_ratings_total, the satisfaction rate.",
+        labels={**_MODEL_LABELS, genai.GEN_AI_OPERATION_NAME: "operation"},
     ),
     MetricMapping(
         SYSTEM_CPU_UTILIZATION,

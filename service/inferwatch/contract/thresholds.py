@@ -108,6 +108,25 @@ class Thresholds:
     # ... for this long (a burst, not one bad client request).
     violation_for: str = "2m"
 
+    # GenAI models (rules/genai.yml, docs/genai.md). GenAiAnswersCutOff: the share of GenAI answer
+    # choices that stopped at the token limit (finish reason "length") above this ...
+    genai_cutoff_ratio: float = 0.2
+    # ... over this window (also the window of the GenAI row's rates and quantiles) ...
+    genai_window: str = "5m"
+    # ... once the window holds at least this many choices (a few long prompts are not a trend) ...
+    genai_min_choices: int = 20
+    # ... for this long.
+    genai_cutoff_for: str = "10m"
+    # GenAiSatisfactionLow: the mean rating of a model's GenAI answers (0 thumbs down or the
+    # lowest score, 1 thumbs up or the highest) below this ...
+    genai_satisfaction_floor: float = 0.7
+    # ... over this window ...
+    genai_satisfaction_window: str = "1h"
+    # ... once at least this many ratings arrived in it ...
+    genai_min_ratings: int = 20
+    # ... for this long.
+    genai_satisfaction_for: str = "15m"
+
     # HighPredictionLatency's pointer to the slow traces: a Jaeger search for the alerting job's
     # traces (its service.name, as `job` is through the collector) at least latency_seconds
     # long (the collector keeps every trace that slow).

@@ -21,6 +21,7 @@ Every answer of the app carries ``traceparent`` and ``X-Request-Id`` (see
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from inferwatch.proxy.access_log import AccessLog
 from inferwatch.proxy.config import Settings, load_settings
 from inferwatch.proxy.errors import error_body
 from inferwatch.proxy.feedback import FeedbackEndpoint, FeedbackTokens, load_key
+from inferwatch.proxy.genai import Conventions, GenAiTelemetry
 from inferwatch.proxy.host import HostSampler, RequestRate
 from inferwatch.proxy.in_flight import InFlight
 from inferwatch.proxy.model import load_model_identity
@@ -75,7 +77,9 @@ def create_app(
     # With telemetry off (OTEL_SDK_DISABLED) nothing would read the counts: only the tokens stay.
     recorder = QualityRecorder(identity, meter) if settings.model_quality and telemetry.enabled else None
     observer = AnswerObserver(recorder, tokens if settings.model_quality else None)
-    predictor = Predictor(settings, upstream, counts, observer)
+    genai = (GenAiTelemetry(identity, meter, Conventions.from_environment(os.environ, settings.genai_capture_content))
+             if telemetry.enabled else None)
+    predictor = Predictor(settings, upstream, counts, observer, genai)
     rate = RequestRate()
     sampler = HostSampler(settings.host_metrics_interval, settings.disk_path, on_tick=(rate.tick,),
                           report_host=worker == 1)
@@ -90,7 +94,7 @@ def create_app(
     for route in SCORING_API_ROUTES:
         app.add_url_rule(route, endpoint=route, view_func=scoring.handle, methods=["GET"])
     if settings.model_quality:
-        feedback = FeedbackEndpoint(tokens, identity, meter, settings.client_timeout)
+        feedback = FeedbackEndpoint(tokens, identity, meter, settings.client_timeout, settings.feedback_score_max)
         app.add_url_rule("/feedback", endpoint="/feedback", view_func=feedback.handle, methods=["POST"])
     _install_hooks(app, rate, access_log)
 

@@ -35,6 +35,8 @@ environment variable                       flag                           defaul
 ``INFERWATCH_FEEDBACK_KEY_FILE``           ``--feedback-key-file``        none (a key per process)
 ``INFERWATCH_FEEDBACK_MAX_AGE``            ``--feedback-max-age``         ``86400`` (seconds)
 ``INFERWATCH_FEEDBACK_MAX_ROWS``           ``--feedback-max-rows``        ``100``
+``INFERWATCH_FEEDBACK_SCORE_MAX``          ``--feedback-score-max``       ``5`` (GenAI ratings: scores 1 to this)
+``INFERWATCH_GENAI_CAPTURE_CONTENT``       ``--genai-capture-content``    ``false`` (prompt and answer text on spans)
 =========================================  =============================  ========================
 
 A client may stay silent for ``INFERWATCH_CLIENT_TIMEOUT`` seconds while it sends a request
@@ -52,8 +54,11 @@ of every prediction series) and where its reference profile is: ``--model-dir`` 
 ``--model-uri``) is the MLflow model directory (the one with ``MLmodel``), whose signature and
 ``inferwatch-profile.json`` are read; ``--model-profile`` names the profile file alone, for a
 proxy that cannot see the model's files. ``--model-quality false`` turns the per-prediction
-quality counting off. The feedback key (a file shared by every instance) signs the feedback
-token each prediction answer carries; see docs/model-quality.md.
+quality counting off. A GenAI answer's feedback token takes a rating, thumbs up or down or a
+score from 1 to ``--feedback-score-max``; ``--genai-capture-content`` records prompt and answer
+text on the MLflow call's span (off by default; see docs/genai.md). The feedback key (a file
+shared by every instance) signs the feedback token each prediction answer carries; see
+docs/model-quality.md.
 
 ``INFERWATCH_WORKERS`` above 1 runs several worker processes for a host with several cores. Each
 worker counts its own requests, so their metrics are exact only where they are kept apart and
@@ -167,6 +172,13 @@ def _boolean(text: str) -> bool:
     return value in ("true", "1", "yes", "on")
 
 
+def _score_max(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise ValueError("expected a whole number of 2 or more (scores go from 1 to it)")
+    return value
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in logging.getLevelNamesMapping():
@@ -203,6 +215,8 @@ class Settings:
     feedback_key_file: str = ""
     feedback_max_age: float = 86400.0
     feedback_max_rows: int = 100
+    feedback_score_max: int = 5
+    genai_capture_content: bool = False
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -247,6 +261,8 @@ PARSERS: Mapping[str, Callable[[str], Any]] = {
     "feedback_key_file": _token_file,
     "feedback_max_age": _positive_float,
     "feedback_max_rows": _positive_int,
+    "feedback_score_max": _score_max,
+    "genai_capture_content": _boolean,
 }
 
 

@@ -12,14 +12,24 @@ When the true labels are known, the client sends them with the token::
     POST /feedback  {"token": "<the header>", "labels": [1, 0, null]}   # one per row; null: unknown
     POST /feedback  {"token": "<the header>", "label": 1}                # a one-row prediction
 
-and any instance that shares the key (``--feedback-key-file``) verifies the token and counts the
+A GenAI answer (chat, completion, embeddings) carries a token too (``"k": "g"`` and the
+operation instead of predictions), which takes a rating instead of labels::
+
+    POST /feedback  {"token": "<the header>", "rating": "up"}    # or "down"
+    POST /feedback  {"token": "<the header>", "score": 4}        # 1 to --feedback-score-max
+
+counted in ``gen_ai_feedback_ratings_total`` and, as a share from 0 (down, the lowest score) to 1
+(up, the highest), in ``gen_ai_feedback_satisfaction_total``: their ratio is the satisfaction rate.
+
+Any instance that shares the key (``--feedback-key-file``) verifies the token and counts the
 labels, with nothing kept in memory: ``model_feedback_labels_total``, and
 ``model_feedback_correct_total`` for classes or ``model_feedback_absolute_error`` (histogram) and
 ``model_feedback_squared_error_total`` for regressors. Without a key file each process makes its
 own key: feedback must then reach the instance that answered the prediction.
 
-Answers: 200 ``{"request_id", "model", "model_version", "labels"}``; 400 ``invalid_json``,
-``invalid_feedback`` (shape, label count), ``invalid_label``, ``invalid_token`` (not a token);
+Answers: 200 ``{"request_id", "model", "model_version", "labels"}`` (``"satisfaction"`` for a
+rating); 400 ``invalid_json``, ``invalid_feedback`` (shape, label count), ``invalid_label``,
+``invalid_rating``, ``invalid_token`` (not a token);
 404 ``unknown_prediction`` (the MAC does not verify: not issued with this key); 409
 ``wrong_model`` (issued for another model or version); 410 ``token_expired`` (older than
 ``--feedback-max-age``); 413 ``payload_too_large``; 415 ``unsupported_media_type``; and, as for a
@@ -47,6 +57,7 @@ from flask import Response, request
 from opentelemetry.metrics import Meter
 
 from inferwatch.contract import metrics as mm
+from inferwatch.contract.genai import GEN_AI_OPERATION_NAME, GEN_AI_RATINGS, GEN_AI_SATISFACTION, OPERATIONS
 from inferwatch.contract.profile import CLASSES, category_key
 from inferwatch.proxy import request_body
 from inferwatch.proxy.config import Settings
@@ -58,11 +69,13 @@ TOKEN_VERSION = "v1"
 MAX_BODY_BYTES = 64 * 1024
 # Absolute-error histogram edges when the profile gives none.
 DEFAULT_ERROR_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100)
-CLASSIFICATION, REGRESSION = "c", "r"
+CLASSIFICATION, REGRESSION, GENAI = "c", "r", "g"
+# A GenAI answer's rating: thumbs up or down, or a score from 1 to --feedback-score-max.
+RATINGS = {"up": 1.0, "down": 0.0}
 
 REJECTION_REASONS = (
     "payload_too_large", "unsupported_media_type", "invalid_json", "invalid_feedback", "invalid_label",
-    "invalid_token", "unknown_prediction", "wrong_model", "token_expired",
+    "invalid_token", "unknown_prediction", "wrong_model", "token_expired", "invalid_rating",
     # the body itself, as proxy.request_body reads it
     "invalid_input", "incomplete_body", "client_timeout",
 )
@@ -114,6 +127,15 @@ class FeedbackTokens:
             return None
         claims = {"id": request_id, "m": self._identity.name, "v": self._identity.version,
                   "t": int(time.time() if now is None else now), "k": task, "p": values}
+        return self._signed(claims)
+
+    def issue_rating(self, request_id: str, operation: str, now: float | None = None) -> str:
+        """The token of a GenAI answer: it takes a rating, not labels."""
+        claims = {"id": request_id, "m": self._identity.name, "v": self._identity.version,
+                  "t": int(time.time() if now is None else now), "k": GENAI, "o": operation}
+        return self._signed(claims)
+
+    def _signed(self, claims: dict) -> str:
         signed = TOKEN_VERSION + "." + _b64(json.dumps(claims, separators=(",", ":")).encode())
         return signed + "." + _b64(self._mac(signed))
 
@@ -151,6 +173,21 @@ def _labels(document: object, rows: int) -> list:
     return labels
 
 
+def satisfaction(document: dict, score_max: int) -> float:
+    """A rating as a share from 0 to 1: thumbs up 1, down 0; a score s of 1..max is (s - 1) / (max - 1)."""
+    if ("rating" in document) == ("score" in document) or "labels" in document or "label" in document:
+        raise _rejected(400, "invalid_feedback", 'a GenAI answer takes {"token": ..., "rating": "up" or "down"} '
+                        f'or {{"token": ..., "score": 1 to {score_max}}}')
+    if "rating" in document:
+        if document["rating"] not in RATINGS:
+            raise _rejected(400, "invalid_rating", 'rating must be "up" or "down"')
+        return RATINGS[document["rating"]]
+    score = document["score"]
+    if type(score) not in (int, float) or not 1 <= score <= score_max:
+        raise _rejected(400, "invalid_rating", f"score must be a number from 1 to {score_max}")
+    return (score - 1) / (score_max - 1)
+
+
 def _judge(claims: dict, labels: list) -> tuple[int, int, list[float]]:
     """(labels given, correct, absolute errors); :class:`ProxyError` for a label of the wrong kind."""
     given = correct = 0
@@ -173,9 +210,11 @@ def _judge(claims: dict, labels: list) -> tuple[int, int, list[float]]:
 class FeedbackEndpoint:
     """``POST /feedback``: verifies the token, counts the labels."""
 
-    def __init__(self, tokens: FeedbackTokens, identity: ModelIdentity, meter: Meter, client_timeout: float):
+    def __init__(self, tokens: FeedbackTokens, identity: ModelIdentity, meter: Meter, client_timeout: float,
+                 score_max: int = 5):
         self._tokens = tokens
         self._client_timeout = client_timeout
+        self._score_max = score_max
         self._identity = identity
         model = identity.attributes
         self._model = model
@@ -191,9 +230,15 @@ class FeedbackEndpoint:
         self._rejected = meter.create_counter(mm.MODEL_FEEDBACK_REJECTED, unit="{request}",
                                               description="Feedback requests refused, by reason.")
         self._reason_attributes = {reason: {**model, mm.ERROR_TYPE: reason} for reason in REJECTION_REASONS}
+        self._ratings = meter.create_counter(GEN_AI_RATINGS, unit="{rating}", description="Ratings of GenAI answers.")
+        self._satisfaction = meter.create_counter(GEN_AI_SATISFACTION, unit="1",
+                                                  description="Sum of GenAI answers' ratings, each from 0 to 1.")
         self._labels.add(0, model)
         if prediction is None or prediction.kind == CLASSES:  # a regressor has no "correct" series
             self._correct.add(0, model)
+        for operation in OPERATIONS.values():
+            self._ratings.add(0, {**model, GEN_AI_OPERATION_NAME: operation})
+            self._satisfaction.add(0, {**model, GEN_AI_OPERATION_NAME: operation})
         for attributes in self._reason_attributes.values():
             self._rejected.add(0, attributes)
 
@@ -224,6 +269,8 @@ class FeedbackEndpoint:
         if not isinstance(document, dict) or "token" not in document:
             raise _rejected(400, "invalid_feedback", 'expected {"token": ..., "labels": [...]}')
         claims = self._tokens.verify(document["token"])
+        if claims["k"] == GENAI:
+            return self._rate(claims, document)
         given, correct, errors = _judge(claims, _labels(document, len(claims["p"])))
         self._labels.add(given, self._model)
         if claims["k"] == CLASSIFICATION:
@@ -233,4 +280,12 @@ class FeedbackEndpoint:
                 self._absolute.record(error, self._model)
             self._squared.add(sum(e * e for e in errors), self._model)
         answer = {"request_id": claims["id"], "model": claims["m"], "model_version": claims["v"], "labels": given}
+        return Response(json.dumps(answer), status=200, content_type="application/json")
+
+    def _rate(self, claims: dict, document: dict) -> Response:
+        share = satisfaction(document, self._score_max)
+        attributes = {**self._model, GEN_AI_OPERATION_NAME: claims["o"]}
+        self._ratings.add(1, attributes)
+        self._satisfaction.add(share, attributes)
+        answer = {"request_id": claims["id"], "model": claims["m"], "model_version": claims["v"], "satisfaction": share}
         return Response(json.dumps(answer), status=200, content_type="application/json")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from flask import Response, g, request
 from opentelemetry import trace
@@ -35,6 +36,7 @@ from inferwatch.contract.metrics import ERROR_TYPE
 from inferwatch.proxy import errors, request_body
 from inferwatch.proxy.config import Settings
 from inferwatch.proxy.errors import PredictionOutcome, ProxyError, error_body
+from inferwatch.proxy.genai import GenAiTelemetry
 from inferwatch.proxy.outcomes import PredictionCounts
 from inferwatch.proxy.prediction import PredictionRequest, format_of_content_type, read_prediction
 from inferwatch.proxy.quality import AnswerObserver
@@ -64,18 +66,25 @@ class Predictor:
     """Forwards a prediction, relays MLflow's answer, and counts the outcome once."""
 
     def __init__(self, settings: Settings, upstream: UpstreamClient, counts: PredictionCounts,
-                 observer: AnswerObserver | None = None):
+                 observer: AnswerObserver | None = None, genai: GenAiTelemetry | None = None):
         self._limit = settings.max_body_bytes
         self._client_timeout = settings.client_timeout
         self._upstream = upstream
         self._counts = counts
         self._observer = observer or AnswerObserver(None, None)
+        self._genai = genai
 
     def handle(self) -> Response:
-        prediction = None
+        prediction = call = None
+        seconds = None
         try:
             prediction = self._read()
-            answer = self._upstream.invoke(prediction.body, prediction.content_type)
+            call = self._genai.call_for(prediction) if self._genai is not None else None
+            started = time.perf_counter()
+            try:
+                answer = self._upstream.invoke(prediction.body, prediction.content_type, call)
+            finally:
+                seconds = time.perf_counter() - started  # the MLflow call, answered or not
             response, outcome = relay(answer, prediction)
             self._observer.after(prediction, response)
         except ProxyError as error:
@@ -87,6 +96,9 @@ class Predictor:
         fmt = prediction.format if prediction is not None else _format_before_the_body()
         self._counts.count(outcome, fmt)
         _annotate(trace.get_current_span(), outcome, fmt, prediction.rows if prediction is not None else None)
+        if call is not None:
+            self._genai.record(call, outcome, seconds,
+                               response.get_data() if outcome is PredictionOutcome.SUCCESS else None)
         response.outcome = outcome
         return response
 

@@ -45,6 +45,7 @@ from flask import Response
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from inferwatch.contract import metrics as mm
+from inferwatch.contract.genai import OPERATIONS
 from inferwatch.contract.inputs import InputFormat
 from inferwatch.contract.profile import NUMERIC, NUMERIC_TYPES, OTHER, Distribution, category_key
 from inferwatch.proxy.feedback import TOKEN_HEADER, FeedbackTokens
@@ -547,12 +548,20 @@ class AnswerObserver:
     def after(self, prediction: PredictionRequest, response: Response) -> None:
         """Count the request; give an answered one its feedback token. Never raises.
 
-        LLM answers (unwrapped OpenAI-shaped JSON) are not read here: they carry no predictions.
+        LLM answers (unwrapped OpenAI-shaped JSON) are not read here (they carry no predictions;
+        :mod:`inferwatch.proxy.genai` reads them): they get a token that takes a rating.
         """
         try:
             answered = response.status_code == 200
+            if prediction.format.is_llm:
+                if answered and self._tokens is not None:
+                    response.headers[TOKEN_HEADER] = self._tokens.issue_rating(
+                        prediction.request_id, OPERATIONS[prediction.format])
+                if self._recorder is not None:
+                    self._recorder.observe(prediction, answered, None)
+                return
             predictions = None
-            if answered and self._reads_answers and not prediction.format.is_llm:
+            if answered and self._reads_answers:
                 try:
                     predictions = read_predictions(response.get_data())
                 except Unreadable:

@@ -32,7 +32,9 @@ Environment (the standard OpenTelemetry variables):
                                        ``service.instance.id`` when set
 ``INFERWATCH_PORT``                    the port in the default ``service.instance.id``
 ``OTEL_SDK_DISABLED``                  ``true`` records nothing (the benchmark's telemetry-off mode)
-``OTEL_SEMCONV_STABILITY_OPT_IN``      forced to ``http``: the contract is built on the stable names
+``OTEL_SEMCONV_STABILITY_OPT_IN``      ``http`` always (the contract is built on the stable HTTP names);
+                                       ``gen_ai_latest_experimental`` kept: the GenAI conventions'
+                                       latest version (:mod:`inferwatch.contract.genai`)
 =====================================  ==========================================================
 
 ``service.instance.id`` (the ``instance`` label through the collector) defaults to a name a
@@ -93,10 +95,12 @@ from inferwatch.proxy.config import Settings, env_name, otlp_export_enabled, tel
 from inferwatch.proxy.exemplars import ExemplarMarks, KeptTraceExemplarFilter, latest_per_bucket
 from inferwatch.proxy.exposition import BucketExemplars, ExemplarCollector
 from inferwatch.proxy.translate import to_prometheus
+from inferwatch.proxy.upstream import request_hook, response_hook
 
 log = logging.getLogger(__name__)
 
 POD_NAME_VARIABLE = "K8S_POD_NAME"
+SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
 
 
 class WithoutInstruments:
@@ -275,7 +279,10 @@ def setup_telemetry(
     process-wide; it is re-bound to the newest providers, and undone by :meth:`Telemetry.shutdown`.
     """
     environ = os.environ if environ is None else environ
-    os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "http"
+    # The Flask and requests instrumentations read it from os.environ; the user's other opt-ins
+    # (gen_ai_latest_experimental) are kept.
+    opted_in = {part.strip() for part in os.environ.get(SEMCONV_OPT_IN, "").split(",")}
+    os.environ[SEMCONV_OPT_IN] = ",".join(sorted({p for p in opted_in if p and not p.startswith("http")} | {"http"}))
     registry = CollectorRegistry(auto_describe=True)
     if telemetry_disabled(environ):
         return Telemetry(trace.NoOpTracerProvider(), metrics.NoOpMeterProvider(), registry, enabled=False)
@@ -317,7 +324,8 @@ def setup_telemetry(
     requests_instrumentor = RequestsInstrumentor()
     if requests_instrumentor.is_instrumented_by_opentelemetry:
         requests_instrumentor.uninstrument()
-    requests_instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    requests_instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider,
+                                     request_hook=request_hook, response_hook=response_hook)
 
     telemetry = Telemetry(tracer_provider, meter_provider, registry, enabled=True, exemplar_marks=exemplar_marks)
     telemetry._shutdown_hooks.extend(

@@ -12,7 +12,9 @@ connection refused or reset -> 503, connect or read timeout (also in the middle 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import requests
 import urllib3
@@ -59,6 +61,38 @@ class _OneServerAdapter(HTTPAdapter):
 
 
 NO_PROXIES: dict[str, str] = {}  # given to send(), so requests does not resolve proxies per call
+# The attribute of a PreparedRequest that carries its call's telemetry to the span hooks.
+CALL_ATTRIBUTE = "inferwatch_call"
+
+log = logging.getLogger(__name__)
+
+
+class SpanAnnotations(Protocol):
+    """What a call can add to the client span of its MLflow request (e.g. a GenAI call)."""
+
+    def on_request(self, span) -> None: ...
+
+    def on_response(self, span, status: int, body: bytes) -> None: ...
+
+
+def request_hook(span, request) -> None:
+    """The requests instrumentation's hook as the client span starts: the call's annotations."""
+    call = getattr(request, CALL_ATTRIBUTE, None)
+    if call is not None:
+        try:
+            call.on_request(span)
+        except Exception:  # noqa: BLE001 - telemetry never breaks a request
+            log.exception("annotating the MLflow call's span failed")
+
+
+def response_hook(span, request, response) -> None:
+    """The requests instrumentation's hook as the client span ends, with MLflow's answer."""
+    call = getattr(request, CALL_ATTRIBUTE, None)
+    if call is not None:
+        try:
+            call.on_response(span, response.status_code, response.content)
+        except Exception:  # noqa: BLE001 - telemetry never breaks a request
+            log.exception("annotating the MLflow call's span failed")
 
 
 @dataclass(frozen=True)
@@ -91,15 +125,18 @@ class UpstreamClient:
         self._ping_pool = urllib3.PoolManager(num_pools=1, maxsize=2, retries=False)
         self._ping_timeout = urllib3.Timeout(connect=settings.ready_timeout, read=settings.ready_timeout)
 
-    def invoke(self, body: bytes, content_type: str) -> UpstreamAnswer:
-        """POST a prediction to MLflow's /invocations: the body and its content type, nothing else."""
-        return self._send("POST", self._url, {"Content-Type": content_type, "Content-Length": str(len(body))}, body)
+    def invoke(self, body: bytes, content_type: str, call: SpanAnnotations | None = None) -> UpstreamAnswer:
+        """POST a prediction to MLflow's /invocations: the body and its content type, nothing else.
+        ``call`` annotates the client span (:func:`request_hook`, :func:`response_hook`)."""
+        return self._send("POST", self._url, {"Content-Type": content_type, "Content-Length": str(len(body))}, body,
+                          call)
 
     def get(self, path: str) -> UpstreamAnswer:
         """GET one of MLflow's scoring API paths (/ping, /health, /version)."""
         return self._send("GET", self._base_url + path, {}, None)
 
-    def _send(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamAnswer:
+    def _send(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
+              call: SpanAnnotations | None = None) -> UpstreamAnswer:
         # Built directly: Session.request would re-merge settings, cookies and the environment on
         # every call. send() is what the requests instrumentation wraps, so spans are unchanged.
         prepared = PreparedRequest()
@@ -108,6 +145,8 @@ class UpstreamClient:
         prepared.headers = CaseInsensitiveDict({**headers, **_FIXED_HEADERS})
         prepared.body = body
         prepared.hooks = self._hooks
+        if call is not None:
+            setattr(prepared, CALL_ATTRIBUTE, call)
         try:
             response = self._session.send(prepared, timeout=self._timeout, allow_redirects=False, proxies=NO_PROXIES)
         except requests.Timeout:

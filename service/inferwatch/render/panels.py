@@ -25,10 +25,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from inferwatch.contract.genai import LENGTH
 from inferwatch.contract.slo import BURN_RATE_WINDOWS, PAGE, SLO
 from inferwatch.contract.thresholds import THRESHOLDS, Thresholds
 from inferwatch.render import promql, slo_rules
 from inferwatch.render.prometheus_rules import (
+    GenAiRecords,
     QualityRecords,
     failure_ratio_expr,
     jaeger_slow_traces_url,
@@ -54,6 +56,7 @@ GRAFANA_FROM_US = "${__from}000"
 GRAFANA_TO_US = "${__to}000"
 
 CPU_PANEL = "CPU usage"
+LENGTH_REASON = f'reason="{LENGTH}"'
 
 TIMESERIES_HEIGHT = 8
 STAT_HEIGHT = 5
@@ -514,6 +517,71 @@ def quality(t: Thresholds) -> Row:
     ))
 
 
+def genai(t: Thresholds) -> Row:
+    """GenAI models (chat, completions, embeddings): tokens, durations, cut-off answers, errors, ratings."""
+    r = GenAiRecords(t)
+
+    def recorded_series(name: str) -> str:
+        return promql.series(t, name, JOB_CHOSEN)
+
+    w, q = t.genai_window, "p" + percent(t.latency_quantile)
+    missing = sum_rate(t, "gen_ai_usage_missing_total", chosen(), "operation")
+    answered = sum_rate(t, "gen_ai_client_operation_duration_seconds_count", chosen('error_type=""'), "operation")
+    # The alerts' shares, over their windows, from the counters of the chosen models.
+    choices = sum_increase(t, "gen_ai_response_finish_reasons_total", w)
+    cut_off = (f"sum {promql.by(t)} ("
+               f"{promql.increase(t, 'gen_ai_response_finish_reasons_total', w, *chosen(LENGTH_REASON))})")
+    ratings = sum_increase(t, "gen_ai_feedback_ratings_total", t.genai_satisfaction_window)
+    satisfaction = sum_increase(t, "gen_ai_feedback_satisfaction_total", t.genai_satisfaction_window)
+    quantile = number(t.latency_quantile)
+    durations = sum_rate(t, "gen_ai_client_operation_duration_seconds_bucket", chosen(), "operation", "le")
+    duration_quantile = f"histogram_quantile({quantile}, {durations})"
+    tokens = sum_rate(t, "gen_ai_client_token_usage_bucket", chosen(), "token_type", "le")
+    tokens_quantile = f"histogram_quantile({quantile}, {tokens})"
+    return Row("GenAI", (
+        timeseries(
+            "Tokens per second, in and out",
+            "How many tokens does each GenAI model take in and give out? Input and output tokens per "
+            "second as the model's answers report them (usage), every instance summed; embeddings "
+            "have input tokens only.",
+            "short", [Query(recorded_series(r.tokens), legend(t, "token_type"))], width=8),
+        timeseries(
+            f"GenAI duration {q} by operation",
+            f"How long do chat, completion and embedding calls take? The {q} of the MLflow call "
+            f"(gen_ai.client.operation.duration) per operation (recorded over {w} as {r.duration}).",
+            "s", [Query(duration_quantile, legend(t, "operation"))], width=8),
+        timeseries(
+            "Answers cut off by the token limit",
+            f"How often does an answer stop at its token limit? The share of answer choices whose finish "
+            f"reason is length over {w}. GenAiAnswersCutOff fires above the line "
+            f"({percent(t.genai_cutoff_ratio)}%) once the window holds {t.genai_min_choices} choices.",
+            "percentunit", [Query(f"{cut_off}\n/\n({choices} > 0)", legend(t))],
+            steps=above(t.genai_cutoff_ratio), maximum=1, width=8),
+        timeseries(
+            "GenAI errors by type",
+            "Why do GenAI calls fail? Failed calls per second by model and error type (the prediction's "
+            "failure reason: model_rejected, upstream_timeout, ...).",
+            "reqps", [Query(recorded_series(r.errors), legend(t, "error_type"))], width=8),
+        timeseries(
+            "Tokens per request",
+            "How long are prompts and answers? Input and output tokens per request (the mean over "
+            f"{w}, and the {q}); and answered requests per second, and those whose answer reported no "
+            "usage (no tokens are guessed for them).",
+            "short", refs((recorded_series(r.tokens_per_request), legend(t, "token_type") + " mean"),
+                          (tokens_quantile, legend(t, "token_type") + f" {q}"),
+                          (missing, legend(t, "operation") + " without usage"),
+                          (answered, legend(t, "operation") + " answered")), width=8),
+        timeseries(
+            "User satisfaction",
+            f"Do users like the answers? The mean rating over {t.genai_satisfaction_window} (thumbs up "
+            "counts 1, down 0; a score from 1 to --feedback-score-max in between), from POST /feedback. "
+            f"GenAiSatisfactionLow fires below the line ({percent(t.genai_satisfaction_floor)}%) once "
+            f"{t.genai_min_ratings} ratings arrived.",
+            "percentunit", [Query(f"{satisfaction}\n/\n({ratings} > 0)", legend(t))],
+            steps=below(t.genai_satisfaction_floor), maximum=1, width=8),
+    ))
+
+
 def _slo_series(record: str, slo: SLO | None = None) -> str:
     """A recorded SLO series of the chosen models. Recorded series hold inferwatch's selected
     series only, per model, without the selector's other labels: only the models are chosen."""
@@ -629,5 +697,5 @@ def board(t: Thresholds = THRESHOLDS) -> Board:
                     "edit that module, not this file.",
         tags=("inferwatch", "mlflow"),
         variables=variables(t),
-        rows=(at_a_glance(t), requests(t), latency(t), predictions(t), quality(t), *slos(t), host(t)),
+        rows=(at_a_glance(t), requests(t), latency(t), predictions(t), quality(t), genai(t), *slos(t), host(t)),
     )

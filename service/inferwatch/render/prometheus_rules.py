@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from inferwatch.contract.genai import LENGTH
 from inferwatch.contract.thresholds import THRESHOLDS, Thresholds
 from inferwatch.render import promql
 from inferwatch.render.text import duration, number, percent, to_yaml
@@ -428,12 +429,93 @@ def quality_group(t: Thresholds) -> RuleGroup:
     ))
 
 
+# GenAI: token rates, durations, cut-off answers, errors and ratings per model, every instance
+# summed (docs/genai.md).
+
+
+class GenAiRecords:
+    """Names of the GenAI recording rules (the dashboard's GenAI row and the alerts read them)."""
+
+    def __init__(self, t: Thresholds):
+        w, r = t.genai_window, t.genai_satisfaction_window
+        q = _percentile_name(t.latency_quantile)
+        self.tokens = f"job_model_token_type:gen_ai_tokens:rate{w}"
+        self.tokens_per_request = f"job_model_token_type:gen_ai_tokens_per_request:ratio_rate{w}"
+        self.duration = f"job_model_operation:gen_ai_client_operation_duration_seconds:{q}_{w}"
+        self.errors = f"job_model_error_type:gen_ai_errors:rate{w}"
+        self.choices = f"job_model:gen_ai_choices:increase{w}"
+        self.cutoff = f"job_model:gen_ai_cutoff:ratio{w}"
+        self.ratings = f"job_model:gen_ai_ratings:increase{r}"
+        self.satisfaction = f"job_model:gen_ai_satisfaction:ratio{r}"
+
+
+def genai_duration_quantile_expr(t: Thresholds) -> str:
+    buckets = promql.sum_rate(t, "gen_ai_client_operation_duration_seconds_bucket", t.genai_window,
+                              by_extra=("operation", "le"))
+    return f"histogram_quantile({number(t.latency_quantile)}, {buckets})"
+
+
+def genai_group(t: Thresholds) -> RuleGroup:
+    r = GenAiRecords(t)
+    w = t.genai_window
+    cutoff, floor = number(t.genai_cutoff_ratio), number(t.genai_satisfaction_floor)
+
+    def recorded(name: str) -> str:
+        return promql.series(t, name)
+
+    tokens = promql.sum_rate(t, "gen_ai_client_token_usage_sum", w, by_extra=("token_type",))
+    measured = promql.sum_rate(t, "gen_ai_client_token_usage_count", w, by_extra=("token_type",))
+    length = f'reason="{LENGTH}"'
+    cut_off = f"sum {promql.by(t)} ({promql.increase(t, 'gen_ai_response_finish_reasons_total', w, length)})"
+    return RuleGroup("inferwatch.genai", "genai.yml", (
+        RecordingRule(r.tokens, tokens),
+        RecordingRule(r.tokens_per_request, f"{recorded(r.tokens)}\n/\n({measured} > 0)"),
+        RecordingRule(r.duration, genai_duration_quantile_expr(t)),
+        RecordingRule(r.errors, promql.sum_rate(t, "gen_ai_client_operation_duration_seconds_count", w,
+                                                'error_type!=""', by_extra=("error_type",))),
+        RecordingRule(r.choices, _sum_increase(t, "gen_ai_response_finish_reasons_total", w)),
+        RecordingRule(r.cutoff, f"{cut_off}\n/\n({recorded(r.choices)} > 0)"),
+        RecordingRule(r.ratings, _sum_increase(t, "gen_ai_feedback_ratings_total", t.genai_satisfaction_window)),
+        RecordingRule(r.satisfaction,
+                      f"{_sum_increase(t, 'gen_ai_feedback_satisfaction_total', t.genai_satisfaction_window)}\n"
+                      f"/\n({recorded(r.ratings)} > 0)"),
+        AlertRule(
+            "GenAiAnswersCutOff",
+            f"{recorded(r.cutoff)} > {cutoff}\nand {promql.on(t)}\n{recorded(r.choices)} >= {t.genai_min_choices}",
+            t.genai_cutoff_for,
+            {"severity": "warning", "component": "model"},
+            {
+                "summary": f"GenAI answers of model {MODEL} cut off by the token limit",
+                "description": f"{VALUE_PERCENTAGE} of the answers of model {MODEL} ({JOB}) over the last {w} "
+                               f"stopped at their token limit (finish reason length; threshold: "
+                               f"{percent(t.genai_cutoff_ratio)}%): raise max_tokens or shorten the prompts.",
+                "value": VALUE_PERCENTAGE,
+            },
+        ),
+        AlertRule(
+            "GenAiSatisfactionLow",
+            f"{recorded(r.satisfaction)} < {floor}\nand {promql.on(t)}\n"
+            f"{recorded(r.ratings)} >= {t.genai_min_ratings}",
+            t.genai_satisfaction_for,
+            {"severity": "warning", "component": "model"},
+            {
+                "summary": f"Users rate the GenAI answers of model {MODEL} low",
+                "description": f"The mean rating of model {MODEL} ({JOB}) over the last "
+                               f"{t.genai_satisfaction_window} is {VALUE_PERCENTAGE} (floor: "
+                               f"{percent(t.genai_satisfaction_floor)}%, judged from {t.genai_min_ratings} "
+                               "ratings; thumbs up counts 100%, down 0%).",
+                "value": VALUE_PERCENTAGE,
+            },
+        ),
+    ))
+
+
 def rule_groups(t: Thresholds = THRESHOLDS, for_overrides: Mapping[str, str] | None = None) -> tuple[RuleGroup, ...]:
     """Every rule group; ``for_overrides`` ({alert name: duration}) changes only ``for``."""
     from inferwatch.render.slo_rules import slo_group  # builds on this module's rule types
 
     groups = (recording_group(t), host_group(t), predictions_group(t), availability_group(t), quality_group(t),
-              slo_group(t))
+              genai_group(t), slo_group(t))
     overrides = dict(for_overrides or {})
     alerts = {rule.alert for group in groups for rule in group.rules if isinstance(rule, AlertRule)}
     if unknown := set(overrides) - alerts:
