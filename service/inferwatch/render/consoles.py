@@ -490,7 +490,7 @@ def _seconds(duration: str) -> float:
     return float(duration[:-1]) * units[duration[-1]]
 
 
-_OWN_ACTIONS = re.compile(r'\{\{(/\*.*?\*/| template "' + LIBRARY_TEMPLATE + '" )\}\}', re.S)
+_OWN_ACTIONS = re.compile(r'\{\{(/\*.*?\*/| template "' + LIBRARY_TEMPLATE + r'" )\}\}', re.S)
 
 
 def _without_actions(text: str) -> str:
