@@ -5,6 +5,10 @@ copies every file :data:`inferwatch.stack.files.STACK_FILES` names from the repo
 ``inferwatch/stack/files/`` of the build, at the same relative paths and with their modes, so a
 wheel runs ``inferwatch up`` outside a checkout; and it lists them (and itself) as sources, so an
 sdist carries them and a wheel built from that sdist does too.
+
+A source tree without the stack's folders (the service image copies ``service/`` alone) builds
+without them: that package serves, it does not run ``inferwatch up``. A tree with them must hold
+every file named (a renamed file fails the build).
 """
 
 from __future__ import annotations
@@ -19,9 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 FILES_MODULE = Path(__file__).resolve().parent / "inferwatch" / "stack" / "files.py"
 
 
+STACK_FOLDERS = ("otel-collector", "observability")
+
+
 def _stack_files() -> list[Path]:
     """The stack's files, relative to ROOT, read with inferwatch.stack.files (loaded alone: the
-    build environment has none of the package's dependencies)."""
+    build environment has none of the package's dependencies); none without the stack's folders."""
+    if not any((ROOT / folder).is_dir() for folder in STACK_FOLDERS):
+        print(f"stack_files_build: no {' or '.join(STACK_FOLDERS)} beside service/: the package will not "
+              "carry the native stack's files")
+        return []
     spec = importlib.util.spec_from_file_location("_inferwatch_stack_files", FILES_MODULE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

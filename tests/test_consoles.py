@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,16 @@ def test_a_library_that_would_close_its_script_early_is_refused(chart_library, t
     (copy / "dist" / "uPlot.iife.min.js").write_text('var s = "</script>";')
     with pytest.raises(ValueError, match="closing tag"):
         consoles.console_library(copy)
+
+
+def test_every_pages_scripts_parse_as_javascript(tmp_path):
+    """A script error would leave a page blank; node (which npm, installed for the chart library,
+    runs on) parses them here in a second, the browser test draws them."""
+    node = shutil.which("node") or shutil.which("nodejs")
+    assert node, "node missing: scripts/system-deps.sh installs npm, which brings it"
+    for name, text in committed_pages().items():
+        for index, script in enumerate(re.findall(r"<script>(.*?)</script>", text, re.S)):
+            path = tmp_path / f"{name}-{index}.js"
+            path.write_text(script)
+            checked = subprocess.run([node, "--check", str(path)], capture_output=True, text=True, timeout=60)
+            assert checked.returncode == 0, (name, index, checked.stderr)

@@ -6,11 +6,13 @@ import dataclasses
 import importlib.metadata
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import psutil
@@ -289,3 +291,26 @@ def test_up_runs_from_a_pip_install_with_the_files_the_package_carries(installed
         stop(up)
     assert up.returncode == 0
     assert_nothing_left_behind(ports, run_dir)
+
+
+def test_the_service_images_source_tree_builds_a_wheel_without_the_stack_files(tmp_path):
+    """service/Dockerfile copies only some files before `pip install .`: the build hook must build
+    that tree (a package that serves and does not run `inferwatch up`), not fail on the files
+    it lacks."""
+    dockerfile = (ROOT / "service" / "Dockerfile").read_text()
+    tree = tmp_path / "src"
+    for sources, target in re.findall(r"^COPY (?!--)(.+) (\S+)$", dockerfile, re.M):
+        for source in sources.split():
+            destination = tree / (source if target.endswith("/") else target)
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            else:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / source, destination)
+    assert {path.name for path in tree.iterdir()} == {"pyproject.toml", "requirements.lock", "README.md", "service"}
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(tmp_path / "dist"), str(tree)], check=True, timeout=300, cwd=tmp_path)
+    [wheel] = (tmp_path / "dist").glob("inferwatch-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "inferwatch/proxy/app.py" in names and "inferwatch/stack/files.py" in names
+    assert not [name for name in names if "/stack/files/" in name]

@@ -339,21 +339,27 @@ var Inferwatch = (function() {
     });
   }
 
-  // The alerts that are pending or firing, on every page.
+  // The alerts that are pending or firing, on every page: one chip per alert name and state,
+  // with how many there are and, on hover, whose they are.
   function alerts() {
     var box = document.getElementById("iw-alerts");
     return query("alerts", {}).then(function(data) {
-      var active = data.alerts.filter(function(alert) { return alert.state !== "inactive"; });
-      box.textContent = active.length ? "" : "No alert is pending or firing.";
-      active.sort(function(a, b) { return a.labels.alertname < b.labels.alertname ? -1 : 1; });
-      active.forEach(function(alert) {
-        var chip = document.createElement("span");
-        chip.className = "iw-alert iw-" + alert.state;
-        chip.setAttribute("data-alertname", alert.labels.alertname);
-        chip.setAttribute("data-state", alert.state);
-        chip.title = (alert.annotations && alert.annotations.summary) || "";
-        chip.textContent = alert.labels.alertname + " (" + alert.state + ") " +
-          [alert.labels.job, alert.labels.severity].filter(Boolean).join(", ");
+      var groups = {};
+      data.alerts.filter(function(alert) { return alert.state !== "inactive"; }).forEach(function(alert) {
+        var key = alert.labels.alertname + " " + alert.state;
+        var group = groups[key] = groups[key] || {name: alert.labels.alertname, state: alert.state, who: []};
+        group.who.push([alert.labels.job, alert.labels.severity].filter(Boolean).join(", ") +
+          ((alert.annotations && alert.annotations.summary) ? ": " + alert.annotations.summary : ""));
+      });
+      var keys = Object.keys(groups).sort();
+      box.textContent = keys.length ? "" : "No alert is pending or firing.";
+      keys.forEach(function(key) {
+        var group = groups[key], chip = document.createElement("span");
+        chip.className = "iw-alert iw-" + group.state;
+        chip.setAttribute("data-alertname", group.name);
+        chip.setAttribute("data-state", group.state);
+        chip.title = group.who.join("\\n");
+        chip.textContent = group.name + ": " + group.who.length + " " + group.state;
         box.appendChild(chip);
       });
       box.setAttribute("data-rendered", "true");
