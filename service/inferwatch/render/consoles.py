@@ -328,7 +328,9 @@ var Inferwatch = (function() {
     var node = document.getElementById(spec.id);
     var end = fixedEnd || Date.now() / 1000;
     var step = Math.max(5, Math.round(rangeSeconds / 300));
-    end = Math.floor(end / step) * step;
+    // On the step grid, rounded up: the newest sample stays in view, and the points of one
+    // refresh line up with the next one's.
+    end = Math.ceil(end / step) * step;
     var start = end - rangeSeconds;
     return Promise.all(spec.queries.map(function(q) {
       return query("query_range", {query: substitute(q.expr), start: start, end: end, step: step});
