@@ -1,4 +1,4 @@
-"""Real Prometheus and Alertmanager (Debian's packages) and an SMTP sink, started by the tests.
+"""Real Prometheus and Alertmanager (built from their Go modules) and an SMTP sink, started by the tests.
 
 Each server listens on a free port on 127.0.0.1 and keeps its data, configuration and log in the
 test's temporary directory. Every wait is bounded: :func:`poll` takes a deadline.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import email
 import email.policy
-import shutil
+import functools
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,23 +24,34 @@ import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from inferwatch.stack.processes import PROMETHEUS_EXEMPLAR_STORAGE, ManagedProcess, free_port
+from inferwatch.stack.processes import (
+    ManagedProcess,
+    alertmanager_command,
+    build_alertmanager,
+    build_prometheus,
+    free_port,
+    prometheus_command,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = REPO / "observability" / "prometheus"
 ALERTMANAGER_DIR = REPO / "observability" / "alertmanager"
-INSTALL_HINT = "install them with: apt-get install -y prometheus prometheus-alertmanager"
 START_TIMEOUT = 60.0
 
 T = TypeVar("T")
 
 
-def require_binary(*names: str) -> str:
-    """The first of ``names`` on PATH; fails (never skips) the test when none is installed."""
-    for name in names:
-        if path := shutil.which(name):
-            return path
-    pytest.fail(f"none of {', '.join(names)} is on PATH; {INSTALL_HINT}")
+@functools.cache
+def tool(name: str) -> Path:
+    """prometheus, promtool, alertmanager or amtool: the path of the one the stack runs, built from
+    its Go module by its build script (observability/*/build.sh, cached); a failed build fails the
+    test with the build's log."""
+    build = {"prometheus": build_prometheus, "promtool": build_prometheus,
+             "alertmanager": build_alertmanager, "amtool": build_alertmanager}[name]
+    try:
+        return build() / name
+    except subprocess.CalledProcessError as error:
+        pytest.fail(f"building {name} failed:\n{error.stderr}")
 
 
 def poll(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25) -> T:
@@ -86,13 +98,7 @@ class PrometheusServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> PrometheusServer:
-        command = [
-            require_binary("prometheus"),
-            f"--config.file={self.config_path}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            f"--storage.tsdb.path={self.workdir / 'data'}",
-            PROMETHEUS_EXEMPLAR_STORAGE,
-        ]
+        command = prometheus_command(tool("prometheus").parent, self.config_path, self.port, self.workdir / "data")
         self.process = ManagedProcess("prometheus", command, self.workdir / "prometheus.log", cwd=self.workdir).start()
         self.process.wait_ready(self.url + "/-/ready", timeout=START_TIMEOUT)
         return self
@@ -136,13 +142,8 @@ class AlertmanagerServer:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> AlertmanagerServer:
-        command = [
-            require_binary("alertmanager", "prometheus-alertmanager"),
-            f"--config.file={self.config_path}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            f"--storage.path={self.workdir / 'data'}",
-            "--cluster.listen-address=",  # no gossip port: a single instance
-        ]
+        # no gossip port: a single instance
+        command = alertmanager_command(tool("alertmanager").parent, self.config_path, self.port, self.workdir / "data")
         self.process = ManagedProcess("alertmanager", command, self.workdir / "alertmanager.log", cwd=self.workdir).start()
         self.process.wait_ready(self.url + "/-/ready", timeout=START_TIMEOUT)
         return self

@@ -336,3 +336,35 @@ def test_two_models_through_one_collector_count_apart_and_only_the_failing_one_a
         raise
     finally:
         foreign.stop()
+
+
+def test_failures_before_prometheus_first_scrapes_the_collector_still_fire_the_alert(
+    start_collector, start_proxy, start_alerting
+):
+    """Start timestamps (created-timestamp-zero-ingestion): a model that fails 10 times before
+    Prometheus has ever scraped, as when a demo's burst goes out first. The collector's exporter
+    serves each counter's start time in the protobuf format Prometheus then asks for first;
+    Prometheus stores a 0 there, before the first scraped value, so increase() counts the 10
+    and the failure ratio is 100%, where without it the first sample, 10, would be rate()'s
+    starting point and the ratio NaN for as long as nothing more failed."""
+    collector = start_collector()
+    proxy = start_proxy(f"http://127.0.0.1:{free_port()}", env={**otlp_env(collector), "OTEL_SERVICE_NAME": FAILING})
+    assert [proxy.post(json=SEED_EXAMPLE).status_code for _ in range(10)] == [503] * 10
+    poll(lambda: re.search(rf'^prediction_failure_total{{[^}}]*job="{FAILING}"[^}}]*}} 10$', collector.metrics_text(), re.M),
+         ALERT_TIMEOUT, "the collector to export the 10 failures")
+    stack = None
+    try:
+        stack = start_alerting(f"127.0.0.1:{collector.ports.metrics}", "otel-collector")
+        prometheus = stack.prometheus
+        poll(lambda: (scalar(prometheus, f'count_over_time(prediction_failure_total{{job="{FAILING}"}}[5m])') or 0) >= 3,
+             ALERT_TIMEOUT, "two scrapes of the failures and the 0 stored before them")
+        [series] = prometheus.query(f'prediction_failure_total{{job="{FAILING}"}}[5m]')
+        assert [float(value) for _, value in series["values"][:2]] == [0, 10], series["values"]
+        assert math.isclose(scalar(prometheus, f'increase(prediction_failure_total{{job="{FAILING}"}}[5m])'), 10,
+                            rel_tol=0.1)
+        poll(lambda: alert_state(prometheus) == "firing", ALERT_TIMEOUT, f"{ALERT} to fire")
+        stack.smtp.wait_for(is_email_about("FIRING", FAILING), EMAIL_TIMEOUT, f"the {ALERT} email")
+    except Exception:
+        if stack is not None:
+            print(stack.diagnostics())
+        raise

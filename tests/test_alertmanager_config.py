@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from alerting_stack import ALERTMANAGER_DIR, REPO, require_binary
+from alerting_stack import ALERTMANAGER_DIR, REPO, tool
 from inferwatch.render.alertmanager import SettingError, SmtpSettings, render_alertmanager_config, write_alertmanager_config
 
 COMMITTED = ALERTMANAGER_DIR / "alertmanager.yml"
@@ -24,7 +24,7 @@ REAL_SMTP_ENV = {
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([require_binary("amtool"), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([tool("amtool"), *args], capture_output=True, text=True, timeout=60)
 
 
 def test_the_committed_config_is_the_development_rendering():

@@ -150,3 +150,26 @@ def test_the_compose_prometheus_config_differs_from_the_native_one_only_in_targe
 
     folder = ROOT / "observability" / "prometheus"
     assert without_targets(folder / "prometheus.compose.yml") == without_targets(folder / "prometheus.yml")
+
+
+def build_script_value(script: str, name: str) -> str:
+    """A ``name=value`` assignment of a build script under observability/."""
+    [value] = re.findall(rf"^{name}=(\S+)$", (ROOT / "observability" / script).read_text(), re.M)
+    return value
+
+
+def test_prometheus_alertmanager_and_jaeger_images_are_the_releases_the_native_stack_builds():
+    images = env_example()
+    assert images["PROMETHEUS_IMAGE"] == f"prom/prometheus:v{build_script_value('prometheus/build.sh', 'version')}"
+    assert images["ALERTMANAGER_IMAGE"] == f"prom/alertmanager:v{build_script_value('alertmanager/build.sh', 'version')}"
+    # Jaeger tags each release twice: v1.N of the Go module is Jaeger 2.(N-63) (v1.63.0 was
+    # 2.0.0, v1.76.0 is 2.13.0), the v2 line being what its image is tagged with.
+    go_mod = (ROOT / "observability" / "jaeger" / "build" / "go.mod").read_text()
+    [(minor, patch)] = re.findall(r"^\tgithub\.com/jaegertracing/jaeger v1\.(\d+)\.(\d+)\b", go_mod, re.M)
+    assert images["JAEGER_IMAGE"] == f"jaegertracing/jaeger:2.{int(minor) - 63}.{patch}"
+
+
+def test_compose_runs_prometheus_with_the_feature_flags_the_tests_and_the_native_stack_use():
+    from inferwatch.stack.processes import PROMETHEUS_FEATURES
+
+    assert PROMETHEUS_FEATURES in raw()["services"]["prometheus"]["command"]

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from alerting_stack import PROMETHEUS_DIR, REPO, require_binary
+from alerting_stack import PROMETHEUS_DIR, REPO, tool
 from inferwatch.contract import thresholds
 from inferwatch.contract.metrics import LATENCY_BUCKETS_SECONDS, MAPPINGS, MARKER_METRIC
 from inferwatch.contract.thresholds import THRESHOLDS
@@ -22,7 +22,7 @@ GROUP_FILES = sorted(group.file_name for group in rule_groups())
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([require_binary("promtool"), *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([tool("promtool"), *args], capture_output=True, text=True, timeout=120)
 
 
 def alerts_by_name(text: str) -> dict[str, dict]:

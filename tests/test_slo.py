@@ -38,7 +38,7 @@ from alerting_stack import (
     SmtpSink,
     poll,
     prometheus_test_config,
-    require_binary,
+    tool,
     text_body,
 )
 from conftest import tunable_payload
@@ -193,7 +193,7 @@ def test_the_selector_narrows_every_slo_series_and_the_marker_is_read_over_each_
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([require_binary("amtool"), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([tool("amtool"), *args], capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("labels, receiver", [

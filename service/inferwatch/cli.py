@@ -24,7 +24,7 @@ import sys
 
 from inferwatch import __version__
 from inferwatch.proxy.config import ConfigError, Settings, env_name, flag_name, load_settings
-from inferwatch.stack.up import StackPorts
+from inferwatch.stack.up import DEFAULT_TRAFFIC_RATE, StackPorts
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(StackPorts):
         up.add_argument(f"--{field.name.replace('_', '-')}-port", dest=f"{field.name}_port", type=int,
                         default=field.default, metavar="PORT", help=f"default {field.default}")
-    up.add_argument("--traffic", type=int, default=100, help="demo predictions to send once up (default 100)")
+    up.add_argument("--traffic-rate", type=float, default=DEFAULT_TRAFFIC_RATE, metavar="PER_SECOND",
+                    help="demo predictions a second once Prometheus has scraped the proxy, until the stack "
+                         f"stops; 0: none (default {DEFAULT_TRAFFIC_RATE:g})")
     up.add_argument("--bad-share", type=float, default=0.0, help="fraction of bad demo requests, 0..1")
     up.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
 
@@ -146,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         from inferwatch.stack.up import up
 
         ports = StackPorts(**{field.name: getattr(args, f"{field.name}_port") for field in dataclasses.fields(StackPorts)})
-        return up(Path(args.run_dir), ports, args.traffic, args.duration, args.bad_share)
+        if args.traffic_rate < 0 or not 0.0 <= args.bad_share <= 1.0:
+            print("inferwatch up: --traffic-rate must be 0 or more, --bad-share between 0 and 1", file=sys.stderr)
+            return 2
+        return up(Path(args.run_dir), ports, args.duration, args.bad_share, args.traffic_rate)
 
     flags = {field.name: getattr(args, field.name) for field in dataclasses.fields(Settings)}
     try:

@@ -51,18 +51,19 @@ import requests
 from harness import Scraper, cpu_seconds, machine_facts, median, percentile, run_wrk, wrk_script
 from inferwatch.stack.demo_model import PIMA_COLUMNS, SEED_EXAMPLE, save_demo_model
 from inferwatch.stack.processes import (
-    PROMETHEUS_EXEMPLAR_STORAGE,
     CollectorPorts,
     JaegerPorts,
     ManagedProcess,
     build_collector,
     build_jaeger,
+    build_prometheus,
     collector_command,
     collector_env,
     free_port,
     jaeger_command,
     jaeger_env,
     mlflow_serve_command,
+    prometheus_command,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,10 +153,8 @@ class Bench:
             "scrape_configs:\n  - job_name: inferwatch\n    static_configs:\n"
             f"      - targets: ['127.0.0.1:{ports.metrics}']\n"
         )
-        self.spawn("prometheus", ["prometheus", f"--config.file={config}",
-                                  f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
-                                  f"--storage.tsdb.path={self.work / 'tsdb'}", PROMETHEUS_EXEMPLAR_STORAGE], env_with(),
-                   f"http://127.0.0.1:{self.prometheus_port}/-/ready", timeout=60)
+        self.spawn("prometheus", prometheus_command(build_prometheus(), config, self.prometheus_port, self.work / "tsdb"),
+                   env_with(), f"http://127.0.0.1:{self.prometheus_port}/-/ready", timeout=60)
 
         self.collector_ports = ports
 

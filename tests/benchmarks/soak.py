@@ -7,7 +7,7 @@ them bad (invalid JSON, or a missing column the model rejects; see :mod:`inferwa
 samples the uWSGI worker's resident memory, open file descriptors and threads every
 ``--sample-every`` seconds. At the end it checks:
 
-* every answer was expected: 200, ``400 invalid_json`` or MLflow's ``400 INVALID_PARAMETER_VALUE``;
+* every answer was expected: 200, MLflow's ``400 BAD_REQUEST`` (truncated JSON) or ``400 INVALID_PARAMETER_VALUE``;
 * the proxy's counters equal the answers (and, with ``--collector``, the collector's equal the proxy's);
 * resident memory after the warm-up (the first ``--warmup`` seconds) and the open file descriptors.
 
@@ -48,7 +48,7 @@ MIB = 1024 * 1024
 # What inferwatch.stack.load's requests may get back (its "status code" keys), and the failure reason
 # the proxy counts for each. Anything else is an unexpected answer.
 EXPECTED_FAILURES = {
-    "400 invalid_json": "invalid_json",  # a truncated JSON body, answered by the proxy
+    "400 BAD_REQUEST": "invalid_json",  # a truncated JSON body: MLflow's 400, counted invalid_json by the proxy
     "400 INVALID_PARAMETER_VALUE": "model_rejected",  # a missing column, answered by MLflow
 }
 COUNTERS = ("http_requests_total", "http_request_duration_seconds_count", "prediction_success_total",

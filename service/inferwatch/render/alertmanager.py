@@ -13,7 +13,7 @@ renders its own copy at start from the environment, and the SMTP password never 
 configuration or the repository: Alertmanager reads it from ``auth_password_file``::
 
     python -m inferwatch.render --alertmanager-config /run/inferwatch/alertmanager.yml
-    prometheus-alertmanager --config.file /run/inferwatch/alertmanager.yml
+    alertmanager --config.file /run/inferwatch/alertmanager.yml
 
 Variables (read by ``--alertmanager-config`` only):
 
@@ -35,8 +35,10 @@ For example, with Gmail and an app password kept in a file::
     INFERWATCH_SMTP_PASSWORD_FILE=~/.config/inferwatch/smtp_password \\
     python -m inferwatch.render --alertmanager-config /run/inferwatch/alertmanager.yml
 
-Alertmanager 0.25 uses the password file's bytes as they are (a trailing newline would become
-part of the password), so a file ending in a newline is refused here.
+Alertmanager before 0.27 (Debian 12 packages 0.25) uses the password file's bytes as they are,
+so a trailing newline becomes part of the password; 0.27 and later (the 0.35 inferwatch builds
+and compose runs) trim it. A file ending in a newline is refused here, so that a configuration
+rendered here means the same password to either.
 
 Tests shorten the notification timings (:class:`~inferwatch.contract.thresholds.RouteTimings`).
 """
@@ -154,8 +156,8 @@ def _password_file(env: Mapping[str, str], username: str, password_dir: Path | N
     if resolved.is_file() and resolved.read_bytes().endswith((b"\n", b"\r")):
         raise SettingError(
             "INFERWATCH_SMTP_PASSWORD_FILE",
-            f"{resolved} ends with a newline, which Alertmanager would send as part of the "
-            "password; write it with printf '%s'",
+            f"{resolved} ends with a newline, which Alertmanager before 0.27 sends as part of "
+            "the password; write it with printf '%s'",
         )
     return str(resolved)
 

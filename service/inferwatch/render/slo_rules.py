@@ -94,9 +94,10 @@ def bucket_at(seconds: float) -> str:
     """The ``le`` matcher of the histogram bucket whose upper edge is ``seconds``.
 
     A whole number of seconds is spelled two ways: ``le="2"`` in the text format (the proxy's
-    /metrics) and ``le="2.0"`` in OpenMetrics (the collector's exporter, which Prometheus asks for
-    OpenMetrics to get exemplars); Prometheus 2.x stores the label as scraped. Both must match, or
-    the latency SLI reads nothing through the collector.
+    /metrics) and ``le="2.0"`` in OpenMetrics and protobuf (the collector's exporter). Prometheus
+    3 stores ``le="2.0"`` whatever was scraped (it normalises the label of classic histograms on
+    ingestion); Prometheus 2.x, which a seed-style setup may still run, stores the label as
+    scraped. Both spellings are matched, so the latency SLI reads the bucket on either.
     """
     text = number(seconds)
     if float(seconds).is_integer():

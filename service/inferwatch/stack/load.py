@@ -95,9 +95,10 @@ def _failure_reason(status: int, body: bytes) -> str:
 
 
 class _Run:
-    def __init__(self, plan: LoadPlan, progress):
+    def __init__(self, plan: LoadPlan, progress, stop: threading.Event | None = None):
         self.plan = plan
         self.progress = progress
+        self.stop = stop or threading.Event()
         self.report = LoadReport()
         self.lock = threading.Lock()
         self.next_index = 0
@@ -117,9 +118,9 @@ class _Run:
         while (index := self._take()) is not None:
             if self.plan.rate is not None:
                 delay = self.start + index / self.plan.rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            if time.monotonic() >= self.deadline:
+                if delay > 0 and self.stop.wait(delay):
+                    return
+            if time.monotonic() >= self.deadline or self.stop.is_set():
                 return
             rng = random.Random(self.plan.seed * 1_000_003 + index)
             body = bad_body(rng) if rng.random() < self.plan.bad_share else good_body(rng)
@@ -166,8 +167,9 @@ def progress_line(report: LoadReport, plan: LoadPlan, stream=sys.stderr) -> None
     stream.flush()
 
 
-def run_load(plan: LoadPlan, progress=progress_line) -> LoadReport:
-    report = _Run(plan, progress).run()
+def run_load(plan: LoadPlan, progress=progress_line, stop: threading.Event | None = None) -> LoadReport:
+    """Send ``plan``'s requests; setting ``stop`` ends the run early (what was sent is reported)."""
+    report = _Run(plan, progress, stop).run()
     if progress is progress_line:
         sys.stderr.write("\n")
     return report

@@ -18,12 +18,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The repository checkout this package runs from (the collector and the configs live there).
-ROOT = Path(__file__).resolve().parents[3]
-COLLECTOR_CONFIG = ROOT / "otel-collector" / "config.yaml"
-JAEGER_CONFIG = ROOT / "observability" / "jaeger" / "config.yaml"
-# Prometheus keeps the exemplars it scrapes (OpenMetrics) only with this flag (2.42 has it).
-PROMETHEUS_EXEMPLAR_STORAGE = "--enable-feature=exemplar-storage"
+from inferwatch.stack.files import stack_root
+
+# The checkout, or the installed package's copy, holding the stack's files (inferwatch.stack.files).
+STACK_ROOT = stack_root()
+COLLECTOR_CONFIG = STACK_ROOT / "otel-collector" / "config.yaml"
+JAEGER_CONFIG = STACK_ROOT / "observability" / "jaeger" / "config.yaml"
+# Prometheus's feature flags wherever inferwatch runs it (the tests, the native stack, and
+# docker-compose.yml, which a test keeps in step):
+# - exemplar-storage keeps the exemplars it scrapes (trace ids on the latency buckets);
+# - created-timestamp-zero-ingestion reads a counter's or histogram's start time (the collector's
+#   exporter serves it in the protobuf format, which the flag makes Prometheus ask for first, and
+#   the proxy's /metrics as OpenMetrics `_created` lines) and stores a 0 there before the first
+#   scraped value, so that rate() and increase() count what a new series counted before its
+#   first scrape: a burst of failures right after a start, or the first failure of a new reason.
+PROMETHEUS_FEATURES = "--enable-feature=exemplar-storage,created-timestamp-zero-ingestion"
+# Where the build scripts put each program (each prints the folder that holds its pair).
+PROMETHEUS_BUILD = "observability/prometheus/build.sh"
+ALERTMANAGER_BUILD = "observability/alertmanager/build.sh"
+CHART_LIBRARY_INSTALL = "observability/prometheus/chart-library/install.sh"
 
 
 class ProcessFailed(RuntimeError):
@@ -159,14 +172,50 @@ class CollectorPorts:
     telemetry: int = field(default_factory=free_port)
 
 
-def build_collector(stderr=subprocess.PIPE, env: Mapping[str, str] | None = None) -> str:
-    """Path of the collector binary: ``otel-collector/build.sh`` builds it once, then it is cached.
+def run_build(script: str, stderr=subprocess.PIPE, env: Mapping[str, str] | None = None,
+              timeout: float = 2400) -> Path:
+    """What a build script of the stack (a path under :data:`STACK_ROOT`) prints last: the path of
+    what it built, cached after the first run (see observability/cached-build.sh).
 
     Raises ``subprocess.CalledProcessError`` when the build fails (its log went to ``stderr``).
     """
-    built = subprocess.run(["bash", str(ROOT / "otel-collector" / "build.sh")], stdout=subprocess.PIPE,
-                           stderr=stderr, env=env, text=True, timeout=1800, check=True)
-    return built.stdout.strip().splitlines()[-1]
+    built = subprocess.run(["bash", str(STACK_ROOT / script)], stdout=subprocess.PIPE,
+                           stderr=stderr, env=env, text=True, timeout=timeout, check=True)
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
+def build_collector(stderr=subprocess.PIPE, env: Mapping[str, str] | None = None) -> str:
+    """Path of the collector binary: ``otel-collector/build.sh`` builds it once, then it is cached."""
+    return str(run_build("otel-collector/build.sh", stderr, env, timeout=1800))
+
+
+def build_prometheus(stderr=subprocess.PIPE, env: Mapping[str, str] | None = None) -> Path:
+    """The folder of ``prometheus`` and ``promtool`` (3.16, from the Go module; about 8 minutes
+    the first time on 2 cores, then cached)."""
+    return run_build(PROMETHEUS_BUILD, stderr, env)
+
+
+def build_alertmanager(stderr=subprocess.PIPE, env: Mapping[str, str] | None = None) -> Path:
+    """The folder of ``alertmanager`` and ``amtool`` (0.35, from the Go module, cached)."""
+    return run_build(ALERTMANAGER_BUILD, stderr, env)
+
+
+def install_chart_library(stderr=subprocess.PIPE, env: Mapping[str, str] | None = None) -> Path:
+    """The uPlot package folder (node_modules/uplot) the console pages draw with (npm, cached)."""
+    return run_build(CHART_LIBRARY_INSTALL, stderr, env, timeout=600)
+
+
+def prometheus_command(binaries: Path, config: Path, port: int, data: Path, *flags: str) -> list[str]:
+    """Prometheus on 127.0.0.1:``port`` with :data:`PROMETHEUS_FEATURES` and ``flags``."""
+    return [str(binaries / "prometheus"), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
+            f"--storage.tsdb.path={data}", PROMETHEUS_FEATURES, *flags]
+
+
+def alertmanager_command(binaries: Path, config: Path, port: int, data: Path, cluster_port: int = 0) -> list[str]:
+    """Alertmanager on 127.0.0.1:``port``; clustering off unless ``cluster_port`` is given."""
+    return [str(binaries / "alertmanager"), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
+            f"--storage.path={data}",
+            f"--cluster.listen-address={f'127.0.0.1:{cluster_port}' if cluster_port else ''}"]
 
 
 def collector_command(binary: str) -> list[str]:
@@ -217,22 +266,25 @@ class JaegerPorts:
 
 def build_jaeger(stderr=subprocess.PIPE, env: Mapping[str, str] | None = None) -> str:
     """Path of the Jaeger v2 binary: ``observability/jaeger/build.sh`` builds it once (about
-    5 to 10 minutes cold), then it is cached by the wrapper module's go.mod and go.sum.
-
-    Raises ``subprocess.CalledProcessError`` when the build fails (its log went to ``stderr``).
-    """
-    built = subprocess.run(["bash", str(ROOT / "observability" / "jaeger" / "build.sh")], stdout=subprocess.PIPE,
-                           stderr=stderr, env=env, text=True, timeout=2400, check=True)
-    return built.stdout.strip().splitlines()[-1]
+    5 to 10 minutes cold), then it is cached by the wrapper module's go.mod and go.sum."""
+    return str(run_build("observability/jaeger/build.sh", stderr, env))
 
 
-def jaeger_command(binary: str) -> list[str]:
-    return [binary, "--config", str(JAEGER_CONFIG)]
+JAEGER_BADGER_CONFIG = STACK_ROOT / "observability" / "jaeger" / "badger.yaml"
 
 
-def jaeger_env(ports: JaegerPorts, max_traces: int = 20000) -> dict[str, str]:
-    """The JAEGER_* variables of observability/jaeger/config.yaml for these ports (memory store)."""
+def jaeger_command(binary: str, on_disk: bool = False) -> list[str]:
+    """Jaeger with config.yaml (the memory store), or with badger.yaml over it (``on_disk``: the
+    store in JAEGER_BADGER_DIR, see :func:`jaeger_env`)."""
+    overlay = ["--config", str(JAEGER_BADGER_CONFIG)] if on_disk else []
+    return [binary, "--config", str(JAEGER_CONFIG), *overlay]
+
+
+def jaeger_env(ports: JaegerPorts, max_traces: int = 20000, store: Path | None = None) -> dict[str, str]:
+    """The JAEGER_* variables of observability/jaeger/config.yaml for these ports, and of
+    badger.yaml for a store on disk in ``store``."""
     return {
+        **({"JAEGER_BADGER_DIR": str(store)} if store is not None else {}),
         "JAEGER_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports.otlp_grpc}",
         "JAEGER_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports.otlp_http}",
         "JAEGER_QUERY_HTTP_ENDPOINT": f"127.0.0.1:{ports.query_http}",

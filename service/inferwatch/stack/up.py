@@ -1,22 +1,35 @@
 """``inferwatch up``: the whole stack as native processes, for machines without Docker.
 
 In dependency order, each waited for until it answers: the demo model (trained once per run
-directory), the MLflow model server, Jaeger v2 (the trace store, in memory, built by
-``observability/jaeger/build.sh``, cached; its query API on 127.0.0.1, no web UI), our
-OpenTelemetry Collector (built by ``otel-collector/build.sh``, cached; traces to Jaeger), the
-proxy (OTLP to the collector), an SMTP sink (aiosmtpd, storing mail in a Maildir), Alertmanager
-(its configuration rendered for the sink), and Prometheus (the rules rendered for this stack's
-Jaeger address, scraping the collector, storing exemplars, serving the dashboard as console pages
-from ``observability/prometheus/consoles/``). Then it sends demo traffic, prints the URLs (the
-dashboard's first), and stops everything on Ctrl-C or SIGTERM, leaving no process behind. Each
-component logs to ``<run dir>/<name>.log``.
+directory), the MLflow model server, Jaeger v2 (the trace store, its Badger store in
+``<run dir>/jaeger`` so traces outlive a restart; its query API on 127.0.0.1, no web UI), our
+OpenTelemetry Collector (traces to Jaeger), the proxy (OTLP to the collector), an SMTP sink
+(aiosmtpd, storing mail in a Maildir), Alertmanager 0.35 (its configuration rendered for the sink),
+and Prometheus 3.16 (the rules rendered for this stack's Jaeger address, scraping the collector,
+storing exemplars and start timestamps, serving the dashboard as console pages from
+``observability/prometheus/consoles/`` with the chart library inlined).
 
-A taken port or a missing binary stops the start before anything runs, with what to do.
+What is not a Python package is built or installed by the stack's own scripts and cached (see
+:mod:`inferwatch.stack.processes`): the collector, Jaeger, Prometheus and Alertmanager from their
+Go modules (the first start takes about half an hour on 2 cores, later ones a second), uPlot from
+npm. The files it runs with come from the checkout or, installed with pip, from the package
+(:mod:`inferwatch.stack.files`), so it runs from any directory.
+
+Then it prints the URLs (the dashboard's first), waits until Prometheus has scraped the proxy's
+counters (at 0: the proxy creates every counter at start-up), and only then starts the demo
+traffic, a steady trickle (``--traffic-rate`` requests a second, ``--bad-share`` of them bad; 0
+turns it off) that runs until the stack stops: the dashboard moves, and ``--bad-share 0.5`` fires
+HighPredictionFailureRate, whose e-mail lands in ``<run dir>/mail/new`` within about 4 minutes.
+Ctrl-C or SIGTERM stops everything, leaving no process behind. Each component logs to
+``<run dir>/<name>.log``, each build to ``<run dir>/<name>-build.log``.
+
+A taken port or a missing tool (Go, npm) stops the start before anything runs, with what to do.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -25,6 +38,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,45 +49,38 @@ from inferwatch.contract.metrics import DEFAULT_SERVICE_NAME
 from inferwatch.contract.profile import PROFILE_FILE_NAME
 from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.render.alertmanager import ALERTMANAGER_TEMPLATES, write_alertmanager_config
-from inferwatch.render.consoles import CONSOLES_DIR, dashboard_path
+from inferwatch.render.consoles import CONSOLES_DIR, LIBRARY_FILE, console_library, dashboard_path
 from inferwatch.render.prometheus_rules import rule_files
 from inferwatch.render.slo_rules import retention
 from inferwatch.stack.demo_model import save_demo_model
-from inferwatch.stack.load import LoadPlan, run_load
+from inferwatch.stack.load import MAX_DURATION_S, LoadPlan, run_load
 from inferwatch.stack.processes import (
     COLLECTOR_CONFIG,
-    ROOT,
-    PROMETHEUS_EXEMPLAR_STORAGE,
+    STACK_ROOT,
     CollectorPorts,
     JaegerPorts,
     ManagedProcess,
     ProcessFailed,
+    alertmanager_command,
+    build_alertmanager,
     build_collector,
     build_jaeger,
+    build_prometheus,
     collector_command,
     collector_env,
+    install_chart_library,
     jaeger_command,
     jaeger_env,
     mlflow_serve_command,
+    prometheus_command,
 )
 
-INSTALL_HINT = "run scripts/system-deps.sh (apt-get install -y prometheus prometheus-alertmanager)"
-# Where Prometheus packages put the console libraries (prom.lib): Debian ships them as examples.
-CONSOLE_LIBRARY_DIRS = (
-    Path("/usr/share/prometheus/console_libraries"),
-    Path("/etc/prometheus/console_libraries"),
-    Path("/usr/share/doc/prometheus/examples/console_libraries"),
-)
-
-
-def console_libraries(candidates: tuple[Path, ...] = CONSOLE_LIBRARY_DIRS) -> Path:
-    """The folder holding Prometheus's console library prom.lib (the dashboard pages use it)."""
-    for folder in candidates:
-        if (folder / "prom.lib").is_file():
-            return folder
-    raise StackError("Prometheus's console libraries (prom.lib) are in none of "
-                     f"{', '.join(map(str, candidates))}: reinstall Prometheus (apt-get install --reinstall "
-                     "prometheus; a Docker-style dpkg filter that drops /usr/share/doc drops them too)")
+# Requests a second of demo traffic when --traffic-rate is not given.
+DEFAULT_TRAFFIC_RATE = 2.0
+# How long the traffic waits for Prometheus's first scrape of the proxy's counters.
+FIRST_SCRAPE_TIMEOUT = 90.0
+# The counters whose first scrape the traffic waits for: the failure-rate alert's two.
+FIRST_SCRAPE_QUERY = "count(prediction_success_total) and count(prediction_failure_total)"
 
 
 def prometheus_flags() -> list[str]:
@@ -125,12 +135,11 @@ def port_answers(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def find_binary(*names: str, hint: str, search_path: str | None = None) -> str:
-    for name in names:
-        path = shutil.which(name, path=search_path)
-        if path:
-            return path
-    raise StackError(f"{' or '.join(names)} not found on PATH: {hint}")
+def require_tool(name: str, hint: str, search_path: str | None = None) -> str:
+    path = shutil.which(name, path=search_path)
+    if not path:
+        raise StackError(f"{name} not found on PATH: {hint}")
+    return path
 
 
 class Stack:
@@ -141,26 +150,26 @@ class Stack:
         self.env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
                         PYTHONUNBUFFERED="1")
 
-    def preflight(self) -> dict[str, str]:
-        """Check ports and binaries before anything starts; return the binaries' paths."""
+    def preflight(self) -> None:
+        """Check ports and tools before anything starts."""
         for name, port in self.ports.named().items():
             if not port_is_free(port):
                 flag = "--" + name.replace("_", "-") + "-port"
                 raise StackError(f"port {port} for {name.replace('_', ' ')} is taken; choose another with {flag}")
         if not COLLECTOR_CONFIG.exists():
-            raise StackError(f"the repository's files are not at {ROOT}: run inferwatch up from a checkout")
-        self.console_libraries = console_libraries()
-        binaries = {
-            "mlflow": find_binary("mlflow", hint="install the project with scripts/bootstrap.sh", search_path=self.env["PATH"]),
-            "prometheus": find_binary("prometheus", hint=INSTALL_HINT, search_path=self.env["PATH"]),
-            "alertmanager": find_binary("prometheus-alertmanager", "alertmanager", hint=INSTALL_HINT, search_path=self.env["PATH"]),
-            "go": find_binary("go", hint="install Go >= 1.26 to build the collector and Jaeger", search_path=self.env["PATH"]),
-        }
-        return binaries
+            raise StackError(f"the stack's files are not at {STACK_ROOT}: reinstall inferwatch, or run from a checkout")
+        path = self.env["PATH"]
+        require_tool("mlflow", "install inferwatch with its demo extra (pip install 'inferwatch[demo]', or "
+                     "scripts/bootstrap.sh in a checkout)", path)
+        require_tool("go", "install Go >= 1.26: the collector, Jaeger, Prometheus and Alertmanager are built "
+                     "from their Go modules", path)
+        require_tool("npm", "install npm (apt-get install -y npm; scripts/system-deps.sh in a checkout): the "
+                     "dashboard's chart library comes from npm", path)
 
     def start(self) -> None:
-        binaries = self.preflight()
+        self.preflight()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        built = self._build_everything()
         model_dir = self.run_dir / "demo-model"
         if not (model_dir / PROFILE_FILE_NAME).exists():  # a run dir from before profiles: train again
             shutil.rmtree(model_dir, ignore_errors=True)
@@ -168,10 +177,11 @@ class Stack:
         p = self.ports
         self._spawn("mlflow", mlflow_serve_command(model_dir, p.mlflow), f"http://127.0.0.1:{p.mlflow}/ping", 120)
         jaeger = self.jaeger_ports
-        self._spawn("jaeger", jaeger_command(self._jaeger_binary()), jaeger.health_url, env=jaeger_env(jaeger))
+        self._spawn("jaeger", jaeger_command(built["jaeger"], on_disk=True), jaeger.health_url,
+                    env=jaeger_env(jaeger, store=self.run_dir / "jaeger"))
         collector = CollectorPorts(p.otlp_grpc, p.otlp_http, p.collector_metrics, p.collector_health,
                                    p.collector_telemetry)
-        self._spawn("otelcol", collector_command(self._collector_binary()),
+        self._spawn("otelcol", collector_command(built["otelcol"]),
                     f"http://127.0.0.1:{p.collector_health}/",
                     env={**collector_env(collector, self.run_dir / "traces.jsonl", jaeger),
                          "OTELCOL_TRACES_SAMPLE_PERCENT": "100"})
@@ -190,24 +200,47 @@ class Stack:
         config = write_alertmanager_config(
             self.run_dir / "alertmanager" / "alertmanager.yml",
             {"INFERWATCH_SMTP_SMARTHOST": f"127.0.0.1:{p.smtp}"},
-            ROOT / ALERTMANAGER_TEMPLATES,
+            STACK_ROOT / ALERTMANAGER_TEMPLATES,
         )
-        self._spawn("alertmanager", [
-            binaries["alertmanager"], f"--config.file={config}",
-            f"--storage.path={self.run_dir / 'alertmanager' / 'data'}",
-            f"--web.listen-address=127.0.0.1:{p.alertmanager}",
-            f"--cluster.listen-address={'127.0.0.1:%d' % p.alertmanager_cluster if p.alertmanager_cluster else ''}",
-        ], f"http://127.0.0.1:{p.alertmanager}/-/ready")
-        self._spawn("prometheus", [
-            binaries["prometheus"], f"--config.file={self._prometheus_config()}",
-            f"--storage.tsdb.path={self.run_dir / 'prometheus'}",
-            f"--web.listen-address=127.0.0.1:{p.prometheus}",
-            PROMETHEUS_EXEMPLAR_STORAGE,
+        self._spawn("alertmanager", alertmanager_command(built["alertmanager"], config, p.alertmanager,
+                                                         self.run_dir / "alertmanager" / "data",
+                                                         p.alertmanager_cluster),
+                    f"http://127.0.0.1:{p.alertmanager}/-/ready")
+        self._spawn("prometheus", prometheus_command(
+            built["prometheus"], self._prometheus_config(), p.prometheus, self.run_dir / "prometheus",
             *prometheus_flags(),
-            # The dashboard: the panel model's console pages, drawn with the console libraries.
-            f"--web.console.templates={ROOT / CONSOLES_DIR}",
-            f"--web.console.libraries={self.console_libraries}",
-        ], f"http://127.0.0.1:{p.prometheus}/-/ready", 60)
+            # The dashboard: the panel model's console pages, with the chart library they include.
+            f"--web.console.templates={STACK_ROOT / CONSOLES_DIR}",
+            f"--web.console.libraries={self._console_libraries(built['chart-library'])}",
+        ), f"http://127.0.0.1:{p.prometheus}/-/ready", 60)
+
+    def _build_everything(self) -> dict[str, Path]:
+        """Build (or find in the caches) everything that is not a Python package, before any
+        process starts: a build that fails leaves nothing running."""
+        builds: dict[str, tuple[str, Callable]] = {
+            "otelcol": ("the collector", build_collector),
+            "jaeger": ("Jaeger (about 5-10 minutes the first time)", build_jaeger),
+            "prometheus": ("Prometheus (about 8 minutes the first time)", build_prometheus),
+            "alertmanager": ("Alertmanager (about 3 minutes the first time)", build_alertmanager),
+            "chart-library": ("the dashboard's chart library (npm)", install_chart_library),
+        }
+        built = {}
+        for name, (what, build) in builds.items():
+            print(f"building {what}, cached after...", flush=True)
+            log_path = self.run_dir / f"{name}-build.log"
+            with open(log_path, "ab") as log:
+                try:
+                    built[name] = Path(build(stderr=log, env=self.env))
+                except subprocess.CalledProcessError:
+                    raise StackError(f"building {what} failed; see {log_path}") from None
+        return built
+
+    def _console_libraries(self, chart_library: Path) -> Path:
+        """The console library folder: the chart library the pages include, inline."""
+        folder = self.run_dir / "console_libraries"
+        folder.mkdir(exist_ok=True)
+        (folder / LIBRARY_FILE).write_text(console_library(chart_library))
+        return folder
 
     @property
     def jaeger_ports(self) -> JaegerPorts:
@@ -215,29 +248,11 @@ class Stack:
         return JaegerPorts(p.jaeger_otlp_grpc, p.jaeger_otlp_http, p.jaeger_query, p.jaeger_query_grpc,
                            p.jaeger_health, p.jaeger_telemetry)
 
-    def _jaeger_binary(self) -> str:
-        print("building Jaeger (about 5-10 minutes the first time, cached after)...", flush=True)
-        log_path = self.run_dir / "jaeger-build.log"
-        with open(log_path, "ab") as log:
-            try:
-                return build_jaeger(stderr=log, env=self.env)
-            except subprocess.CalledProcessError:
-                raise StackError(f"the Jaeger build failed; see {log_path}") from None
-
-    def _collector_binary(self) -> str:
-        print("building the collector (cached after the first time)...", flush=True)
-        log_path = self.run_dir / "otelcol-build.log"
-        with open(log_path, "ab") as log:
-            try:
-                return build_collector(stderr=log, env=self.env)
-            except subprocess.CalledProcessError:
-                raise StackError(f"the collector build failed; see {log_path}") from None
-
     def _prometheus_config(self) -> Path:
         """The committed prometheus.yml with this stack's ports, and the committed rules rendered
         with this stack's Jaeger address (the latency alert links its slow traces there)."""
         import yaml  # the demo extra: the service image runs without it
-        committed = ROOT / "observability" / "prometheus" / "prometheus.yml"
+        committed = STACK_ROOT / "observability" / "prometheus" / "prometheus.yml"
         config = yaml.safe_load(committed.read_text())
         rules = self.run_dir / "rules"
         rules.mkdir(exist_ok=True)
@@ -288,19 +303,69 @@ class Stack:
         }
 
 
-def up(run_dir: Path, ports: StackPorts, traffic: int, duration: float | None, bad_share: float = 0.0) -> int:
+    def has_scraped_the_counters(self) -> bool:
+        """Whether Prometheus holds the proxy's success and failure counters (:data:`FIRST_SCRAPE_QUERY`)."""
+        url = (f"http://127.0.0.1:{self.ports.prometheus}/api/v1/query?"
+               + urllib.parse.urlencode({"query": FIRST_SCRAPE_QUERY}))
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return bool(json.load(answer)["data"]["result"])
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            return False
+
+    def wait_for_first_scrape(self, stopped: threading.Event, timeout: float = FIRST_SCRAPE_TIMEOUT) -> bool:
+        """Wait until Prometheus has scraped the counters, so that the demo traffic's first
+        requests count in rate() from the start (an increase needs a sample before it)."""
+        deadline = time.monotonic() + timeout
+        while not self.has_scraped_the_counters():
+            if time.monotonic() > deadline or stopped.wait(1.0):
+                return False
+        return True
+
+
+class Traffic:
+    """Demo predictions in the background at ``rate`` a second, ``bad_share`` of them bad, until
+    :meth:`finish` (bounded anyway by :data:`~inferwatch.stack.load.MAX_DURATION_S`)."""
+
+    def __init__(self, url: str, rate: float, bad_share: float):
+        self.plan = LoadPlan(url, count=None, rate=rate, concurrency=2, duration=MAX_DURATION_S, bad_share=bad_share)
+        self.stop = threading.Event()
+        self.report = None
+        self.thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
+
+    def _run(self) -> None:
+        self.report = run_load(self.plan, progress=lambda *_: None, stop=self.stop)
+
+    def start(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def finish(self) -> str:
+        """Stop sending; the summary of what was sent."""
+        self.stop.set()
+        self.thread.join(timeout=70)
+        return self.report.summary() if self.report else "the demo traffic did not finish"
+
+
+def up(run_dir: Path, ports: StackPorts, duration: float | None, bad_share: float = 0.0,
+       traffic_rate: float = DEFAULT_TRAFFIC_RATE) -> int:
     stack = Stack(run_dir, ports)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     started = time.monotonic()
+    traffic = None
     try:
         stack.start()
         print(f"stack up in {time.monotonic() - started:.1f} s", flush=True)
         for name, url in stack.urls().items():
             print(f"{name:>12}: {url}", flush=True)
-        if traffic:
-            plan = LoadPlan(f"http://127.0.0.1:{ports.proxy}", count=traffic, concurrency=2, bad_share=bad_share)
-            print(run_load(plan, progress=lambda *_: None).summary(), flush=True)
+        if traffic_rate > 0:
+            print("waiting for Prometheus to scrape the proxy's counters...", flush=True)
+            if not stack.wait_for_first_scrape(stopped):
+                print(f"Prometheus holds no counter of the proxy after {FIRST_SCRAPE_TIMEOUT:.0f} s (see "
+                      f"{stack.run_dir / 'prometheus.log'}); sending the traffic anyway", flush=True)
+            traffic = Traffic(f"http://127.0.0.1:{ports.proxy}", traffic_rate, bad_share).start()
+            print(f"demo traffic: {traffic_rate:g} requests/s, {bad_share:.0%} of them bad", flush=True)
         print("running; Ctrl-C stops the stack", flush=True)
         deadline = None if duration is None else time.monotonic() + duration
         while not stopped.wait(0.5):
@@ -315,6 +380,8 @@ def up(run_dir: Path, ports: StackPorts, traffic: int, duration: float | None, b
         print(f"inferwatch up: {error}", file=sys.stderr)
         return 1
     finally:
+        if traffic is not None:
+            print(traffic.finish(), flush=True)
         stack.stop()
         print("stopped", flush=True)
     return 0
