@@ -3,9 +3,10 @@
 The native stack (``inferwatch.stack.up.Stack``: MLflow on the demo model, Jaeger, the collector,
 the proxy, the SMTP sink, Alertmanager 0.35, Prometheus 3.16 serving the console pages, which
 draw with uPlot inlined from the console library the stack writes) gets real traffic:
-successes, bad input (unparseable bodies and rows missing a column), feedback, and two more models
+successes, bad input (unparseable bodies and rows missing a column), feedback, and three more models
 through the same collector: a slow one (the tunable model asked to sleep 2.5 s, above the latency
-alert's 2 s) and a regressor with feedback (the regression panel's data). Then Chromium (Debian's
+alert's 2 s), a regressor with feedback (the regression panel's data) and a GenAI pyfunc with
+ratings (the GenAI row's). Then Chromium (Debian's
 package, driven over its DevTools pipe by ``inferwatch.stack.browser``) opens every console page,
 and the test checks what was drawn, not that a page loaded:
 
@@ -46,7 +47,7 @@ from inferwatch.stack.demo_model import PIMA_COLUMNS, SEED_EXAMPLE
 from inferwatch.stack.processes import free_port
 from inferwatch.stack.up import Stack, StackPorts
 
-SLOW_JOB, REGRESSOR_JOB = "slow-model", "demand-regressor"
+SLOW_JOB, REGRESSOR_JOB, GENAI_JOB = "slow-model", "demand-regressor", "echo-llm"
 SLOW_SECONDS = 2.5
 DATA_TIMEOUT = 75.0
 RENDER_TIMEOUT = 30.0
@@ -75,6 +76,7 @@ class NativeStack:
     demo: Proxy
     slow: Proxy
     regressor: Proxy
+    genai: Proxy
 
     @property
     def prometheus(self) -> str:
@@ -83,7 +85,8 @@ class NativeStack:
 
 def demo_traffic(stack: NativeStack) -> None:
     """Successes with feedback, unparseable bodies, rows missing a column; the regressor's
-    predictions with feedback."""
+    predictions with feedback; the GenAI model's chats (one cut off by its token limit),
+    completions, embeddings, a failure and ratings."""
     answer = stack.demo.post(json=SEED_EXAMPLE)
     assert answer.status_code == 200, answer.text
     stack.demo.post("/feedback", json={"token": answer.headers[TOKEN_HEADER], "label": 1})
@@ -95,6 +98,14 @@ def demo_traffic(stack: NativeStack) -> None:
         regression = stack.regressor.post(json=row)
         assert regression.status_code == 200, regression.text
         stack.regressor.post("/feedback", json={"token": regression.headers[TOKEN_HEADER], "label": label})
+    for body, rating in [({"messages": [{"role": "user", "content": "tell me a long story"}], "max_tokens": 2},
+                          {"rating": "up"}),
+                         ({"prompt": "once upon a time"}, {"score": 2}), ({"input": "embed this"}, None)]:
+        answer = stack.genai.post(json=body)
+        assert answer.status_code == 200, answer.text
+        if rating is not None:
+            stack.genai.post("/feedback", json={"token": answer.headers[TOKEN_HEADER], **rating})
+    stack.genai.post(json={"messages": [{"role": "user", "content": "x"}], "fail": True})
 
 
 def keep_traffic_flowing(stack: NativeStack, stop: threading.Event, limit: int = 600) -> None:
@@ -122,7 +133,8 @@ def keep_traffic_flowing(stack: NativeStack, stop: threading.Event, limit: int =
 
 
 @pytest.fixture(scope="module")
-def native(tmp_path_factory, tunable_mlflow, regressor_mlflow, regressor_model, start_module_proxy) -> Iterator[NativeStack]:
+def native(tmp_path_factory, tunable_mlflow, regressor_mlflow, regressor_model, genai_mlflow,
+           start_module_proxy) -> Iterator[NativeStack]:
     run_dir = tmp_path_factory.mktemp("native-stack")
     ports = StackPorts(**{field.name: free_port() for field in dataclasses.fields(StackPorts)
                           if field.name != "alertmanager_cluster"})
@@ -136,7 +148,9 @@ def native(tmp_path_factory, tunable_mlflow, regressor_mlflow, regressor_model, 
             stack, Proxy(ports.proxy, next(p for p in stack.processes if p.name == "proxy")),
             start_module_proxy(tunable_mlflow.url, {**otlp, "OTEL_SERVICE_NAME": SLOW_JOB}),
             start_module_proxy(regressor_mlflow.url, {**otlp, "OTEL_SERVICE_NAME": REGRESSOR_JOB,
-                                                      "INFERWATCH_MODEL_DIR": str(regressor_model)}))
+                                                      "INFERWATCH_MODEL_DIR": str(regressor_model)}),
+            start_module_proxy(genai_mlflow.url, {**otlp, "OTEL_SERVICE_NAME": GENAI_JOB,
+                                                  "INFERWATCH_MODEL_NAME": GENAI_JOB}))
         trickle = threading.Thread(target=keep_traffic_flowing, args=(native, stop), daemon=True)
         trickle.start()
         wait_for_every_panel_query(native)

@@ -19,9 +19,18 @@ import argparse
 import asyncio
 
 BODY = b'{"predictions": [0]}'
+# --answer chat: a chat completion as MLflow's GenAI models answer one, with usage.
+CHAT_BODY = (b'{"id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "echo-llm-1", '
+             b'"choices": [{"index": 0, "message": {"role": "assistant", "content": "echo: hello there"}, '
+             b'"finish_reason": "stop"}], "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}}')
+
+
+def _answer(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
 RESPONSES = {
-    b"/invocations": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-    % (len(BODY), BODY),
+    b"/invocations": _answer(BODY),
     b"/ping": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
 }
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
@@ -67,7 +76,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--answer", choices=("predictions", "chat"), default="predictions")
     args = parser.parse_args()
+    if args.answer == "chat":
+        RESPONSES[b"/invocations"] = _answer(CHAT_BODY)
     try:
         asyncio.run(serve(args.host, args.port))
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ metrics exported over OTLP to a real collector. The upstream is
 Requests are WSGI calls on one thread, without uWSGI or a socket in front, so the count is
 repeatable: run it before and after a change on a quiet or a loaded machine and compare.
 
-    python tests/benchmarks/profile_request.py [--count 3000] [--profile] [--telemetry off] [--rows 1]
+    python tests/benchmarks/profile_request.py [--count 3000] [--profile] [--telemetry off] [--rows 1] [--chat [--genai off]]
 
 Prints CPU per request (the whole process: the request thread and the exporters' threads) and,
 with ``--profile``, the request thread's own time by component (cProfile ``tottime`` summed by
@@ -134,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-quality", choices=("true", "false"), default="true")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up (an experiment)")
     parser.add_argument("--rows", type=int, default=1, help="rows per prediction (the seed's example repeated)")
+    parser.add_argument("--chat", action="store_true",
+                        help="chat requests (MLflow's unified LLM input) to an upstream that answers a chat completion")
+    parser.add_argument("--genai", choices=("on", "off"), default="on",
+                        help="off: the GenAI telemetry makes no call (the figure it costs is on minus off)")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="inferwatch-profile-"))
@@ -141,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         upstream_port, collector = free_port(), CollectorPorts()
         upstream = ManagedProcess("upstream", [sys.executable, str(HERE / "fixed_upstream.py"), "--port",
-                                               str(upstream_port)], work / "upstream.log", env=env_with()).start()
+                                               str(upstream_port), "--answer", "chat" if args.chat else "predictions"],
+                                  work / "upstream.log", env=env_with()).start()
         processes.append(upstream)
         upstream.wait_ready(f"http://127.0.0.1:{upstream_port}/ping", timeout=30)
         otelcol = ManagedProcess("otelcol", collector_command(build_collector()), work / "otelcol.log",
@@ -162,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         from inferwatch.proxy.access_log import configure_logging
         from inferwatch.proxy.app import close_app, create_app
         from inferwatch.proxy.config import load_settings
+        from inferwatch.proxy.genai import GenAiTelemetry
+
+        if args.genai == "off":  # benchmark only: the predictor then skips every GenAI step
+            GenAiTelemetry.call_for = lambda self, prediction: None
 
         with open(os.devnull, "w") as devnull:
             listener = configure_logging("INFO", devnull)
@@ -169,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             app.extensions["inferwatch"]["access_log"]._stream = devnull
             example = SEED_EXAMPLE["dataframe_split"]
             body = json.dumps({"dataframe_split": {**example, "data": example["data"] * args.rows}}).encode()
+            if args.chat:
+                body = json.dumps({"messages": [{"role": "user", "content": "hello there"}], "temperature": 0.2,
+                                   "max_tokens": 64}).encode()
             wsgi = app.wsgi_app
             assert drive(wsgi, body, args.warmup) == args.warmup, "the warm-up predictions did not answer 200"
             if args.gc_freeze:
@@ -187,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
             figures.sort()
             cpu_us, thread_us, wall_us = figures[len(figures) // 2]
-            print(f"telemetry {args.telemetry}, model quality {args.model_quality}, {args.rows} row(s), "
+            print(f"telemetry {args.telemetry}, model quality {args.model_quality}, GenAI {args.genai}, "
+                  f"{'a chat' if args.chat else f'{args.rows} row(s)'}, "
                   f"{args.rounds} rounds of {args.count}: process CPU {cpu_us:.0f} us/request "
                   f"(request thread {thread_us:.0f}, other threads {cpu_us - thread_us:.0f}), wall {wall_us:.0f} us")
             collections = [generation["collections"] - before

@@ -152,7 +152,6 @@ class GenAiCall:
     operation: str
     request_model: str
     span_attributes: dict
-    metric_attributes: dict
     conventions: Conventions
     inputs: list[tuple[str, str]] = field(default_factory=list)
     answer: GenAiAnswer | None = None
@@ -221,6 +220,7 @@ class GenAiTelemetry:
         self._model_name = identity.name
         self._conventions = conventions
         self._response_models = _Bounded(g.MAX_RESPONSE_MODELS)
+        self._attribute_sets: dict[tuple, dict] = {}
         self._tokens = meter.create_histogram(
             g.GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}", description="Number of input and output tokens used.",
             explicit_bucket_boundaries_advisory=list(g.TOKEN_USAGE_BUCKETS))
@@ -260,10 +260,8 @@ class GenAiTelemetry:
             if isinstance(value, (int, float, str)) and not isinstance(value, bool) or (
                     isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 span_attributes[attribute] = value
-        metric_attributes = {**self._model, g.GEN_AI_OPERATION_NAME: operation,
-                             self._conventions.provider_key: g.PROVIDER, g.GEN_AI_REQUEST_MODEL: self._model_name}
         inputs = _input_messages(prediction) if self._conventions.capture_content else []
-        return GenAiCall(operation, self._model_name, span_attributes, metric_attributes, self._conventions, inputs)
+        return GenAiCall(operation, self._model_name, span_attributes, self._conventions, inputs)
 
     def record(self, call: GenAiCall, outcome: PredictionOutcome, seconds: float | None, answer_body: bytes | None) -> None:
         """The metrics of one finished call. Never raises."""
@@ -278,21 +276,35 @@ class GenAiTelemetry:
         answer = call.answer
         if answered and answer is None and answer_body is not None:  # no span hook ran (tracing off)
             answer = read_answer(answer_body)
-        model = (answer.model if answer is not None and answer.model else None) or call.request_model
-        attributes = {**call.metric_attributes, g.GEN_AI_RESPONSE_MODEL: self._response_models(model)}
+        model = self._response_models((answer.model if answer is not None and answer.model else None)
+                                      or call.request_model)
         if seconds is not None:
-            self._duration.record(seconds, attributes if answered else {**attributes, ERROR_TYPE: outcome.value})
+            self._duration.record(seconds, self._attributes(call.operation, model, None if answered else outcome.value))
         if not answered or answer is None:
             return
         if answer.input_tokens is not None:
-            self._tokens.record(answer.input_tokens, {**attributes, g.GEN_AI_TOKEN_TYPE: g.TOKEN_INPUT})
+            self._tokens.record(answer.input_tokens, self._attributes(call.operation, model, None, g.TOKEN_INPUT))
         if answer.output_tokens is not None:
-            self._tokens.record(answer.output_tokens, {**attributes, g.GEN_AI_TOKEN_TYPE: g.TOKEN_OUTPUT})
+            self._tokens.record(answer.output_tokens, self._attributes(call.operation, model, None, g.TOKEN_OUTPUT))
         with self._lock:
             if not answer.has_usage:
                 self._missing[call.operation] += 1
             for reason in answer.finish_reasons:
                 self._finish[(call.operation, reason if reason in g.FINISH_REASONS else g.OTHER)] += 1
+
+    def _attributes(self, operation: str, response_model: str, error: str | None, token_type: str | None = None) -> dict:
+        """The attributes of one GenAI series, built once (the label values are bounded)."""
+        key = (operation, response_model, error, token_type)
+        attributes = self._attribute_sets.get(key)
+        if attributes is None:
+            attributes = {**self._model, g.GEN_AI_OPERATION_NAME: operation, self._conventions.provider_key: g.PROVIDER,
+                          g.GEN_AI_REQUEST_MODEL: self._model_name, g.GEN_AI_RESPONSE_MODEL: response_model}
+            if error is not None:
+                attributes[ERROR_TYPE] = error
+            if token_type is not None:
+                attributes[g.GEN_AI_TOKEN_TYPE] = token_type
+            self._attribute_sets[key] = attributes
+        return attributes
 
     def _observe_finish(self, _options: CallbackOptions) -> list[Observation]:
         with self._lock:
