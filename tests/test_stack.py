@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from conftest import child_env, total
+from inferwatch.stack.inference_logs import Reader
 from inferwatch.stack.load import LoadPlan, run_load
 from inferwatch.stack.processes import free_port, http_ok
 from inferwatch.stack.traces import JaegerQuery
@@ -95,6 +96,14 @@ def test_up_runs_the_whole_stack_counts_reach_prometheus_and_nothing_is_left_beh
             time.sleep(1)
         assert prometheus_value(ports.prometheus, 'sum(http_requests_total{job="inferwatch"})') == 30
         assert prometheus_value(ports.prometheus, "sum(prediction_failure_total)") == 0
+        # The inference log: the proxy's OTLP records, written by the collector where
+        # `inferwatch logs` reads them.
+        inference_log = tmp_path / "inference-log"
+        assert str(inference_log) in output
+        while len(records := Reader([inference_log]).read() if inference_log.exists() else []) < 30:
+            assert time.monotonic() < deadline, "the demo traffic's records never reached the collector's file"
+            time.sleep(1)
+        assert {r["outcome"] for r in records} == {"success"} and len(records) == 30
         # The trace store: Jaeger's query API has the demo traffic's traces (the stack keeps them
         # all), and Prometheus stores exemplars that lead there.
         assert http_ok(f"http://127.0.0.1:{ports.jaeger_health}/status")
