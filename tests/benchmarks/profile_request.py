@@ -8,6 +8,11 @@ Requests are WSGI calls on one thread, without uWSGI or a socket in front, so th
 repeatable: run it before and after a change on a quiet or a loaded machine and compare.
 
     python tests/benchmarks/profile_request.py [--count 3000] [--profile] [--telemetry off] [--rows 1]
+                                               [--payload-log file|otlp|both] [--payload-log-sample 1.0]
+
+``--payload-log`` turns the inference log on: JSON Lines files in a temporary directory, OTLP logs
+to the collector, or both, at ``--payload-log-sample`` (default 1.0, every request); the records
+are counted at the end, and the figure includes the writer's thread.
 
 Prints CPU per request (the whole process: the request thread and the exporters' threads) and,
 with ``--profile``, the request thread's own time by component (cProfile ``tottime`` summed by
@@ -134,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-quality", choices=("true", "false"), default="true")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up (an experiment)")
     parser.add_argument("--rows", type=int, default=1, help="rows per prediction (the seed's example repeated)")
+    parser.add_argument("--payload-log", choices=("off", "file", "otlp", "both"), default="off",
+                        help="the inference log: files in a temporary directory, OTLP logs, or both")
+    parser.add_argument("--payload-log-sample", default="1.0")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="inferwatch-profile-"))
@@ -158,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.otlp_http}",
             "OTEL_METRIC_EXPORT_INTERVAL": "5000",
             **({"OTEL_SDK_DISABLED": "true"} if args.telemetry == "off" else {}),
+            **({"INFERWATCH_PAYLOAD_LOG_DIR": str(work / "inference-log")} if args.payload_log in ("file", "both") else {}),
+            **({"INFERWATCH_PAYLOAD_LOG_OTLP": "true"} if args.payload_log in ("otlp", "both") else {}),
+            "INFERWATCH_PAYLOAD_LOG_SAMPLE": args.payload_log_sample,
         })
         from inferwatch.proxy.access_log import configure_logging
         from inferwatch.proxy.app import close_app, create_app
@@ -187,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
             figures.sort()
             cpu_us, thread_us, wall_us = figures[len(figures) // 2]
-            print(f"telemetry {args.telemetry}, model quality {args.model_quality}, {args.rows} row(s), "
+            print(f"telemetry {args.telemetry}, model quality {args.model_quality}, inference log {args.payload_log} "
+                  f"(sample {args.payload_log_sample}), {args.rows} row(s), "
                   f"{args.rounds} rounds of {args.count}: process CPU {cpu_us:.0f} us/request "
                   f"(request thread {thread_us:.0f}, other threads {cpu_us - thread_us:.0f}), wall {wall_us:.0f} us")
             collections = [generation["collections"] - before
@@ -205,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                     profile.dump_stats(args.save)
             close_app(app)
             listener.stop()
+            if args.payload_log != "off":
+                written, dropped = app.extensions["inferwatch"]["inference_log_counts"].snapshot()
+                print(f"inference log: records written {written}, dropped {dropped}")
     finally:
         for process in reversed(processes):
             process.stop()

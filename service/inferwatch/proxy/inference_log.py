@@ -249,12 +249,15 @@ class InferenceLog:
             return None
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+
+
 def encode(record: dict) -> str:
     """The record as one line of JSON (no newline); NaN and infinities become null."""
     try:
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+        return _JSON.encode(record)
     except ValueError:  # a NaN or an infinity somewhere: rare, so looked for only then
-        return json.dumps(_finite(record), ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+        return _JSON.encode(_finite(record))
 
 
 def _finite(value):

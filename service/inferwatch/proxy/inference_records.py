@@ -37,10 +37,12 @@ MAX_ERROR_CHARS = 1024
 _MISSING = None
 
 
-def utc_time(seconds: float) -> str:
+def utc_time(seconds: float, _last: list = [-1, ""]) -> str:  # noqa: B006 - the one-entry cache of the second
     """RFC 3339 in UTC with microseconds (fixed width, so the strings sort as the times do)."""
     whole = int(seconds)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((seconds - whole) * 1e6):06d}Z"
+    if _last[0] != whole:  # records come many to a second: the date part is formatted once per second
+        _last[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_last[1]}.{int((seconds - whole) * 1e6):06d}Z"
 
 
 def inputs_of(prediction: PredictionRequest | None) -> tuple[object, object, bool]:
@@ -81,8 +83,10 @@ def _tabular(fmt: InputFormat, data: object) -> object:
             if not isinstance(names, list):
                 width = len(rows[0]) if rows and isinstance(rows[0], list) else 0
                 names = [str(i) for i in range(width)]
-            if all(type(row) is list and len(row) == len(names) for row in rows):
-                return {str(name): [row[j] for row in rows] for j, name in enumerate(names)}
+            if not rows:
+                return {str(name): [] for name in names}
+            if set(map(type, rows)) == {list} and set(map(len, rows)) == {len(names)}:
+                return dict(zip(map(str, names), map(list, zip(*rows))))
         return None
     if isinstance(data, list) and data and all(type(row) is dict for row in data):
         return _records(data)

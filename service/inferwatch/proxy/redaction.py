@@ -42,6 +42,8 @@ MASKS = {
     DIGITS: (r"\d(?:[ -]?\d){8,}", "<digits>"),
 }
 HASH_HEX_DIGITS = 32
+# Types of values that are neither text nor hold any (a numeric column is checked in one pass).
+_PLAIN = frozenset((int, float, bool, type(None)))
 
 
 class Redactor:
@@ -79,6 +81,8 @@ class Redactor:
         if kind is str:
             return self.text(value)
         if kind is list:
+            if _PLAIN.issuperset(map(type, value)):  # numbers, booleans, nulls: nothing to redact
+                return value
             return [self.value(v) for v in value]
         if kind is dict:
             out = {}
