@@ -297,6 +297,8 @@ def test_a_collector_that_is_down_costs_export_drops_never_a_prediction(start_pr
     assert {a.status_code for a in answers} == {200}
     _, exported, _ = counts_when(proxy, lambda written, exported, dropped: dropped["export_error"] == 50)
     assert exported == 0
+    # the export's own HTTP calls are no MLflow calls: model time counts the 50 predictions only
+    assert total(proxy.metrics(), "upstream_request_duration_seconds_count") == 50
 
 
 def test_without_the_flags_nothing_runs_and_the_series_are_at_zero(proxy):

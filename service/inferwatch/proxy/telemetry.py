@@ -68,6 +68,7 @@ from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
@@ -245,7 +246,11 @@ class InferenceLogExporter:
 
     def export(self, records) -> bool:
         batch = [self._log_record(*record) for record in records]
-        return self._exporter.export(batch) is LogRecordExportResult.SUCCESS
+        # As the SDK's own processors do: the export's HTTP call is no request of the app's, and
+        # the requests instrumentation would make it a span and a point of the MLflow call's
+        # duration histogram (model time).
+        with suppress_instrumentation():
+            return self._exporter.export(batch) is LogRecordExportResult.SUCCESS
 
     def _log_record(self, time_ns: int, trace_id: int, span_id: int, record: dict, text: str) -> ReadableLogRecord:
         failed = record.get("outcome") not in (None, "success")
