@@ -46,7 +46,7 @@ def test_flag_beats_environment_beats_default():
         ("INFERWATCH_PAYLOAD_LOG_REDACT", "email:hash"),  # hashing without a key
         ("INFERWATCH_PAYLOAD_LOG_MASK", "phone"),
         ("INFERWATCH_PAYLOAD_LOG_OTLP", "true"),  # no OTLP endpoint
-        ("INFERWATCH_PAYLOAD_LOG_MAX_FILE_BYTES", "0"),
+        ("INFERWATCH_PAYLOAD_LOG_FILE_BYTES", "0"),
         ("INFERWATCH_PAYLOAD_LOG_QUEUE", "-5"),
     ],
 )
@@ -66,7 +66,7 @@ def test_the_inference_log_settings_are_normalised_and_survive_the_trip_through_
     key = tmp_path / "key"
     key.write_text("secret")
     flags = {"payload_log_dir": str(tmp_path / "new" / "log"), "payload_log_redact": " Email , ssn:HASH,notes:drop ",
-             "payload_log_mask": "Digits", "payload_log_hash_key_file": str(key), "payload_log_sample": "0.25"}
+             "payload_log_mask": "Digits", "payload_log_key_file": str(key), "payload_log_sample": "0.25"}
     settings = load_settings(flags, environ={})
     assert settings.payload_log and not settings.payload_log_otlp
     assert settings.payload_log_redact == "Email:drop,ssn:hash,notes:drop"

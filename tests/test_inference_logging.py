@@ -141,7 +141,7 @@ def test_redaction_leaves_no_raw_value_in_the_files(start_proxy, mixed_mlflow, g
     key = tmp_path / "hash.key"
     key.write_text("a-secret-shared-by-every-instance\n")
     directory = tmp_path / "inference-log"
-    settings = {"payload_log_dir": str(directory), "payload_log_hash_key_file": str(key),
+    settings = {"payload_log_dir": str(directory), "payload_log_key_file": str(key),
                 "payload_log_redact": "city:hash,member,user:drop,customer:hash"}
     mixed = start_proxy(mixed_mlflow.url, **settings)
     rows = [{"city": "Zürich", "visits": 4, "spend": 120.5, "member": True},

@@ -41,9 +41,9 @@ environment variable                       flag                           defaul
 ``INFERWATCH_PAYLOAD_LOG_FAILURES``        ``--payload-log-failures``     ``true`` (all failures logged)
 ``INFERWATCH_PAYLOAD_LOG_REDACT``          ``--payload-log-redact``       none (``name[:drop|hash],...``)
 ``INFERWATCH_PAYLOAD_LOG_MASK``            ``--payload-log-mask``         ``email,digits`` (or ``none``)
-``INFERWATCH_PAYLOAD_LOG_HASH_KEY_FILE``   ``--payload-log-hash-key-file`` none (needed by ``:hash``)
-``INFERWATCH_PAYLOAD_LOG_MAX_FILE_BYTES``  ``--payload-log-max-file-bytes`` ``67108864``
-``INFERWATCH_PAYLOAD_LOG_MAX_FILE_AGE``    ``--payload-log-max-file-age`` ``3600`` (seconds)
+``INFERWATCH_PAYLOAD_LOG_KEY_FILE``        ``--payload-log-key-file``     none (needed by ``:hash``)
+``INFERWATCH_PAYLOAD_LOG_FILE_BYTES``      ``--payload-log-file-bytes``   ``67108864``
+``INFERWATCH_PAYLOAD_LOG_FILE_AGE``        ``--payload-log-file-age``     ``3600`` (seconds)
 ``INFERWATCH_PAYLOAD_LOG_QUEUE``           ``--payload-log-queue``        ``10000`` (records)
 =========================================  =============================  ========================
 
@@ -275,9 +275,9 @@ class Settings:
     payload_log_failures: bool = True
     payload_log_redact: str = ""
     payload_log_mask: str = "email,digits"
-    payload_log_hash_key_file: str = ""
-    payload_log_max_file_bytes: int = 64 * 1024 * 1024
-    payload_log_max_file_age: float = 3600.0
+    payload_log_key_file: str = ""
+    payload_log_file_bytes: int = 64 * 1024 * 1024
+    payload_log_file_age: float = 3600.0
     payload_log_queue: int = 10_000
 
     @property
@@ -334,9 +334,9 @@ PARSERS: Mapping[str, Callable[[str], Any]] = {
     "payload_log_failures": _boolean,
     "payload_log_redact": _redaction_spec,
     "payload_log_mask": _mask_spec,
-    "payload_log_hash_key_file": _token_file,
-    "payload_log_max_file_bytes": _positive_int,
-    "payload_log_max_file_age": _positive_float,
+    "payload_log_key_file": _token_file,
+    "payload_log_file_bytes": _positive_int,
+    "payload_log_file_age": _positive_float,
     "payload_log_queue": _positive_int,
 }
 
@@ -372,10 +372,10 @@ def _check_workers(settings: Settings, source: str, environ: Mapping[str, str]) 
 
 def _check_payload_log(settings: Settings, sources: Mapping[str, str], environ: Mapping[str, str]) -> None:
     """Hashing needs its key; OTLP logs need the SDK and an endpoint."""
-    if HASH in redaction_rules(settings.payload_log_redact).values() and not settings.payload_log_hash_key_file:
+    if HASH in redaction_rules(settings.payload_log_redact).values() and not settings.payload_log_key_file:
         raise ConfigError(sources["payload_log_redact"], settings.payload_log_redact,
-                          f"a field redacted with :hash needs {flag_name('payload_log_hash_key_file')} "
-                          f"({env_name('payload_log_hash_key_file')}): a secret file shared by every instance, "
+                          f"a field redacted with :hash needs {flag_name('payload_log_key_file')} "
+                          f"({env_name('payload_log_key_file')}): a secret file shared by every instance, "
                           "so equal values hash alike everywhere")
     if settings.payload_log_otlp and (telemetry_disabled(environ) or not otlp_export_enabled(environ, "logs")):
         raise ConfigError(sources["payload_log_otlp"], "true",

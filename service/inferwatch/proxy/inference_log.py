@@ -123,10 +123,10 @@ def build_inference_log(settings: Settings, model: tuple[str, str], counts: Infe
     """The inference log the settings ask for, or None when it is off (no directory, no export)."""
     if not settings.payload_log_dir and exporter is None:
         return None
-    key = Path(settings.payload_log_hash_key_file).read_bytes().strip() if settings.payload_log_hash_key_file else None
+    key = Path(settings.payload_log_key_file).read_bytes().strip() if settings.payload_log_key_file else None
     redactor = Redactor(redaction_rules(settings.payload_log_redact), mask_kinds(settings.payload_log_mask), key)
-    files = (RollingFiles(settings.payload_log_dir, settings.payload_log_max_file_bytes,
-                          settings.payload_log_max_file_age) if settings.payload_log_dir else None)
+    files = (RollingFiles(settings.payload_log_dir, settings.payload_log_file_bytes,
+                          settings.payload_log_file_age) if settings.payload_log_dir else None)
     return InferenceLog(model=model, counts=counts, sample=il.Sample(settings.payload_log_sample),
                         failures=settings.payload_log_failures, redactor=redactor, files=files, exporter=exporter,
                         capacity=settings.payload_log_queue)

@@ -7,8 +7,8 @@ Named fields (``--payload-log-redact`` / ``INFERWATCH_PAYLOAD_LOG_REDACT``)
     field, ``NAME:hash`` replaces each value by a keyed hash. A name matches, case-insensitively,
     a column of tabular input and a key of a JSON object anywhere in a record's inputs, params and
     answer (a chat request's ``user``, a ``metadata`` object, a key inside a record of
-    ``dataframe_records`` ...). The hash is HMAC-SHA256 with the key in
-    ``--payload-log-hash-key-file`` (32 hex digits of it): equal values give equal hashes, in every
+    ``dataframe_records`` ...). The hash is the first 32 hex digits of HMAC-SHA256 with the key in
+    ``--payload-log-key-file``: equal values give equal hashes, in every
     process that shares the key, so hashed columns still join and count; without the key a hash
     cannot be reversed by trying likely values (a plain hash of an e-mail address or a phone number
     can). ``null`` stays ``null``.
@@ -21,7 +21,7 @@ Patterns in free text (``--payload-log-mask`` / ``INFERWATCH_PAYLOAD_LOG_MASK``)
 Example::
 
     INFERWATCH_PAYLOAD_LOG_REDACT="email:drop,customer_id:hash,notes" \\
-    INFERWATCH_PAYLOAD_LOG_HASH_KEY_FILE=/run/secrets/inference-log-key inferwatch serve ...
+    INFERWATCH_PAYLOAD_LOG_KEY_FILE=/run/secrets/inference-log-key inferwatch serve ...
 """
 
 from __future__ import annotations
