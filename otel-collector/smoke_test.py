@@ -87,6 +87,8 @@ EXPECTED_SAMPLES = {
     ("model_feedback_absolute_error_sum", frozenset(MODEL.items())): 1.5,
     ("model_feedback_squared_error_total", frozenset(MODEL.items())): 1.25,
     ("model_feedback_rejected_total", frozenset({**MODEL, "reason": "token_expired"}.items())): 1.0,
+    ("inference_log_records_total", frozenset({**MODEL, "destination": "file"}.items())): 9.0,
+    ("inference_log_dropped_total", frozenset({**MODEL, "reason": "write_error"}.items())): 2.0,
     ("system_cpu_usage", frozenset()): 25.0,
     ("system_ram_usage", frozenset()): 50.0,
     ("system_memory_usage_mb", frozenset()): 1536.5,
@@ -133,6 +135,7 @@ def start_collector(binary: str, workdir: Path) -> tuple[subprocess.Popen, dict[
         OTELCOL_HEALTH_ENDPOINT=f"127.0.0.1:{ports['health']}",
         OTELCOL_TELEMETRY_PORT=str(ports["telemetry"]),
         OTELCOL_TRACES_FILE=str(workdir / "traces.jsonl"),
+        OTELCOL_LOGS_FILE=str(workdir / "inference-log" / "otlp.jsonl"),
         OTELCOL_TRACES_SAMPLE_PERCENT="0",
         OTELCOL_TRACES_DECISION_WAIT="1s",
     )
@@ -245,6 +248,9 @@ def emit_model_quality(meter) -> None:
     error.record(1.0, model)
     meter.create_counter(mm.MODEL_FEEDBACK_SQUARED_ERROR).add(1.25, model)
     meter.create_counter(mm.MODEL_FEEDBACK_REJECTED).add(1, {**model, mm.ERROR_TYPE: "token_expired"})
+    # the inference log's counts (inferwatch.proxy.inference_log)
+    meter.create_observable_counter(mm.INFERENCE_LOG_RECORDS, [observe(9, {**model, mm.INFERENCE_LOG_DESTINATION: "file"})])
+    meter.create_observable_counter(mm.INFERENCE_LOG_DROPPED, [observe(2, {**model, mm.ERROR_TYPE: "write_error"})])
 
 
 def emit_traces(otlp_endpoint: str) -> None:

@@ -380,3 +380,22 @@ def start_jaeger(jaeger_binary, tmp_path) -> Iterator:
     yield start
     for jaeger in started:
         jaeger.stop()
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path) -> Iterator:
+    """``tiny_filesystem(kib)``: a real tmpfs of that size mounted for this test (a disk that fills
+    up); unmounted at teardown, after whatever wrote to it has stopped. The tests run as root."""
+    mounted: list[Path] = []
+
+    def mount(kib: int) -> Path:
+        point = tmp_path / f"tiny-{len(mounted)}"
+        point.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k,mode=0755", "tmpfs", str(point)],
+                       check=True, capture_output=True)
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", "--lazy", str(point)], check=False, capture_output=True)

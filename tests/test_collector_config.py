@@ -137,3 +137,19 @@ def test_the_exporter_serves_exemplars_and_traces_go_to_jaeger_by_default():
     jaeger = yaml.safe_load((ROOT / "observability" / "jaeger" / "config.yaml").read_text())
     assert _default(config["exporters"]["otlp_grpc/traces"]["endpoint"]) == _default(
         jaeger["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"])
+
+
+def test_the_logs_pipeline_takes_the_inference_log_to_a_file_after_memory_limiter():
+    config = load_config()
+    pipeline = config["service"]["pipelines"]["logs"]
+    assert pipeline["receivers"] == ["otlp"]
+    assert pipeline["processors"][0] == "memory_limiter"
+    assert _default(pipeline["exporters"]) == "[file/inference_log]"
+    assert config["exporters"]["file/inference_log"]["path"].startswith("${env:OTELCOL_LOGS_FILE:-")
+
+
+def test_every_collector_the_project_starts_writes_its_logs_beside_its_traces(tmp_path):
+    from inferwatch.stack.processes import CollectorPorts, collector_env
+
+    env = collector_env(CollectorPorts(), tmp_path / "traces.jsonl")
+    assert env["OTELCOL_LOGS_FILE"] == str(tmp_path / "inference-log" / "otlp.jsonl")

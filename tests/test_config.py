@@ -39,6 +39,15 @@ def test_flag_beats_environment_beats_default():
         ("INFERWATCH_MODEL_QUALITY", "maybe"),
         ("INFERWATCH_FEEDBACK_MAX_ROWS", "0"),
         ("INFERWATCH_FEEDBACK_KEY_FILE", "/no/such/key"),
+        ("INFERWATCH_PAYLOAD_LOG_SAMPLE", "1.5"),
+        ("INFERWATCH_PAYLOAD_LOG_SAMPLE", "a tenth"),
+        ("INFERWATCH_PAYLOAD_LOG_DIR", "/proc/self/status/log"),
+        ("INFERWATCH_PAYLOAD_LOG_REDACT", "email:scramble"),
+        ("INFERWATCH_PAYLOAD_LOG_REDACT", "email:hash"),  # hashing without a key
+        ("INFERWATCH_PAYLOAD_LOG_MASK", "phone"),
+        ("INFERWATCH_PAYLOAD_LOG_OTLP", "true"),  # no OTLP endpoint
+        ("INFERWATCH_PAYLOAD_LOG_FILE_BYTES", "0"),
+        ("INFERWATCH_PAYLOAD_LOG_QUEUE", "-5"),
     ],
 )
 def test_a_bad_value_fails_at_start_naming_the_variable(variable, value):
@@ -51,6 +60,22 @@ def test_a_bad_value_fails_at_start_naming_the_variable(variable, value):
 def test_the_command_refuses_a_bad_flag_with_exit_code_2(capsys):
     assert main(["serve", "--port", "x"]) == 2
     assert "--port" in capsys.readouterr().err
+
+
+def test_the_inference_log_settings_are_normalised_and_survive_the_trip_through_the_environment(tmp_path):
+    key = tmp_path / "key"
+    key.write_text("secret")
+    flags = {"payload_log_dir": str(tmp_path / "new" / "log"), "payload_log_redact": " Email , ssn:HASH,notes:drop ",
+             "payload_log_mask": "Digits", "payload_log_key_file": str(key), "payload_log_sample": "0.25"}
+    settings = load_settings(flags, environ={})
+    assert settings.payload_log and not settings.payload_log_otlp
+    assert settings.payload_log_redact == "Email:drop,ssn:hash,notes:drop"
+    assert settings.payload_log_mask == "digits"
+    # inferwatch serve hands the settings to the workers as INFERWATCH_* text (proxy.server.serve)
+    environ = {f"INFERWATCH_{name.upper()}": str(value) for name, value in vars(settings).items()}
+    assert load_settings({}, environ=environ) == settings
+    assert load_settings({"payload_log_mask": "none"}, environ={}).payload_log_mask == "none"
+    assert not load_settings({}, environ={}).payload_log
 
 
 def test_upstream_trailing_slash_is_normalised():

@@ -598,7 +598,7 @@ def send_feedback(stack: LiveStack) -> None:
 @pytest.mark.slow
 def test_every_dashboard_query_runs_and_returns_data_from_the_real_service(live):
     expressions = panel_expressions(dashboard())
-    assert len(expressions) == 60
+    assert len(expressions) == 62
     assert live.queries.wait_for_data(expressions, LIVE_TIMEOUT) == {}
 
 

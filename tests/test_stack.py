@@ -21,6 +21,7 @@ import requests
 
 from conftest import ROOT, child_env, total
 from inferwatch.stack.demo_model import SEED_EXAMPLE
+from inferwatch.stack.inference_logs import Reader
 from inferwatch.stack.load import LoadPlan, run_load
 from inferwatch.stack.processes import free_port, http_ok
 from inferwatch.stack.traces import JaegerQuery
@@ -145,6 +146,14 @@ def test_up_runs_the_whole_stack_its_bad_traffic_emails_the_alert_and_a_restart_
             assert time.monotonic() < deadline, "the demo traffic never reached Prometheus through the collector"
             time.sleep(1)
         assert prometheus_value(ports.prometheus, 'sum(http_requests_total{job="inferwatch"})') > 0
+        # The inference log: the proxy's OTLP records, written by the collector where
+        # `inferwatch logs` reads them (the trickle's successes and failures alike).
+        inference_log = tmp_path / "inference-log"
+        assert str(inference_log) in output
+        while len(records := Reader([inference_log]).read() if inference_log.exists() else []) < 30:
+            assert time.monotonic() < deadline, "the demo traffic's records never reached the collector's file"
+            time.sleep(1)
+        assert "success" in {r["outcome"] for r in records}
         # The trace store: Jaeger's query API has the demo traffic's traces (the stack keeps them
         # all), and Prometheus stores exemplars that lead there.
         assert http_ok(f"http://127.0.0.1:{ports.jaeger_health}/status")

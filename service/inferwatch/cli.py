@@ -13,6 +13,9 @@
 ``inferwatch traces``
     The slowest or failed traces in the trace store, model time vs proxy time, or one trace's
     span tree (see :mod:`inferwatch.stack.traces`).
+``inferwatch logs``
+    The inference log: tail and filter its records, or export labelled rows for retraining
+    (see :mod:`inferwatch.stack.inference_logs`).
 """
 
 from __future__ import annotations
@@ -87,7 +90,35 @@ def _parser() -> argparse.ArgumentParser:
     traces.add_argument("--trace", default=None, metavar="ID", help="show one trace's span tree")
     traces.add_argument("--request-id", default=None, metavar="ID", help="show the trace of the answer with this X-Request-Id")
     traces.add_argument("--limit", type=int, default=20, help="traces to list (default 20)")
+
+    logs = commands.add_parser("logs", help="tail and filter the inference log, or export labelled rows")
+    logs.add_argument("paths", nargs="*", metavar="PATH",
+                      help="log directories or files (default: env INFERWATCH_PAYLOAD_LOG_DIR, else .run/inference-log)")
+    logs.add_argument("--model", default=None, help="only this model's records")
+    logs.add_argument("--model-version", default=None, help="only this model version's records")
+    logs.add_argument("--outcome", default=None, help="success, failure, or a failure's reason (e.g. model_rejected)")
+    logs.add_argument("--kind", choices=("prediction", "feedback"), default=None, help="only records of this kind")
+    logs.add_argument("--since", default=None, help="records from then on: a duration back (15m, 2h) or an ISO time")
+    logs.add_argument("--until", default=None, help="records up to then: a duration back or an ISO time")
+    logs.add_argument("-n", "--lines", type=int, default=20, help="print the last N matching records (default 20, 0: all)")
+    logs.add_argument("-f", "--follow", action="store_true", help="then print new records as they are written")
+    logs.add_argument("--join-feedback", metavar="OUT", default=None,
+                      help="write labelled rows (predictions joined with their feedback) to OUT.parquet or OUT.csv")
     return parser
+
+
+def _logs(args) -> int:
+    from inferwatch.stack.inference_logs import DEFAULT_DIRECTORY, LogReadError, RecordFilter, record_time, run
+
+    try:
+        keep = RecordFilter(model=args.model, model_version=args.model_version, outcome=args.outcome, kind=args.kind,
+                            since=record_time(args.since) if args.since else None,
+                            until=record_time(args.until) if args.until else None)
+    except LogReadError as error:
+        print(f"inferwatch logs: {error}", file=sys.stderr)
+        return 2
+    paths = args.paths or [os.environ.get(env_name("payload_log_dir")) or DEFAULT_DIRECTORY]
+    return run(paths, keep, max(args.lines, 0), args.follow, args.join_feedback)
 
 
 def _traces(args) -> int:
@@ -142,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "traces":
         return _traces(args)
+    if args.command == "logs":
+        return _logs(args)
     if args.command == "up":
         from pathlib import Path
 

@@ -10,6 +10,13 @@ processes, and the HTTP router's share of it), p50 and req/s.
 ``--model-dir`` gives both proxies the demo model (``INFERWATCH_MODEL_DIR``, with its reference
 profile), so the working tree runs with model-quality telemetry; a baseline from before it ignores
 the variable.
+
+``--current-env NAME=VALUE`` (repeatable) sets a variable for the working tree's proxy only, to
+measure a feature that is off by default: with ``--baseline HEAD`` both sides run the same code and
+the difference is the feature's cost. ``{work}`` in a value becomes the run's temporary directory::
+
+    python tests/benchmarks/ab_compare.py --baseline HEAD --model-dir --concurrency 1 \
+        --current-env 'INFERWATCH_PAYLOAD_LOG_DIR={work}/inference-log'
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import requests
 
 from bench_proxy import ROOT, env_with
 from harness import Scraper, cpu_seconds, median, percentile, router_cpu_seconds, run_wrk, wrk_script
@@ -44,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", action="store_true", help="both proxies get the demo model's directory")
     parser.add_argument("--scrapes", action="store_true",
                         help="scrape /metrics (OpenMetrics) every 50 ms during each round; report its latency")
+    parser.add_argument("--current-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a variable for the working tree's proxy only (repeatable; {work} is the run's directory)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="inferwatch-ab-"))
+    current_env = dict(item.replace("{work}", str(work)).split("=", 1) for item in args.current_env)
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(work / "baseline"), args.baseline],
                    check=True, capture_output=True)
     processes: list[ManagedProcess] = []
@@ -67,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             env = env_with(INFERWATCH_UPSTREAM=f"http://127.0.0.1:{mlflow_port}", INFERWATCH_PORT=str(port),
                            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.otlp_http}", OTEL_METRIC_EXPORT_INTERVAL="5000",
-                           PYTHONPATH=str(source), **({"INFERWATCH_MODEL_DIR": str(model)} if args.model_dir else {}))
+                           PYTHONPATH=str(source), **({"INFERWATCH_MODEL_DIR": str(model)} if args.model_dir else {}),
+                           **(current_env if name == "current" else {}))
             process = spawn(name, [sys.executable, "-m", "inferwatch", "serve"], env,
                             f"http://127.0.0.1:{port}/readyz")
             sides[name] = (f"http://127.0.0.1:{port}/predict", process)
@@ -88,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                     figures["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / done
                     figures["router_cpu_ms"] = (router_cpu_seconds(pid) - router_before) * 1000 / done
                     results.setdefault(concurrency, {}).setdefault(name, []).append(figures)
-        print(f"baseline {args.baseline} vs working tree, medians of {args.rounds} interleaved rounds")
+        print(f"baseline {args.baseline} vs working tree{' with ' + ' '.join(args.current_env) if args.current_env else ''}, "
+              f"medians of {args.rounds} interleaved rounds")
         print("| concurrency | side | proxy CPU ms/req | of which the HTTP router | p50 ms | req/s "
               "| /metrics p50 ms | /metrics p99 ms |")
         print("|---|---|---|---|---|---|---|---|")
@@ -100,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {concurrency} | {name} | {median([r['cpu_ms'] for r in runs]):.3f} "
                       f"| {median([r['router_cpu_ms'] for r in runs]):.3f} "
                       f"| {median([r['p50_ms'] for r in runs]):.2f} | {median([r['rps'] for r in runs]):.0f} " + scraped)
+        for name, (url, _) in sides.items():  # what a feature turned on by --current-env did
+            exposed = requests.get(url.rsplit("/", 1)[0] + "/metrics", timeout=10).text
+            logged = [line for line in exposed.splitlines() if line.startswith("inference_log_") and not line.endswith(" 0.0")]
+            if logged:
+                print(f"{name}: " + "; ".join(logged))
     finally:
         for process in reversed(processes):
             process.stop()

@@ -7,7 +7,16 @@ metrics exported over OTLP to a real collector. The upstream is
 Requests are WSGI calls on one thread, without uWSGI or a socket in front, so the count is
 repeatable: run it before and after a change on a quiet or a loaded machine and compare.
 
-    python tests/benchmarks/profile_request.py [--count 3000] [--profile] [--telemetry off] [--rows 1] [--chat [--genai off]]
+    python tests/benchmarks/profile_request.py [--count 3000] [--profile] [--telemetry off] [--rows 1]
+                                               [--chat [--genai off]]
+                                               [--payload-log file|otlp|both] [--payload-log-sample 1.0]
+
+``--chat`` sends chat requests to an upstream that answers a chat completion; ``--genai off`` then
+makes the GenAI telemetry make no call (its cost is on minus off).
+
+``--payload-log`` turns the inference log on: JSON Lines files in a temporary directory, OTLP logs
+to the collector, or both, at ``--payload-log-sample`` (default 1.0, every request); the records
+are counted at the end, and the figure includes the writer's thread.
 
 Prints CPU per request (the whole process: the request thread and the exporters' threads) and,
 with ``--profile``, the request thread's own time by component (cProfile ``tottime`` summed by
@@ -138,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="chat requests (MLflow's unified LLM input) to an upstream that answers a chat completion")
     parser.add_argument("--genai", choices=("on", "off"), default="on",
                         help="off: the GenAI telemetry makes no call (the figure it costs is on minus off)")
+    parser.add_argument("--payload-log", choices=("off", "file", "otlp", "both"), default="off",
+                        help="the inference log: files in a temporary directory, OTLP logs, or both")
+    parser.add_argument("--payload-log-sample", default="1.0")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="inferwatch-profile-"))
@@ -163,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.otlp_http}",
             "OTEL_METRIC_EXPORT_INTERVAL": "5000",
             **({"OTEL_SDK_DISABLED": "true"} if args.telemetry == "off" else {}),
+            **({"INFERWATCH_PAYLOAD_LOG_DIR": str(work / "inference-log")} if args.payload_log in ("file", "both") else {}),
+            **({"INFERWATCH_PAYLOAD_LOG_OTLP": "true"} if args.payload_log in ("otlp", "both") else {}),
+            "INFERWATCH_PAYLOAD_LOG_SAMPLE": args.payload_log_sample,
         })
         from inferwatch.proxy.access_log import configure_logging
         from inferwatch.proxy.app import close_app, create_app
@@ -200,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             figures.sort()
             cpu_us, thread_us, wall_us = figures[len(figures) // 2]
             print(f"telemetry {args.telemetry}, model quality {args.model_quality}, GenAI {args.genai}, "
+                  f"inference log {args.payload_log} (sample {args.payload_log_sample}), "
                   f"{'a chat' if args.chat else f'{args.rows} row(s)'}, "
                   f"{args.rounds} rounds of {args.count}: process CPU {cpu_us:.0f} us/request "
                   f"(request thread {thread_us:.0f}, other threads {cpu_us - thread_us:.0f}), wall {wall_us:.0f} us")
@@ -218,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                     profile.dump_stats(args.save)
             close_app(app)
             listener.stop()
+            if args.payload_log != "off":
+                written, dropped = app.extensions["inferwatch"]["inference_log_counts"].snapshot()
+                print(f"inference log: records written {written}, dropped {dropped}")
     finally:
         for process in reversed(processes):
             process.stop()

@@ -54,6 +54,9 @@ MODEL_FEEDBACK_CORRECT = "inferwatch.model.feedback.correct"
 MODEL_FEEDBACK_ABSOLUTE_ERROR = "inferwatch.model.feedback.absolute_error"
 MODEL_FEEDBACK_SQUARED_ERROR = "inferwatch.model.feedback.squared_error"
 MODEL_FEEDBACK_REJECTED = "inferwatch.model.feedback.rejected"
+# The inference log (inferwatch.proxy.inference_log); docs/inference-logging.md.
+INFERENCE_LOG_RECORDS = "inferwatch.inference_log.records"
+INFERENCE_LOG_DROPPED = "inferwatch.inference_log.dropped"
 
 # Attribute keys used by the mapping.
 HTTP_REQUEST_METHOD = "http.request.method"
@@ -72,6 +75,7 @@ MODEL_BIN = "inferwatch.model.bin"
 MODEL_INPUT_COLUMN = "inferwatch.model.input.column"
 MODEL_VIOLATION_KIND = "inferwatch.model.input.violation"
 MODEL_INPUT_FORMAT = "inferwatch.model.input.format"
+INFERENCE_LOG_DESTINATION = "inferwatch.inference_log.destination"
 
 # Requests that matched no route carry no http.route; they all share this label value, so
 # scanning random paths cannot create new series.
@@ -388,6 +392,21 @@ MAPPINGS: tuple[MetricMapping, ...] = (
         "model_feedback_rejected_total",
         PrometheusType.COUNTER,
         "Feedback requests refused, by reason (invalid_json, invalid_feedback, invalid_token, ...).",
+        labels={**_MODEL_LABELS, ERROR_TYPE: "reason"},
+    ),
+    MetricMapping(
+        INFERENCE_LOG_RECORDS,
+        "inference_log_records_total",
+        PrometheusType.COUNTER,
+        "Inference log records written, by destination (file, otlp).",
+        labels={**_MODEL_LABELS, INFERENCE_LOG_DESTINATION: "destination"},
+    ),
+    MetricMapping(
+        INFERENCE_LOG_DROPPED,
+        "inference_log_dropped_total",
+        PrometheusType.COUNTER,
+        "Inference log records dropped, by reason (queue_full, write_error, export_error, encode_error); "
+        "the predictions were answered.",
         labels={**_MODEL_LABELS, ERROR_TYPE: "reason"},
     ),
 )

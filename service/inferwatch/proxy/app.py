@@ -15,7 +15,8 @@ Routes
     (:mod:`inferwatch.proxy.operational`).
 
 Every answer of the app carries ``traceparent`` and ``X-Request-Id`` (see
-:mod:`inferwatch.proxy.correlation`) and writes one JSON line to the request log.
+:mod:`inferwatch.proxy.correlation`) and writes one JSON line to the request log. Predictions and
+feedback also go to the inference log when it is on (:mod:`inferwatch.proxy.inference_log`).
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from inferwatch.proxy.feedback import FeedbackEndpoint, FeedbackTokens, load_key
 from inferwatch.proxy.genai import Conventions, GenAiTelemetry
 from inferwatch.proxy.host import HostSampler, RequestRate
 from inferwatch.proxy.in_flight import InFlight
+from inferwatch.proxy.inference_log import InferenceLogCounts, build_inference_log
 from inferwatch.proxy.model import load_model_identity
 from inferwatch.proxy.outcomes import PredictionCounts
 from inferwatch.proxy.predictor import Predictor, error_response
 from inferwatch.proxy.quality import AnswerObserver, QualityRecorder, register_model_info
 from inferwatch.proxy.scoring import ScoringApi
-from inferwatch.proxy.telemetry import Telemetry, build_resource, setup_telemetry
+from inferwatch.proxy.telemetry import Telemetry, build_resource, inference_log_exporter, setup_telemetry
 from inferwatch.proxy.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,12 @@ def create_app(
     observer = AnswerObserver(recorder, tokens if settings.model_quality else None)
     genai = (GenAiTelemetry(identity, meter, Conventions.from_environment(os.environ, settings.genai_capture_content))
              if telemetry.enabled else None)
-    predictor = Predictor(settings, upstream, counts, observer, genai)
+    log_counts = InferenceLogCounts(identity.attributes)
+    log_counts.register(meter)
+    inference_log = build_inference_log(
+        settings, (identity.name, identity.version), log_counts,
+        inference_log_exporter(telemetry) if settings.payload_log_otlp else None)
+    predictor = Predictor(settings, upstream, counts, observer, genai, inference_log)
     rate = RequestRate()
     sampler = HostSampler(settings.host_metrics_interval, settings.disk_path, on_tick=(rate.tick,),
                           report_host=worker == 1)
@@ -94,7 +101,8 @@ def create_app(
     for route in SCORING_API_ROUTES:
         app.add_url_rule(route, endpoint=route, view_func=scoring.handle, methods=["GET"])
     if settings.model_quality:
-        feedback = FeedbackEndpoint(tokens, identity, meter, settings.client_timeout, settings.feedback_score_max)
+        feedback = FeedbackEndpoint(tokens, identity, meter, settings.client_timeout, settings.feedback_score_max,
+                                    inference_log)
         app.add_url_rule("/feedback", endpoint="/feedback", view_func=feedback.handle, methods=["POST"])
     _install_hooks(app, rate, access_log)
 
@@ -105,6 +113,7 @@ def create_app(
     app.extensions["inferwatch"] = {
         "settings": settings, "telemetry": telemetry, "upstream": upstream, "sampler": sampler, "rate": rate,
         "access_log": access_log, "model": identity, "exposition": exposed, "counts": counts,
+        "inference_log": inference_log, "inference_log_counts": log_counts,
     }
     return app
 
@@ -170,5 +179,7 @@ def close_app(app: Flask) -> None:
     parts["sampler"].stop()
     parts["exposition"].stop()
     parts["access_log"].close()
+    if parts["inference_log"] is not None:
+        parts["inference_log"].close()
     parts["telemetry"].shutdown()
     parts["upstream"].close()

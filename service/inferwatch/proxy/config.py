@@ -37,6 +37,16 @@ environment variable                       flag                           defaul
 ``INFERWATCH_FEEDBACK_MAX_ROWS``           ``--feedback-max-rows``        ``100``
 ``INFERWATCH_FEEDBACK_SCORE_MAX``          ``--feedback-score-max``       ``5`` (GenAI ratings: scores 1 to this)
 ``INFERWATCH_GENAI_CAPTURE_CONTENT``       ``--genai-capture-content``    ``false`` (prompt and answer text on spans)
+``INFERWATCH_PAYLOAD_LOG_DIR``             ``--payload-log-dir``          none (no files)
+``INFERWATCH_PAYLOAD_LOG_OTLP``            ``--payload-log-otlp``         ``false``
+``INFERWATCH_PAYLOAD_LOG_SAMPLE``          ``--payload-log-sample``       ``1.0`` (share of requests)
+``INFERWATCH_PAYLOAD_LOG_FAILURES``        ``--payload-log-failures``     ``true`` (all failures logged)
+``INFERWATCH_PAYLOAD_LOG_REDACT``          ``--payload-log-redact``       none (``name[:drop|hash],...``)
+``INFERWATCH_PAYLOAD_LOG_MASK``            ``--payload-log-mask``         ``email,digits`` (or ``none``)
+``INFERWATCH_PAYLOAD_LOG_KEY_FILE``        ``--payload-log-key-file``     none (needed by ``:hash``)
+``INFERWATCH_PAYLOAD_LOG_FILE_BYTES``      ``--payload-log-file-bytes``   ``67108864``
+``INFERWATCH_PAYLOAD_LOG_FILE_AGE``        ``--payload-log-file-age``     ``3600`` (seconds)
+``INFERWATCH_PAYLOAD_LOG_QUEUE``           ``--payload-log-queue``        ``10000`` (records)
 =========================================  =============================  ========================
 
 A client may stay silent for ``INFERWATCH_CLIENT_TIMEOUT`` seconds while it sends a request
@@ -59,6 +69,11 @@ score from 1 to ``--feedback-score-max``; ``--genai-capture-content`` records pr
 text on the MLflow call's span (off by default; see docs/genai.md). The feedback key (a file
 shared by every instance) signs the feedback token each prediction answer carries; see
 docs/model-quality.md.
+
+The inference log (``--payload-log-*``, see :mod:`inferwatch.proxy.inference_log` and
+docs/inference-logging.md) is off unless ``--payload-log-dir`` or ``--payload-log-otlp`` is given:
+a sampled, redacted record of each prediction, written by a background thread to rolling JSON
+Lines files of each worker and/or as OTLP logs to the collector (which needs an OTLP endpoint).
 
 ``INFERWATCH_WORKERS`` above 1 runs several worker processes for a host with several cores. Each
 worker counts its own requests, so their metrics are exact only where they are kept apart and
@@ -86,6 +101,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from inferwatch.proxy.redaction import HASH, MASKS, MODES
 
 
 class ConfigError(ValueError):
@@ -179,6 +196,55 @@ def _score_max(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("expected a share between 0 and 1, e.g. 0.1 for one request in ten")
+    return value
+
+
+def _log_directory(text: str) -> str:
+    """An absolute path whose nearest existing ancestor is a directory this user can write in."""
+    path = Path(text).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{existing} is not writable by this user")
+    return str(path)
+
+
+def redaction_rules(text: str) -> dict[str, str]:
+    """``name[:mode],...`` as {name: mode}; the mode is ``drop`` (the default) or ``hash``."""
+    rules = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, _, mode = entry.rpartition(":") if ":" in entry else (entry, "", "drop")
+        name, mode = name.strip(), mode.strip().lower()
+        if not name or mode not in MODES:
+            raise ValueError(f"{entry!r}: expected NAME, NAME:drop or NAME:hash")
+        rules[name] = mode
+    return rules
+
+
+def _redaction_spec(text: str) -> str:
+    return ",".join(f"{name}:{mode}" for name, mode in redaction_rules(text).items())
+
+
+def mask_kinds(text: str) -> tuple[str, ...]:
+    """``email,digits`` as a tuple; ``none`` is the empty one."""
+    kinds = tuple(dict.fromkeys(filter(None, (part.strip().lower() for part in text.split(",")))))
+    if kinds == ("none",):
+        return ()
+    unknown = [kind for kind in kinds if kind not in MASKS]
+    if unknown:
+        raise ValueError(f"unknown mask {unknown[0]!r}: expected a list of {', '.join(MASKS)}, or none")
+    return kinds
+
+
+def _mask_spec(text: str) -> str:
+    return ",".join(mask_kinds(text)) or "none"
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in logging.getLevelNamesMapping():
@@ -217,6 +283,21 @@ class Settings:
     feedback_max_rows: int = 100
     feedback_score_max: int = 5
     genai_capture_content: bool = False
+    payload_log_dir: str = ""
+    payload_log_otlp: bool = False
+    payload_log_sample: float = 1.0
+    payload_log_failures: bool = True
+    payload_log_redact: str = ""
+    payload_log_mask: str = "email,digits"
+    payload_log_key_file: str = ""
+    payload_log_file_bytes: int = 64 * 1024 * 1024
+    payload_log_file_age: float = 3600.0
+    payload_log_queue: int = 10_000
+
+    @property
+    def payload_log(self) -> bool:
+        """Whether the inference log is on (files, OTLP or both)."""
+        return bool(self.payload_log_dir) or self.payload_log_otlp
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -263,6 +344,16 @@ PARSERS: Mapping[str, Callable[[str], Any]] = {
     "feedback_max_rows": _positive_int,
     "feedback_score_max": _score_max,
     "genai_capture_content": _boolean,
+    "payload_log_dir": _log_directory,
+    "payload_log_otlp": _boolean,
+    "payload_log_sample": _share,
+    "payload_log_failures": _boolean,
+    "payload_log_redact": _redaction_spec,
+    "payload_log_mask": _mask_spec,
+    "payload_log_key_file": _token_file,
+    "payload_log_file_bytes": _positive_int,
+    "payload_log_file_age": _positive_float,
+    "payload_log_queue": _positive_int,
 }
 
 
@@ -293,6 +384,19 @@ def _check_workers(settings: Settings, source: str, environ: Mapping[str, str]) 
     """Several workers are exact only through OTLP (or when there is no telemetry at all)."""
     if settings.workers > 1 and not telemetry_disabled(environ) and not otlp_export_enabled(environ, "metrics"):
         raise ConfigError(source, str(settings.workers), SEVERAL_WORKERS_NEED_OTLP)
+
+
+def _check_payload_log(settings: Settings, sources: Mapping[str, str], environ: Mapping[str, str]) -> None:
+    """Hashing needs its key; OTLP logs need the SDK and an endpoint."""
+    if HASH in redaction_rules(settings.payload_log_redact).values() and not settings.payload_log_key_file:
+        raise ConfigError(sources["payload_log_redact"], settings.payload_log_redact,
+                          f"a field redacted with :hash needs {flag_name('payload_log_key_file')} "
+                          f"({env_name('payload_log_key_file')}): a secret file shared by every instance, "
+                          "so equal values hash alike everywhere")
+    if settings.payload_log_otlp and (telemetry_disabled(environ) or not otlp_export_enabled(environ, "logs")):
+        raise ConfigError(sources["payload_log_otlp"], "true",
+                          "OTLP logs need OpenTelemetry on and an endpoint: set OTEL_EXPORTER_OTLP_ENDPOINT "
+                          "(or OTEL_EXPORTER_OTLP_LOGS_ENDPOINT) to the collector")
 
 
 def env_name(field: str) -> str:
@@ -334,4 +438,5 @@ def load_settings(
         raise ConfigError(env_name("model_uri"), values["model_uri"], "give the model dir or its URI, not both")
     settings = Settings(**values)
     _check_workers(settings, sources.get("workers", env_name("workers")), environ)
+    _check_payload_log(settings, sources, environ)
     return settings

@@ -37,6 +37,9 @@ prediction's body, 400 ``invalid_input`` (a bad Content-Length or Transfer-Encod
 ``incomplete_body`` and 408 ``client_timeout``. Each refusal is counted in
 ``model_feedback_rejected_total{reason}``.
 
+Accepted labels are also written to the inference log, when it is on, as a record of their own
+with the prediction's request id (:meth:`inferwatch.proxy.inference_log.InferenceLog.feedback`).
+
 Floods are bounded: a body of at most :data:`MAX_BODY_BYTES`, at most ``--feedback-max-rows``
 rows per token (a prediction with more rows gets no token), and the token's age. A token is not
 single-use: the same feedback sent twice is counted twice (nothing is stored to tell).
@@ -62,6 +65,7 @@ from inferwatch.contract.profile import CLASSES, category_key
 from inferwatch.proxy import request_body
 from inferwatch.proxy.config import Settings
 from inferwatch.proxy.errors import ProxyError
+from inferwatch.proxy.inference_log import InferenceLog
 from inferwatch.proxy.model import ModelIdentity
 
 TOKEN_HEADER = "Inferwatch-Feedback-Token"
@@ -211,10 +215,11 @@ class FeedbackEndpoint:
     """``POST /feedback``: verifies the token, counts the labels."""
 
     def __init__(self, tokens: FeedbackTokens, identity: ModelIdentity, meter: Meter, client_timeout: float,
-                 score_max: int = 5):
+                 score_max: int = 5, inference_log: InferenceLog | None = None):
         self._tokens = tokens
         self._client_timeout = client_timeout
         self._score_max = score_max
+        self._inference_log = inference_log
         self._identity = identity
         model = identity.attributes
         self._model = model
@@ -271,7 +276,8 @@ class FeedbackEndpoint:
         claims = self._tokens.verify(document["token"])
         if claims["k"] == GENAI:
             return self._rate(claims, document)
-        given, correct, errors = _judge(claims, _labels(document, len(claims["p"])))
+        labels = _labels(document, len(claims["p"]))
+        given, correct, errors = _judge(claims, labels)
         self._labels.add(given, self._model)
         if claims["k"] == CLASSIFICATION:
             self._correct.add(correct, self._model)
@@ -279,6 +285,8 @@ class FeedbackEndpoint:
             for error in errors:
                 self._absolute.record(error, self._model)
             self._squared.add(sum(e * e for e in errors), self._model)
+        if self._inference_log is not None:
+            self._inference_log.feedback(claims["id"], labels, claims["p"])
         answer = {"request_id": claims["id"], "model": claims["m"], "model_version": claims["v"], "labels": given}
         return Response(json.dumps(answer), status=200, content_type="application/json")
 

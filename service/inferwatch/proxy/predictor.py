@@ -12,7 +12,9 @@ One request, one pass:
 4. the observers read the request and the answer (model quality, the feedback token);
 5. the outcome is counted exactly once, here (:class:`~inferwatch.proxy.outcomes.PredictionCounts`),
    whatever happened before, and travels with the answer (:class:`PredictionResponse`) to the
-   request log.
+   request log;
+6. when the inference log is on, the prediction is handed to it once, with its outcome, latency
+   and model time (:class:`~inferwatch.proxy.inference_log.InferenceLog`; it only queues).
 
 What the proxy refuses itself, before MLflow is asked: a body over the limit (413), a request
 without a ``Content-Type`` (415: MLflow would fail on it with a 500), an empty body (400), JSON
@@ -37,6 +39,7 @@ from inferwatch.proxy import errors, request_body
 from inferwatch.proxy.config import Settings
 from inferwatch.proxy.errors import PredictionOutcome, ProxyError, error_body
 from inferwatch.proxy.genai import GenAiTelemetry
+from inferwatch.proxy.inference_log import InferenceLog
 from inferwatch.proxy.outcomes import PredictionCounts
 from inferwatch.proxy.prediction import PredictionRequest, format_of_content_type, read_prediction
 from inferwatch.proxy.quality import AnswerObserver
@@ -66,25 +69,27 @@ class Predictor:
     """Forwards a prediction, relays MLflow's answer, and counts the outcome once."""
 
     def __init__(self, settings: Settings, upstream: UpstreamClient, counts: PredictionCounts,
-                 observer: AnswerObserver | None = None, genai: GenAiTelemetry | None = None):
+                 observer: AnswerObserver | None = None, genai: GenAiTelemetry | None = None,
+                 inference_log: InferenceLog | None = None):
         self._limit = settings.max_body_bytes
         self._client_timeout = settings.client_timeout
         self._upstream = upstream
         self._counts = counts
         self._observer = observer or AnswerObserver(None, None)
         self._genai = genai
+        self._inference_log = inference_log
 
     def handle(self) -> Response:
-        prediction = call = None
-        seconds = None
+        started = time.perf_counter()
+        prediction = call = model_time_s = None
         try:
             prediction = self._read()
             call = self._genai.call_for(prediction) if self._genai is not None else None
-            started = time.perf_counter()
+            sent = time.perf_counter()
             try:
                 answer = self._upstream.invoke(prediction.body, prediction.content_type, call)
             finally:
-                seconds = time.perf_counter() - started  # the MLflow call, answered or not
+                model_time_s = time.perf_counter() - sent  # the MLflow call, answered or not
             response, outcome = relay(answer, prediction)
             self._observer.after(prediction, response)
         except ProxyError as error:
@@ -97,9 +102,12 @@ class Predictor:
         self._counts.count(outcome, fmt)
         _annotate(trace.get_current_span(), outcome, fmt, prediction.rows if prediction is not None else None)
         if call is not None:
-            self._genai.record(call, outcome, seconds,
+            self._genai.record(call, outcome, model_time_s,
                                response.get_data() if outcome is PredictionOutcome.SUCCESS else None)
         response.outcome = outcome
+        if self._inference_log is not None:
+            self._inference_log.record(prediction, g.get("request_id", ""), fmt, response, outcome,
+                                       time.perf_counter() - started, model_time_s)
         return response
 
     def _read(self) -> PredictionRequest:

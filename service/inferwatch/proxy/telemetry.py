@@ -12,6 +12,8 @@ What it builds for one proxy process:
 * exemplars on the two latency histograms only, and only for traces the collector is certain to
   keep (:mod:`inferwatch.proxy.exemplars`);
 * OTLP export of traces and metrics under semantic-convention names, when an endpoint is set;
+* the OTLP log export of the inference log, when it is asked for (``--payload-log-otlp``,
+  :func:`inference_log_exporter`): each record one log record whose body is the record's JSON;
 * the Flask and requests auto-instrumentations, bound to these providers.
 
 Environment (the standard OpenTelemetry variables):
@@ -24,6 +26,8 @@ Environment (the standard OpenTelemetry variables):
 ``OTEL_METRIC_EXPORT_INTERVAL``        milliseconds between OTLP metric exports (SDK default 60000)
 ``OTEL_TRACES_EXPORTER``               ``none`` turns span export off
 ``OTEL_METRICS_EXPORTER``              ``none`` turns OTLP metric export off (/metrics stays)
+``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT``   where the inference log's records go, when not to the
+                                       base endpoint (with the signal path: ``.../v1/logs``)
 ``OTEL_SERVICE_NAME``                  default ``inferwatch``; one name per model, e.g. ``fraud-model``:
                                        through the collector it is the series' ``job``
 ``OTEL_RESOURCE_ATTRIBUTES``           extra resource attributes, e.g. ``deployment.environment=prod``;
@@ -62,9 +66,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry import metrics, trace
+from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, MetricsData, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
@@ -77,6 +85,7 @@ from opentelemetry.sdk.resources import (
 )
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 
 from inferwatch import __version__
@@ -90,10 +99,14 @@ from inferwatch.contract.metrics import (
     TELEMETRY_DISTRO_NAME,
     TELEMETRY_DISTRO_VERSION,
 )
+from inferwatch.contract.inference_log import EVENT_NAMES, PREDICTION
+from inferwatch.contract.metrics import MODEL_NAME, MODEL_VERSION
 from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.proxy.config import Settings, env_name, otlp_export_enabled, telemetry_disabled
+from inferwatch.proxy.correlation import ATTR_REQUEST_ID
 from inferwatch.proxy.exemplars import ExemplarMarks, KeptTraceExemplarFilter, latest_per_bucket
 from inferwatch.proxy.exposition import BucketExemplars, ExemplarCollector
+from inferwatch.proxy.predictor import ATTR_INPUT_FORMAT, ATTR_OUTCOME
 from inferwatch.proxy.translate import to_prometheus
 from inferwatch.proxy.upstream import request_hook, response_hook
 
@@ -101,6 +114,8 @@ log = logging.getLogger(__name__)
 
 POD_NAME_VARIABLE = "K8S_POD_NAME"
 SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+# The kind of an inference log record (prediction, feedback), an attribute of its OTLP record.
+INFERENCE_KIND = "inferwatch.inference.kind"
 
 
 class WithoutInstruments:
@@ -162,6 +177,7 @@ class Telemetry:
     # Marks about one request per second so its trace is kept and can be an exemplar.
     exemplar_marks: ExemplarMarks = field(default_factory=ExemplarMarks)
     _shutdown_hooks: list = field(default_factory=list)
+    resource: Resource | None = None
 
     def instrument_app(self, app) -> None:
         """Auto-instrument a Flask app (server spans, duration, active requests)."""
@@ -208,6 +224,66 @@ def _otlp_metric_exporter(environ: Mapping[str, str]):
     else:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     return OTLPMetricExporter()
+
+
+def _otlp_log_exporter(environ: Mapping[str, str]):
+    if _protocol(environ, "logs") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    return OTLPLogExporter()
+
+
+class InferenceLogExporter:
+    """The inference log's records as OTLP log records (see :mod:`inferwatch.proxy.inference_log`).
+
+    A record's JSON text is the body; its time, the trace and span of its request, and an event
+    name (``inferwatch.inference.prediction`` or ``.feedback``) are the log record's own fields;
+    the request id, model, version, input format and outcome are attributes a backend can
+    filter on. Failed predictions have severity WARN, the rest INFO.
+    """
+
+    def __init__(self, exporter, resource: Resource) -> None:
+        self._exporter = exporter
+        self._resource = resource
+        self._scope = InstrumentationScope("inferwatch.inference_log", __version__)
+
+    def export(self, records) -> bool:
+        batch = [self._log_record(*record) for record in records]
+        # As the SDK's own processors do: the export's HTTP call is no request of the app's, and
+        # the requests instrumentation would make it a span and a point of the MLflow call's
+        # duration histogram (model time).
+        with suppress_instrumentation():
+            return self._exporter.export(batch) is LogRecordExportResult.SUCCESS
+
+    def _log_record(self, time_ns: int, trace_id: int, span_id: int, record: dict, text: str) -> ReadableLogRecord:
+        failed = record.get("outcome") not in (None, "success")
+        attributes = {
+            INFERENCE_KIND: record["kind"],
+            ATTR_REQUEST_ID: record["request_id"],
+            MODEL_NAME: record["model"],
+            MODEL_VERSION: record["model_version"],
+        }
+        if record["kind"] == PREDICTION:
+            attributes[ATTR_INPUT_FORMAT] = record["format"]
+            attributes[ATTR_OUTCOME] = record["outcome"]
+        context = trace.set_span_in_context(trace.NonRecordingSpan(trace.SpanContext(
+            trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))))
+        log_record = LogRecord(
+            timestamp=time_ns, context=context, severity_text="WARN" if failed else "INFO",
+            severity_number=SeverityNumber.WARN if failed else SeverityNumber.INFO,
+            body=text, attributes=attributes, event_name=EVENT_NAMES[record["kind"]])
+        return ReadableLogRecord(log_record, self._resource, self._scope)
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+
+def inference_log_exporter(telemetry: Telemetry, environ: Mapping[str, str] | None = None) -> InferenceLogExporter | None:
+    """The OTLP exporter of the inference log, with the process's resource; None with telemetry off."""
+    if not telemetry.enabled or telemetry.resource is None:
+        return None
+    return InferenceLogExporter(_otlp_log_exporter(os.environ if environ is None else environ), telemetry.resource)
 
 
 def default_instance_id(environ: Mapping[str, str]) -> str:
@@ -327,7 +403,8 @@ def setup_telemetry(
     requests_instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider,
                                      request_hook=request_hook, response_hook=response_hook)
 
-    telemetry = Telemetry(tracer_provider, meter_provider, registry, enabled=True, exemplar_marks=exemplar_marks)
+    telemetry = Telemetry(tracer_provider, meter_provider, registry, enabled=True, exemplar_marks=exemplar_marks,
+                          resource=resource)
     telemetry._shutdown_hooks.extend(
         [tracer_provider.shutdown, meter_provider.shutdown, requests_instrumentor.uninstrument]
     )

@@ -385,19 +385,31 @@ def predictions(t: Thresholds) -> Row:
             f"HighPredictionFailureRate's {percent(t.failure_ratio)}%. Empty while there are no "
             "predictions.",
             "percentunit", [Query(f"{success}\n/\n({success} + {failure})", legend(t))],
-            steps=below(healthy_success), maximum=1, width=8),
+            steps=below(healthy_success), maximum=1, width=6),
         timeseries(
             "Predictions answered and failed",
             "How many predictions per second succeed and fail? prediction_success_total and "
             "prediction_failure_total per model, every instance summed.",
-            "reqps", refs((success, legend(t) + " answered"), (failure, legend(t) + " failed")), width=8),
+            "reqps", refs((success, legend(t) + " answered"), (failure, legend(t) + " failed")), width=6),
         timeseries(
             "Failures by reason",
             "Why do predictions fail? Failed predictions per second by model and reason: invalid_json, "
             "invalid_input, unsupported_media_type, payload_too_large, model_rejected, "
             "upstream_unavailable, upstream_timeout, upstream_error.",
             "reqps", [Query(sum_rate(t, "prediction_failure_by_reason_total", chosen(), "reason"),
-                            legend(t, "reason"))], width=8),
+                            legend(t, "reason"))], width=6),
+        timeseries(
+            "Inference log: records written and dropped",
+            "Is every sampled prediction being logged? Inference log records written per second by "
+            "destination (file, otlp) and dropped per second by reason: queue_full (the writer cannot "
+            "keep up), write_error (a full or failing disk), export_error (the collector is down or "
+            "slow), encode_error (a bug). A drop never fails a prediction; all zero while the log is off "
+            "(docs/inference-logging.md).",
+            "short", refs(
+                (sum_rate(t, "inference_log_records_total", chosen(), "destination"),
+                 legend(t) + " written {{destination}}"),
+                (sum_rate(t, "inference_log_dropped_total", chosen(), "reason"), legend(t) + " dropped {{reason}}"),
+            ), width=6),
         timeseries(
             "Predictions by input format",
             "How do clients send their predictions? Prediction requests per second by model and input "

@@ -222,13 +222,16 @@ def collector_command(binary: str) -> list[str]:
     return [binary, "--config", str(COLLECTOR_CONFIG)]
 
 
-def collector_env(ports: CollectorPorts, traces_file: str | Path, jaeger: JaegerPorts | None = None) -> dict[str, str]:
+def collector_env(ports: CollectorPorts, traces_file: str | Path, jaeger: JaegerPorts | None = None,
+                  logs_file: str | Path | None = None) -> dict[str, str]:
     """The OTELCOL_* variables of config.yaml for these ports.
 
     Traces go to the Jaeger listening on ``jaeger``'s OTLP/gRPC port, or, without one, to
-    ``traces_file`` (JSON lines).
+    ``traces_file`` (JSON lines). Logs (the inference log's OTLP records) go to ``logs_file``,
+    by default ``inference-log/otlp.jsonl`` beside the traces file.
     """
     env = {
+        "OTELCOL_LOGS_FILE": str(logs_file or Path(traces_file).parent / "inference-log" / "otlp.jsonl"),
         "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports.otlp_grpc}",
         "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports.otlp_http}",
         "OTELCOL_PROMETHEUS_ENDPOINT": f"127.0.0.1:{ports.metrics}",

@@ -3,10 +3,11 @@
 In dependency order, each waited for until it answers: the demo model (trained once per run
 directory), the MLflow model server, Jaeger v2 (the trace store, its Badger store in
 ``<run dir>/jaeger`` so traces outlive a restart; its query API on 127.0.0.1, no web UI), our
-OpenTelemetry Collector (traces to Jaeger), the proxy (OTLP to the collector), an SMTP sink
-(aiosmtpd, storing mail in a Maildir), Alertmanager 0.35 (its configuration rendered for the sink),
-and Prometheus 3.16 (the rules rendered for this stack's Jaeger address, scraping the collector,
-storing exemplars and start timestamps, serving the dashboard as console pages from
+OpenTelemetry Collector (traces to Jaeger), the proxy (OTLP to the collector, its inference log
+too, which the collector writes to ``<run dir>/inference-log/``), an SMTP sink (aiosmtpd, storing
+mail in a Maildir), Alertmanager 0.35 (its configuration rendered for the sink), and Prometheus
+3.16 (the rules rendered for this stack's Jaeger address, scraping the collector, storing
+exemplars and start timestamps, serving the dashboard as console pages from
 ``observability/prometheus/consoles/`` with the chart library inlined).
 
 What is not a Python package is built or installed by the stack's own scripts and cached (see
@@ -183,13 +184,17 @@ class Stack:
                                    p.collector_telemetry)
         self._spawn("otelcol", collector_command(built["otelcol"]),
                     f"http://127.0.0.1:{p.collector_health}/",
-                    env={**collector_env(collector, self.run_dir / "traces.jsonl", jaeger),
+                    env={**collector_env(collector, self.run_dir / "traces.jsonl", jaeger,
+                                         self.inference_log_dir / "otlp.jsonl"),
                          "OTELCOL_TRACES_SAMPLE_PERCENT": "100"})
         self._spawn("proxy", [sys.executable, "-m", "inferwatch", "serve"],
                     f"http://127.0.0.1:{p.proxy}/readyz", env={
                         "INFERWATCH_UPSTREAM": f"http://127.0.0.1:{p.mlflow}",
                         "INFERWATCH_PORT": str(p.proxy),
                         "INFERWATCH_MODEL_DIR": str(model_dir),
+                        # The inference log as OTLP logs: the collector writes them to
+                        # <run dir>/inference-log/, where `inferwatch logs` reads by default.
+                        "INFERWATCH_PAYLOAD_LOG_OTLP": "true",
                         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{p.otlp_http}",
                         "OTEL_METRIC_EXPORT_INTERVAL": "5000",
                     })
@@ -300,7 +305,13 @@ class Stack:
             "traces": f"{self.jaeger_ports.query_url}/api/traces?service={DEFAULT_SERVICE_NAME}"
                       "   (or: inferwatch traces --slow)",
             "logs": str(self.run_dir),
+            "inference": f"{self.inference_log_dir}   (inferwatch logs {self.inference_log_dir})",
         }
+
+    @property
+    def inference_log_dir(self) -> Path:
+        """Where the collector writes the proxy's inference log (OTLP JSON lines)."""
+        return self.run_dir / "inference-log"
 
 
     def has_scraped_the_counters(self) -> bool:
