@@ -29,7 +29,9 @@ import pytest
 from alerting_stack import PROMETHEUS_DIR, PrometheusServer, poll
 from conftest import Proxy, child_env
 from dashboard_queries import DashboardQueries, grafana_rules, panel_expressions, rule_query
+from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.proxy.feedback import TOKEN_HEADER
+from inferwatch.render.panels import genai as genai_row
 from inferwatch.stack.demo_model import DEMO_MODEL_NAME, DEMO_MODEL_VERSION, SEED_EXAMPLE
 from inferwatch.stack.processes import ManagedProcess, free_port
 
@@ -159,8 +161,13 @@ def test_every_dashboard_query_variable_and_grafana_rule_query_returns_data(seed
     # A classifier's feedback has no error to measure: tests/test_grafana.py shows it for a regressor.
     regression = [(where, expr) for where, expr in expressions if where.startswith("Regression error from feedback")]
     assert len(regression) == 3
+    # Nor is a tabular model a GenAI one: tests/test_grafana.py and the browser test show that row
+    # with a GenAI model behind a proxy.
+    genai_titles = tuple(panel.title for panel in genai_row(THRESHOLDS).panels)
+    genai = [(where, expr) for where, expr in expressions if where.startswith(genai_titles)]
+    assert len(genai) == 9
     with traffic(seed.proxy):
-        assert queries.wait_for_data([e for e in expressions if e not in regression], EVALUATED_TIMEOUT) == {}
+        assert queries.wait_for_data([e for e in expressions if e not in regression + genai], EVALUATED_TIMEOUT) == {}
     assert {where: queries.problem(expr) for where, expr in regression} == {where: "no data" for where, _ in regression}
     values = queries.resolve_variables()
     assert values["job"] == [SEED_JOB] and len(values["instance"]) == 1 and "/predict" in values["route"], values
