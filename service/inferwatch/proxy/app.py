@@ -74,7 +74,8 @@ def create_app(
     tokens = FeedbackTokens(load_key(settings), identity, settings.feedback_max_rows, settings.feedback_max_age)
     # With telemetry off (OTEL_SDK_DISABLED) nothing would read the counts: only the tokens stay.
     recorder = QualityRecorder(identity, meter) if settings.model_quality and telemetry.enabled else None
-    observer = AnswerObserver(recorder, tokens if settings.model_quality else None)
+    observer = AnswerObserver(recorder, tokens if settings.model_quality else None,
+                              identity.profile.probabilities if identity.profile else None)
     predictor = Predictor(settings, upstream, counts, observer)
     rate = RequestRate()
     sampler = HostSampler(settings.host_metrics_interval, settings.disk_path, on_tick=(rate.tick,),

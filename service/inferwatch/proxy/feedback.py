@@ -5,7 +5,11 @@ prediction, also the server span's ``inferwatch.request.id``) and ``Inferwatch-F
 The token holds what judging the prediction needs, signed with HMAC-SHA256::
 
     v1.<base64url(JSON {"id": request id, "m": model, "v": version, "t": unix time,
-                        "k": "c" (classes) or "r" (regression), "p": [prediction per row]})>.<base64url(MAC)>
+                        "k": "c" (classes) or "r" (regression), "p": [prediction per row],
+                        "e": [expected correctness per row]})>.<base64url(MAC)>
+
+(``e``, the calibrated probability of each row's predicted class, only when the answers carry
+class probabilities: the profile's ``probabilities``.)
 
 When the true labels are known, the client sends them with the token::
 
@@ -15,8 +19,14 @@ When the true labels are known, the client sends them with the token::
 and any instance that shares the key (``--feedback-key-file``) verifies the token and counts the
 labels, with nothing kept in memory: ``model_feedback_labels_total``, and
 ``model_feedback_correct_total`` for classes or ``model_feedback_absolute_error`` (histogram) and
-``model_feedback_squared_error_total`` for regressors. Without a key file each process makes its
-own key: feedback must then reach the instance that answered the prediction.
+``model_feedback_squared_error_total`` for regressors. For a classifier whose answers carry
+class probabilities it also counts, per class that precision, recall and F1 are about, the labels
+of rows predicted as it, the labels naming it and those that are both
+(``model_feedback_predicted_total``, ``_actual_total``, ``_true_positive_total``), and the estimate
+on exactly the labelled rows (``model_feedback_expected_correct_total``, the sum of their ``e``):
+realized and estimated accuracy of the same rows, whose gap is the sign of concept drift. Without
+a key file each process makes its own key: feedback must then reach the instance that answered
+the prediction.
 
 Answers: 200 ``{"request_id", "model", "model_version", "labels"}``; 400 ``invalid_json``,
 ``invalid_feedback`` (shape, label count), ``invalid_label``, ``invalid_token`` (not a token);
@@ -41,6 +51,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import Response, request
@@ -59,6 +70,8 @@ MAX_BODY_BYTES = 64 * 1024
 # Absolute-error histogram edges when the profile gives none.
 DEFAULT_ERROR_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100)
 CLASSIFICATION, REGRESSION = "c", "r"
+# Decimals of a row's expected correctness in the token (a millionth of a label per row).
+EXPECTED_DIGITS = 6
 
 REJECTION_REASONS = (
     "payload_too_large", "unsupported_media_type", "invalid_json", "invalid_feedback", "invalid_label",
@@ -101,8 +114,13 @@ class FeedbackTokens:
     def _mac(self, signed: str) -> bytes:
         return hmac.new(self._key, signed.encode("ascii"), hashlib.sha256).digest()
 
-    def issue(self, request_id: str, predictions: list, now: float | None = None) -> str | None:
-        """The token for one answer, or None (too many rows, or answers that cannot be judged)."""
+    def issue(self, request_id: str, predictions: list, now: float | None = None,
+              expected: list[float] | None = None) -> str | None:
+        """The token for one answer, or None (too many rows, or answers that cannot be judged).
+
+        ``expected``: each row's expected correctness (the calibrated probability of its predicted
+        class), carried for the estimate on the labelled rows.
+        """
         if not predictions or len(predictions) > self._max_rows:
             return None
         task = self._task or (CLASSIFICATION if all(type(p) in (str, int, bool) for p in predictions) else REGRESSION)
@@ -114,6 +132,8 @@ class FeedbackTokens:
             return None
         claims = {"id": request_id, "m": self._identity.name, "v": self._identity.version,
                   "t": int(time.time() if now is None else now), "k": task, "p": values}
+        if expected is not None:
+            claims["e"] = [round(e, EXPECTED_DIGITS) for e in expected]
         signed = TOKEN_VERSION + "." + _b64(json.dumps(claims, separators=(",", ":")).encode())
         return signed + "." + _b64(self._mac(signed))
 
@@ -151,23 +171,49 @@ def _labels(document: object, rows: int) -> list:
     return labels
 
 
-def _judge(claims: dict, labels: list) -> tuple[int, int, list[float]]:
-    """(labels given, correct, absolute errors); :class:`ProxyError` for a label of the wrong kind."""
-    given = correct = 0
-    errors: list[float] = []
+@dataclass
+class Judged:
+    """What one feedback request's labels say about its prediction."""
+
+    given: int = 0
+    correct: int = 0
+    errors: list[float] = field(default_factory=list)  # regression: |prediction - label| per label
+    # Classes whose answers carry probabilities: the estimate on the labelled rows, and per class
+    # (the classes precision, recall and F1 are about) labels predicted as it, naming it, both.
+    expected_correct: float = 0.0
+    predicted: dict[str, int] = field(default_factory=dict)
+    actual: dict[str, int] = field(default_factory=dict)
+    true_positive: dict[str, int] = field(default_factory=dict)
+
+
+def _judge(claims: dict, labels: list, scored: frozenset[str]) -> Judged:
+    """The labels judged against the token's predictions; :class:`ProxyError` for a label of the
+    wrong kind. ``scored``: the classes counted one by one."""
+    judged = Judged()
+    expected = claims.get("e")
     for i, (predicted, label) in enumerate(zip(claims["p"], labels)):
         if label is None:
             continue
         if claims["k"] == CLASSIFICATION:
             if type(label) not in (str, int, float, bool):
                 raise _rejected(400, "invalid_label", f"labels[{i}]: a class must be a string, number or boolean")
-            correct += category_key(label) == predicted
+            actual = category_key(label)
+            right = actual == predicted
+            judged.correct += right
+            if expected is not None:
+                judged.expected_correct += expected[i]
+            if predicted in scored:
+                judged.predicted[predicted] = judged.predicted.get(predicted, 0) + 1
+                if right:
+                    judged.true_positive[predicted] = judged.true_positive.get(predicted, 0) + 1
+            if actual in scored:
+                judged.actual[actual] = judged.actual.get(actual, 0) + 1
         else:
             if type(label) not in (int, float) or not math.isfinite(label):
                 raise _rejected(400, "invalid_label", f"labels[{i}]: a regression label must be a finite number")
-            errors.append(abs(predicted - label))
-        given += 1
-    return given, correct, errors
+            judged.errors.append(abs(predicted - label))
+        judged.given += 1
+    return judged
 
 
 class FeedbackEndpoint:
@@ -196,6 +242,25 @@ class FeedbackEndpoint:
             self._correct.add(0, model)
         for attributes in self._reason_attributes.values():
             self._rejected.add(0, attributes)
+        probabilities = identity.profile.probabilities if identity.profile else None
+        self._scored = frozenset(probabilities.scored_classes if probabilities else ())
+        self._class_attributes = {c: {**model, mm.MODEL_CLASS: c} for c in sorted(self._scored)}
+        if probabilities is not None:
+            self._expected = meter.create_counter(
+                mm.MODEL_FEEDBACK_EXPECTED_CORRECT, unit="{label}",
+                description="Expected right answers of the labelled rows (the estimate on them).")
+            self._by_class = {
+                "predicted": meter.create_counter(mm.MODEL_FEEDBACK_PREDICTED, unit="{label}",
+                                                  description="Labels of rows predicted as each class."),
+                "actual": meter.create_counter(mm.MODEL_FEEDBACK_ACTUAL, unit="{label}",
+                                               description="Labels naming each class."),
+                "true_positive": meter.create_counter(mm.MODEL_FEEDBACK_TRUE_POSITIVE, unit="{label}",
+                                                      description="Labels equal to the predicted class, per class."),
+            }
+            self._expected.add(0, model)
+            for counter in self._by_class.values():
+                for attributes in self._class_attributes.values():
+                    counter.add(0, attributes)
 
     def handle(self) -> Response:
         try:
@@ -224,13 +289,24 @@ class FeedbackEndpoint:
         if not isinstance(document, dict) or "token" not in document:
             raise _rejected(400, "invalid_feedback", 'expected {"token": ..., "labels": [...]}')
         claims = self._tokens.verify(document["token"])
-        given, correct, errors = _judge(claims, _labels(document, len(claims["p"])))
-        self._labels.add(given, self._model)
+        judged = _judge(claims, _labels(document, len(claims["p"])), self._scored)
+        self._labels.add(judged.given, self._model)
         if claims["k"] == CLASSIFICATION:
-            self._correct.add(correct, self._model)
+            self._correct.add(judged.correct, self._model)
+            if self._scored:
+                self._count_classes(judged, "e" in claims)
         else:
-            for error in errors:
+            for error in judged.errors:
                 self._absolute.record(error, self._model)
-            self._squared.add(sum(e * e for e in errors), self._model)
-        answer = {"request_id": claims["id"], "model": claims["m"], "model_version": claims["v"], "labels": given}
+            self._squared.add(sum(e * e for e in judged.errors), self._model)
+        answer = {"request_id": claims["id"], "model": claims["m"], "model_version": claims["v"],
+                  "labels": judged.given}
         return Response(json.dumps(answer), status=200, content_type="application/json")
+
+    def _count_classes(self, judged: Judged, estimated: bool) -> None:
+        if estimated:
+            self._expected.add(judged.expected_correct, self._model)
+        for kind, counts in (("predicted", judged.predicted), ("actual", judged.actual),
+                             ("true_positive", judged.true_positive)):
+            for c, n in counts.items():
+                self._by_class[kind].add(n, self._class_attributes[c])
