@@ -111,6 +111,16 @@ FIELDS = Probabilities(FIELDS_ANSWER, ("no", "yes"), fields=("p_no", "p_yes"), c
                        positive_class="yes")
 
 
+def test_the_proxys_reader_calibrates_exactly_as_the_profile_defines_it():
+    rng = np.random.default_rng(8)
+    three = Probabilities(ARRAY_ANSWER, ("a", "b", "c"),
+                          calibration=(Calibration((0.0, 1.0), (0.1, 0.9)), None, Calibration((0.2, 0.6), (0.0, 1.0))))
+    for probabilities, width in ((BINARY, 2), (three, 3)):
+        rows = rng.dirichlet([1] * width, size=200).tolist()
+        _, _, calibrated = read_scored(rows, probabilities)
+        assert calibrated == [probabilities.calibrate(row) for row in rows]
+
+
 def test_answers_carry_probabilities_as_a_list_per_row_or_a_field_per_class():
     predicted, indices, calibrated = read_scored([[0.2, 0.8], [0.5, 0.5], [0.9, 0.1]], BINARY)
     assert predicted == ["1", "0", "0"] and indices == [1, 0, 0]  # a tie goes to the first class

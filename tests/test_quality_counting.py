@@ -36,7 +36,6 @@ from inferwatch.proxy.model import ModelIdentity
 from inferwatch.proxy.prediction import json_format, read_prediction
 from inferwatch.proxy.quality import (
     VECTORISE_FROM_ROWS,
-    Counted,
     QualityRecorder,
     Unreadable,
     numeric_counts,
@@ -55,7 +54,7 @@ values_strategy = st.lists(
 )
 
 
-def reference_counts(values) -> Counted:
+def reference_counts(values) -> tuple:
     counts, missing, wrong, below, above = [0] * (len(EDGES) + 1), 0, 0, 0, 0
     for v in values:
         if v is None or (type(v) is float and math.isnan(v)):
@@ -66,7 +65,7 @@ def reference_counts(values) -> Counted:
             above += v > HIGH
         else:
             wrong += 1
-    return Counted(counts, missing, wrong, below, above)
+    return counts, missing, wrong, below, above, 0
 
 
 @settings(max_examples=300, deadline=None)

@@ -7,7 +7,11 @@ metrics exported over OTLP to a real collector. The upstream is
 Requests are WSGI calls on one thread, without uWSGI or a socket in front, so the count is
 repeatable: run it before and after a change on a quiet or a loaded machine and compare.
 
-    python tests/benchmarks/profile_request.py [--count 3000] [--profile] [--telemetry off] [--rows 1]
+    python tests/benchmarks/profile_request.py [--count 3000] [--profile] [--telemetry off] [--rows 1] [--probabilities]
+
+``--probabilities``: the demo model answering class probabilities (its profile calibrated on
+labelled reference rows, so the estimated performance runs), the upstream answering ``[[0.8, 0.2]]``
+per row instead of ``[0]``.
 
 Prints CPU per request (the whole process: the request thread and the exporters' threads) and,
 with ``--profile``, the request thread's own time by component (cProfile ``tottime`` summed by
@@ -134,14 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-quality", choices=("true", "false"), default="true")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up (an experiment)")
     parser.add_argument("--rows", type=int, default=1, help="rows per prediction (the seed's example repeated)")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="the demo model answering class probabilities (the estimated performance on)")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="inferwatch-profile-"))
     processes: list[ManagedProcess] = []
     try:
         upstream_port, collector = free_port(), CollectorPorts()
+        answer = json.dumps({"predictions": [[0.8, 0.2] if args.probabilities else 0] * args.rows})
         upstream = ManagedProcess("upstream", [sys.executable, str(HERE / "fixed_upstream.py"), "--port",
-                                               str(upstream_port)], work / "upstream.log", env=env_with()).start()
+                                               str(upstream_port), "--answer", answer],
+                                  work / "upstream.log", env=env_with()).start()
         processes.append(upstream)
         upstream.wait_ready(f"http://127.0.0.1:{upstream_port}/ping", timeout=30)
         otelcol = ManagedProcess("otelcol", collector_command(build_collector()), work / "otelcol.log",
@@ -149,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         processes.append(otelcol)
         otelcol.wait_ready(f"http://127.0.0.1:{collector.health}/", timeout=120)
 
-        model = save_demo_model(work / "model")
+        model = (save_demo_model(work / "model", probabilities=True) if args.probabilities
+                 else save_demo_model(work / "model"))
         for key in [key for key in os.environ if key.startswith(("OTEL_", "INFERWATCH_"))]:
             del os.environ[key]
         os.environ.update({

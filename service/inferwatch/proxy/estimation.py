@@ -7,7 +7,7 @@ probability of the predicted class is the chance the answer is right, and summed
 the expected number of right answers. This is NannyML's confidence-based performance estimation
 (CBPE; docs/model-quality.md#estimated-performance), done here on the request path:
 
-* :func:`read_scored` reads each answered row's class probabilities from the model's answer, as
+* :class:`ScoreReader` reads each answered row's class probabilities from the model's answer, as
   the profile says the answer carries them (a list per row in the classes' order, or one field per
   class), the predicted class (the most probable, or the answer's class field), and calibrates them
   (:meth:`inferwatch.contract.profile.Probabilities.calibrate`);
@@ -30,7 +30,6 @@ exactly the labelled rows beside the realized accuracy.
 
 from __future__ import annotations
 
-import math
 import threading
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -45,44 +44,80 @@ class UnreadableScores(ValueError):
     """An answer that does not carry the class probabilities the profile describes."""
 
 
-def _score(value: object) -> float:
-    if type(value) not in _NUMBERS or not math.isfinite(value):
-        raise UnreadableScores(f"a class probability is not a finite number: {value!r}")
-    return value
+class ScoreReader:
+    """Reads the answers of one model as its profile's ``probabilities`` describe them.
 
+    Everything the profile fixes (the answer's shape, the positive class, the calibrations) is
+    looked up once here, not per row; :meth:`read` gives what
+    :meth:`inferwatch.contract.profile.Probabilities.calibrate` would (a test checks they agree).
+    """
 
-def read_scored(values: list, probabilities: Probabilities) -> tuple[list[str], list[int], list[list[float]]]:
-    """(predicted class, its index, calibrated probabilities) of each answered row of ``values``
-    (the answer's list of rows); :class:`UnreadableScores` when a row is not as the profile says."""
-    classes = probabilities.classes
-    width = len(classes)
-    predicted: list[str] = []
-    indices: list[int] = []
-    calibrated: list[list[float]] = []
-    array = probabilities.answer == ARRAY_ANSWER
-    index = None if array or not probabilities.class_field else {c: i for i, c in enumerate(classes)}
-    for row in values:
-        if array:
-            if type(row) is not list or len(row) != width:
-                raise UnreadableScores(f"expected a list of {width} class probabilities per row")
-            scores = [_score(v) for v in row]
+    def __init__(self, probabilities: Probabilities):
+        self.probabilities = probabilities
+        classes = probabilities.classes
+        self._classes = classes
+        self._width = len(classes)
+        self._array = probabilities.answer == ARRAY_ANSWER
+        self._fields = probabilities.fields
+        self._class_field = probabilities.class_field
+        self._index = {c: i for i, c in enumerate(classes)}
+        calibration = probabilities.calibration or (None,) * len(classes)
+        self._binary = len(classes) == 2
+        self._positive = classes.index(probabilities.positive_class) if self._binary else -1
+        self._calibrate_positive = calibration[self._positive] if self._binary else None
+        self._calibration = calibration
+
+    def read(self, values: list) -> tuple[list[str], list[int], list[list[float]]]:
+        """(predicted class, its index, calibrated probabilities) of each row of ``values`` (the
+        answer's list of rows); :class:`UnreadableScores` when a row is not as the profile says."""
+        predicted: list[str] = []
+        indices: list[int] = []
+        calibrated: list[list[float]] = []
+        for row in values:
+            scores = self._scores(row)
+            if self._class_field:
+                k = self._index.get(category_key(row.get(self._class_field)), -1)
+                if k < 0:
+                    raise UnreadableScores(f"the class field {self._class_field!r} holds no known class")
+            elif self._binary:
+                k = 0 if scores[0] >= scores[1] else 1  # the first of equal maxima, as numpy's argmax
+            else:
+                k = max(range(self._width), key=scores.__getitem__)
+            predicted.append(self._classes[k])
+            indices.append(k)
+            calibrated.append(self._calibrated(scores))
+        return predicted, indices, calibrated
+
+    def _scores(self, row: object) -> list:
+        if self._array:
+            if type(row) is not list or len(row) != self._width:
+                raise UnreadableScores(f"expected a list of {self._width} class probabilities per row")
+            scores = row
         else:
             if type(row) is not dict:
                 raise UnreadableScores("expected an object of class probabilities per row")
             try:
-                scores = [_score(row[field]) for field in probabilities.fields]
+                scores = [row[field] for field in self._fields]
             except KeyError as missing:
                 raise UnreadableScores(f"no probability field {missing}") from None
-        if index is not None:
-            k = index.get(category_key(row.get(probabilities.class_field)), -1)
-            if k < 0:
-                raise UnreadableScores(f"the class field {probabilities.class_field!r} holds no known class")
-        else:
-            k = max(range(width), key=scores.__getitem__)  # the first of equal maxima, as numpy's argmax
-        predicted.append(classes[k])
-        indices.append(k)
-        calibrated.append(probabilities.calibrate(scores))
-    return predicted, indices, calibrated
+        for value in scores:
+            # a finite int or float: NaN and infinities fail value - value == 0
+            if type(value) not in _NUMBERS or value - value != 0:
+                raise UnreadableScores(f"a class probability is not a finite number: {value!r}")
+        return scores
+
+    def _calibrated(self, scores: list) -> list[float]:
+        if not self._binary:
+            return self.probabilities.calibrate(scores)
+        raw = scores[self._positive]
+        function = self._calibrate_positive
+        p = function(raw) if function is not None else min(max(raw, 0.0), 1.0)
+        return [p, 1.0 - p] if self._positive == 0 else [1.0 - p, p]
+
+
+def read_scored(values: list, probabilities: Probabilities) -> tuple[list[str], list[int], list[list[float]]]:
+    """:meth:`ScoreReader.read` for a one-off reading (tests, tools)."""
+    return ScoreReader(probabilities).read(values)
 
 
 class PerformanceEstimator:

@@ -54,7 +54,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from inferwatch.contract import metrics as mm
 from inferwatch.contract.inputs import InputFormat
 from inferwatch.contract.profile import NUMERIC, NUMERIC_TYPES, OTHER, Distribution, Probabilities, category_key
-from inferwatch.proxy.estimation import PerformanceEstimator, UnreadableScores, read_scored, register_reference
+from inferwatch.proxy.estimation import PerformanceEstimator, ScoreReader, UnreadableScores, register_reference
 from inferwatch.proxy.feedback import TOKEN_HEADER, FeedbackTokens
 from inferwatch.proxy.model import ModelIdentity
 from inferwatch.proxy.prediction import PredictionRequest, pyarrow_parquet
@@ -290,21 +290,16 @@ def scalar_predictions(values: list) -> list:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Counted:
-    """One column's values counted: per bin, and those with a data-quality issue."""
-
-    bins: list[int]
-    missing: int = 0
-    wrong: int = 0  # not numbers (numeric features), lists or objects (categorical ones)
-    below: int = 0  # numbers below the reference's minimum
-    above: int = 0  # numbers above the reference's maximum
-    unseen: int = 0  # categories the reference never had
+# What counting one column gives: (count per bin, missing, wrong type, below the reference's
+# minimum, above its maximum, unseen categories). A plain tuple: this runs for every column of
+# every request.
+Counted = tuple[list[int], int, int, int, int, int]
 
 
 def numeric_counts(values: list, edges: Sequence[float], edges_array: np.ndarray,
                    low: float = _NO_LOW, high: float = _NO_HIGH) -> Counted:
-    """One numeric column counted into its bins; numbers below ``low`` or above ``high`` counted too."""
+    """One numeric column counted into its bins; missing values, non-numbers, and numbers below
+    ``low`` or above ``high`` counted too (unseen: always 0)."""
     bins = len(edges) + 1
     if len(values) >= VECTORISE_FROM_ROWS and set(map(type, values)) <= _NUMBERS:
         try:
@@ -315,7 +310,7 @@ def numeric_counts(values: list, edges: Sequence[float], edges_array: np.ndarray
             nan = np.isnan(array)
             present = array[~nan]
             counts = np.bincount(np.searchsorted(edges_array, present, side="left"), minlength=bins)
-            return Counted(counts.tolist(), int(nan.sum()), 0, int((present < low).sum()), int((present > high).sum()))
+            return counts.tolist(), int(nan.sum()), 0, int((present < low).sum()), int((present > high).sum()), 0
     counts = [0] * bins
     missing = wrong = below = above = 0
     for value in values:
@@ -333,13 +328,14 @@ def numeric_counts(values: list, edges: Sequence[float], edges_array: np.ndarray
             missing += 1
         else:
             wrong += 1
-    return Counted(counts, missing, wrong, below, above)
+    return counts, missing, wrong, below, above, 0
 
 
 def categorical_counts(values: Iterable, index: dict[str, int], other: int,
                        others: frozenset[str] | None = None) -> Counted:
     """One categorical column (or the classes) counted into its bins; values in the other bin
-    that are none of ``others`` (the reference's other categories, when known) are unseen."""
+    that are none of ``others`` (the reference's other categories, when known) are unseen, lists
+    and objects of the wrong type (below and above: always 0)."""
     counts = [0] * (other + 1)
     missing = wrong = unseen = 0
     for value in values:
@@ -354,7 +350,7 @@ def categorical_counts(values: Iterable, index: dict[str, int], other: int,
                 wrong += 1
             elif others is not None and key not in others:
                 unseen += 1
-    return Counted(counts, missing, wrong, unseen=unseen)
+    return counts, missing, wrong, 0, 0, unseen
 
 
 def wrong_type_count(values: list, column_type: str) -> int:
@@ -389,21 +385,27 @@ class _Binned:
     low: float = _NO_LOW
     high: float = _NO_HIGH
     others: frozenset[str] | None = None
-    issues_offset: int = 0  # where its data-quality issues start in the recorder's flat list
+    numeric: bool = False
+    # Where (missing, wrong, below, above, unseen) go in the recorder's flat list of data-quality
+    # issues (quality_issues' order); None: not counted for this feature.
+    issue_indices: tuple[int | None, ...] = (None,) * 5
 
     @classmethod
     def of(cls, distribution: Distribution, offset: int, issues_offset: int = 0) -> _Binned:
+        at = issues_offset
         if distribution.kind == NUMERIC:
             bounded = distribution.minimum is not None
             return cls(distribution, offset, edges_array=np.asarray(distribution.edges, dtype=np.float64),
                        low=distribution.minimum if bounded else _NO_LOW,
-                       high=distribution.maximum if bounded else _NO_HIGH, issues_offset=issues_offset)
+                       high=distribution.maximum if bounded else _NO_HIGH, numeric=True,
+                       issue_indices=(at, at + 1, *((at + 2, at + 3) if bounded else (None, None)), None))
         others = distribution.other_categories
         return cls(distribution, offset, index={c: i for i, c in enumerate(distribution.categories)},
-                   others=None if others is None else frozenset(others), issues_offset=issues_offset)
+                   others=None if others is None else frozenset(others),
+                   issue_indices=(at, at + 1, None, None, None if others is None else at + 2))
 
     def count(self, values: list) -> Counted:
-        if self.distribution.kind == NUMERIC:
+        if self.numeric:
             return numeric_counts(values, self.distribution.edges, self.edges_array, self.low, self.high)
         return categorical_counts(values, self.index, len(self.distribution.categories), self.others)
 
@@ -487,7 +489,7 @@ class QualityRecorder:
 
     def _observe(self, prediction: PredictionRequest, answered: bool, predictions: list | None) -> None:
         violations = [0] * len(self._violations)
-        issues = [0] * len(self._issues)
+        issues: list[tuple[int, int]] = []  # (index, count) of the issues found, usually none
         feature_counts: list[tuple[int, list[int], int]] = []
         unreadable = None
         rows = prediction.rows or 0
@@ -502,11 +504,11 @@ class QualityRecorder:
                 rows = columns.rows
         answer_counts = None
         if answered and self._prediction is not None and predictions is not None:
-            answer_counts = self._prediction.count(predictions).bins
+            answer_counts = self._prediction.count(predictions)[0]
         with self._lock:
             for i, n in enumerate(violations):
                 self._violations[i] += n
-            for i, n in enumerate(issues):
+            for i, n in issues:
                 self._issues[i] += n
             if unreadable is not None:
                 self._unreadable[self._format_index[unreadable]] += 1
@@ -527,7 +529,7 @@ class QualityRecorder:
             self._unreadable[self._format_index[ANSWER_FORMAT]] += 1
 
     def _count_columns(self, columns: Columns, violations: list[int],
-                       issues: list[int]) -> list[tuple[int, list[int], int]]:
+                       issues: list[tuple[int, int]]) -> list[tuple[int, list[int], int]]:
         counted = []
         for name in self._wanted:
             values = columns.values.get(name)
@@ -540,23 +542,19 @@ class QualityRecorder:
             if feature is not None:
                 if values is None:
                     counted.append((position, [0] * len(feature.distribution.shares), absent))
-                    issues[feature.issues_offset] += absent  # missing
+                    if absent:
+                        issues.append((feature.issue_indices[0], absent))  # missing
                 else:
-                    counts = feature.count(values)
-                    numeric = feature.distribution.kind == NUMERIC
-                    if numeric and column_type in NUMERIC_TYPES:
-                        wrong = counts.wrong
-                    elif column_type is not None:
-                        wrong = wrong_type_count(values, column_type)
-                    counted.append((position, counts.bins, counts.missing))
-                    at = feature.issues_offset
-                    issues[at] += counts.missing
-                    issues[at + 1] += counts.wrong if wrong is None else wrong
-                    if numeric and feature.low != _NO_LOW:
-                        issues[at + 2] += counts.below
-                        issues[at + 3] += counts.above
-                    elif not numeric and feature.others is not None:
-                        issues[at + 2] += counts.unseen
+                    bins, missing, wrong, below, above, unseen = feature.count(values)
+                    if column_type is not None and not (feature.numeric and column_type in NUMERIC_TYPES):
+                        wrong = wrong_type_count(values, column_type)  # the signature's type decides
+                    counted.append((position, bins, missing))
+                    if missing or wrong or below or above or unseen:
+                        found = (missing, wrong, below, above, unseen)
+                        issues += [(i, n) for i, n in zip(feature.issue_indices, found) if n and i is not None]
+                    if column_type is not None:
+                        violations[self._violation_index[(name, WRONG_TYPE)]] += wrong
+                        continue
             if column_type is not None and values is not None:
                 if wrong is None:
                     wrong = wrong_type_count(values, column_type)
@@ -640,7 +638,7 @@ class AnswerObserver:
                  probabilities: Probabilities | None = None):
         self._recorder = recorder
         self._tokens = tokens
-        self._probabilities = probabilities
+        self._scores = ScoreReader(probabilities) if probabilities is not None else None
         self._estimator = recorder.estimator if recorder is not None else None
         self._reads_answers = tokens is not None or (recorder is not None and recorder.reads_answers)
 
@@ -671,10 +669,10 @@ class AnswerObserver:
         """(each row's prediction, its expected correctness when the answers carry class
         probabilities); the estimate counts those rows."""
         rows = answer_rows(body)
-        if self._probabilities is None:
+        if self._scores is None:
             return scalar_predictions(rows), None
         try:
-            predicted, indices, calibrated = read_scored(rows, self._probabilities)
+            predicted, indices, calibrated = self._scores.read(rows)
         except UnreadableScores as error:
             raise Unreadable(str(error)) from None
         if self._estimator is not None:
