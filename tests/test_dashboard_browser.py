@@ -2,9 +2,10 @@
 
 The native stack (``inferwatch.stack.up.Stack``: MLflow on the demo model, Jaeger, the collector,
 the proxy, the SMTP sink, Alertmanager, Prometheus serving the console pages) gets real traffic:
-successes, bad input (unparseable bodies and rows missing a column), feedback, and two more models
+successes, bad input (unparseable bodies and rows missing a column), feedback, and three more models
 through the same collector: a slow one (the tunable model asked to sleep 2.5 s, above the latency
-alert's 2 s) and a regressor with feedback (the regression panel's data). Then Chromium (Debian's
+alert's 2 s), a regressor with feedback (the regression panel's data) and the demo model answering
+class probabilities with feedback (the estimated performance's). Then Chromium (Debian's
 package, driven over its DevTools pipe by ``inferwatch.stack.browser``) opens every console page
 and Prometheus's alerts page, and the test checks what was drawn, not that a page loaded:
 
@@ -45,7 +46,10 @@ from inferwatch.stack.demo_model import PIMA_COLUMNS, SEED_EXAMPLE
 from inferwatch.stack.processes import free_port
 from inferwatch.stack.up import Stack, StackPorts
 
-SLOW_JOB, REGRESSOR_JOB = "slow-model", "demand-regressor"
+SLOW_JOB, REGRESSOR_JOB, SCORED_JOB = "slow-model", "demand-regressor", "diabetes-probabilities"
+# A row the demo model calls positive (it calls the seed's example negative).
+POSITIVE_EXAMPLE = {"dataframe_split": {"columns": list(PIMA_COLUMNS),
+                                        "data": [[1.0, 1.5, 0.0, 0.5, 0.0, 1.2, 0.8, 1.0]]}}
 SLOW_SECONDS = 2.5
 DATA_TIMEOUT = 75.0
 RENDER_TIMEOUT = 30.0
@@ -73,6 +77,7 @@ class NativeStack:
     demo: Proxy
     slow: Proxy
     regressor: Proxy
+    scored: Proxy  # the demo model answering class probabilities
 
     @property
     def prometheus(self) -> str:
@@ -93,6 +98,10 @@ def demo_traffic(stack: NativeStack) -> None:
         regression = stack.regressor.post(json=row)
         assert regression.status_code == 200, regression.text
         stack.regressor.post("/feedback", json={"token": regression.headers[TOKEN_HEADER], "label": label})
+    for example, label in ((SEED_EXAMPLE, 0), (POSITIVE_EXAMPLE, 1), (POSITIVE_EXAMPLE, 0)):
+        scored = stack.scored.post(json=example)
+        assert scored.status_code == 200, scored.text
+        stack.scored.post("/feedback", json={"token": scored.headers[TOKEN_HEADER], "label": label})
 
 
 def keep_traffic_flowing(stack: NativeStack, stop: threading.Event, limit: int = 600) -> None:
@@ -120,7 +129,8 @@ def keep_traffic_flowing(stack: NativeStack, stop: threading.Event, limit: int =
 
 
 @pytest.fixture(scope="module")
-def native(tmp_path_factory, tunable_mlflow, regressor_mlflow, regressor_model, start_module_proxy) -> Iterator[NativeStack]:
+def native(tmp_path_factory, tunable_mlflow, regressor_mlflow, regressor_model, demo_probability_mlflow,
+           demo_probability_model, start_module_proxy) -> Iterator[NativeStack]:
     run_dir = tmp_path_factory.mktemp("native-stack")
     ports = StackPorts(**{field.name: free_port() for field in dataclasses.fields(StackPorts)
                           if field.name != "alertmanager_cluster"})
@@ -134,7 +144,9 @@ def native(tmp_path_factory, tunable_mlflow, regressor_mlflow, regressor_model, 
             stack, Proxy(ports.proxy, next(p for p in stack.processes if p.name == "proxy")),
             start_module_proxy(tunable_mlflow.url, {**otlp, "OTEL_SERVICE_NAME": SLOW_JOB}),
             start_module_proxy(regressor_mlflow.url, {**otlp, "OTEL_SERVICE_NAME": REGRESSOR_JOB,
-                                                      "INFERWATCH_MODEL_DIR": str(regressor_model)}))
+                                                      "INFERWATCH_MODEL_DIR": str(regressor_model)}),
+            start_module_proxy(demo_probability_mlflow.url, {**otlp, "OTEL_SERVICE_NAME": SCORED_JOB,
+                                                             "INFERWATCH_MODEL_DIR": str(demo_probability_model)}))
         trickle = threading.Thread(target=keep_traffic_flowing, args=(native, stop), daemon=True)
         trickle.start()
         wait_for_every_panel_query(native)
