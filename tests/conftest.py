@@ -168,6 +168,33 @@ def tensor_mlflow(tmp_path_factory) -> Iterator[MlflowServer]:
     yield from _served(mlflow_models.save_tensor_model, tmp_path_factory, "tensor")
 
 
+@pytest.fixture(scope="session")
+def probability_model(tmp_path_factory) -> Path:
+    """The overconfident classifier answering class probabilities, calibrated by ``inferwatch profile
+    --labels`` (tests/models/probability_model.py)."""
+    return mlflow_models.save_probability_model(tmp_path_factory.mktemp("probability") / "model")
+
+
+@pytest.fixture(scope="session")
+def probability_mlflow(probability_model) -> Iterator[MlflowServer]:
+    server = MlflowServer(probability_model, free_port(), probability_model.parent / "mlflow.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_probability_model(tmp_path_factory) -> Path:
+    """The demo model answering predict_proba, calibrated on labelled reference rows."""
+    return save_demo_model(tmp_path_factory.mktemp("models") / "demo-probabilities", probabilities=True)
+
+
+@pytest.fixture(scope="session")
+def demo_probability_mlflow(demo_probability_model) -> Iterator[MlflowServer]:
+    server = MlflowServer(demo_probability_model, free_port(), demo_probability_model.parent / "mlflow.log").start()
+    yield server
+    server.stop()
+
+
 def tunable_payload(rows: int = 1, **params) -> dict:
     """A request for the tunable model: ``delay_s`` makes it slow, ``fail=True`` makes it raise."""
     return {"dataframe_split": {"columns": ["x"], "data": [[1.0]] * rows}, "params": params}

@@ -3,12 +3,13 @@
 The native stack (``inferwatch.stack.up.Stack``: MLflow on the demo model, Jaeger, the collector,
 the proxy, the SMTP sink, Alertmanager 0.35, Prometheus 3.16 serving the console pages, which
 draw with uPlot inlined from the console library the stack writes) gets real traffic:
-successes, bad input (unparseable bodies and rows missing a column), feedback, and three more models
+successes, bad input (unparseable bodies and rows missing a column), feedback, and four more models
 through the same collector: a slow one (the tunable model asked to sleep 2.5 s, above the latency
-alert's 2 s), a regressor with feedback (the regression panel's data) and a GenAI pyfunc with
-ratings (the GenAI row's). Then Chromium (Debian's
-package, driven over its DevTools pipe by ``inferwatch.stack.browser``) opens every console page,
-and the test checks what was drawn, not that a page loaded:
+alert's 2 s), a regressor with feedback (the regression panel's data), the demo model answering
+class probabilities with feedback (the estimated performance's) and a GenAI pyfunc with ratings
+(the GenAI row's). Then Chromium (Debian's package, driven over its DevTools pipe by
+``inferwatch.stack.browser``) opens every console page, and the test checks what was drawn, not
+that a page loaded:
 
 * every panel's graph rendered, its own queries returned series with values, uPlot drew each
   series, and its canvas holds pixels of each threshold line's colour and of a series' colour;
@@ -47,7 +48,11 @@ from inferwatch.stack.demo_model import PIMA_COLUMNS, SEED_EXAMPLE
 from inferwatch.stack.processes import free_port
 from inferwatch.stack.up import Stack, StackPorts
 
-SLOW_JOB, REGRESSOR_JOB, GENAI_JOB = "slow-model", "demand-regressor", "echo-llm"
+SLOW_JOB, REGRESSOR_JOB, SCORED_JOB = "slow-model", "demand-regressor", "diabetes-probabilities"
+GENAI_JOB = "echo-llm"
+# A row the demo model calls positive (it calls the seed's example negative).
+POSITIVE_EXAMPLE = {"dataframe_split": {"columns": list(PIMA_COLUMNS),
+                                        "data": [[1.0, 1.5, 0.0, 0.5, 0.0, 1.2, 0.8, 1.0]]}}
 SLOW_SECONDS = 2.5
 DATA_TIMEOUT = 75.0
 RENDER_TIMEOUT = 30.0
@@ -76,6 +81,7 @@ class NativeStack:
     demo: Proxy
     slow: Proxy
     regressor: Proxy
+    scored: Proxy  # the demo model answering class probabilities
     genai: Proxy
 
     @property
@@ -98,6 +104,10 @@ def demo_traffic(stack: NativeStack) -> None:
         regression = stack.regressor.post(json=row)
         assert regression.status_code == 200, regression.text
         stack.regressor.post("/feedback", json={"token": regression.headers[TOKEN_HEADER], "label": label})
+    for example, label in ((SEED_EXAMPLE, 0), (POSITIVE_EXAMPLE, 1), (POSITIVE_EXAMPLE, 0)):
+        scored = stack.scored.post(json=example)
+        assert scored.status_code == 200, scored.text
+        stack.scored.post("/feedback", json={"token": scored.headers[TOKEN_HEADER], "label": label})
     for body, rating in [({"messages": [{"role": "user", "content": "tell me a long story"}], "max_tokens": 2},
                           {"rating": "up"}),
                          ({"prompt": "once upon a time"}, {"score": 2}), ({"input": "embed this"}, None)]:
@@ -133,8 +143,8 @@ def keep_traffic_flowing(stack: NativeStack, stop: threading.Event, limit: int =
 
 
 @pytest.fixture(scope="module")
-def native(tmp_path_factory, tunable_mlflow, regressor_mlflow, regressor_model, genai_mlflow,
-           start_module_proxy) -> Iterator[NativeStack]:
+def native(tmp_path_factory, tunable_mlflow, regressor_mlflow, regressor_model, demo_probability_mlflow,
+           demo_probability_model, genai_mlflow, start_module_proxy) -> Iterator[NativeStack]:
     run_dir = tmp_path_factory.mktemp("native-stack")
     ports = StackPorts(**{field.name: free_port() for field in dataclasses.fields(StackPorts)
                           if field.name != "alertmanager_cluster"})
@@ -149,6 +159,8 @@ def native(tmp_path_factory, tunable_mlflow, regressor_mlflow, regressor_model, 
             start_module_proxy(tunable_mlflow.url, {**otlp, "OTEL_SERVICE_NAME": SLOW_JOB}),
             start_module_proxy(regressor_mlflow.url, {**otlp, "OTEL_SERVICE_NAME": REGRESSOR_JOB,
                                                       "INFERWATCH_MODEL_DIR": str(regressor_model)}),
+            start_module_proxy(demo_probability_mlflow.url, {**otlp, "OTEL_SERVICE_NAME": SCORED_JOB,
+                                                             "INFERWATCH_MODEL_DIR": str(demo_probability_model)}),
             start_module_proxy(genai_mlflow.url, {**otlp, "OTEL_SERVICE_NAME": GENAI_JOB,
                                                   "INFERWATCH_MODEL_NAME": GENAI_JOB}))
         trickle = threading.Thread(target=keep_traffic_flowing, args=(native, stop), daemon=True)

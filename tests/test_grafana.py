@@ -470,6 +470,7 @@ def test_a_compose_grafana_service_mounts_these_files_and_passes_every_variable_
 class LiveStack:
     proxy: Proxy  # in front of the demo classifier
     regressor: Proxy  # in front of a regressor: the regression panels have data too
+    probabilities: Proxy  # in front of the demo classifier answering class probabilities: the estimate
     foreign: ForeignExporter
     prometheus: PrometheusServer
     queries: DashboardQueries
@@ -487,10 +488,11 @@ def start_live_proxy(upstream: str, model_dir: Path, workdir: Path) -> Proxy:
 
 
 @pytest.fixture(scope="module")
-def live(mlflow_server, demo_model, regressor_mlflow, regressor_model, genai_mlflow, tmp_path_factory) -> LiveStack:
-    """Proxies before the demo classifier, a regressor and a GenAI pyfunc, scraped directly as job
-    fraud-model, beside another team's exporter of the same names; Prometheus (1 s scrapes, the
-    committed rules) on all four."""
+def live(mlflow_server, demo_model, regressor_mlflow, regressor_model, demo_probability_mlflow,
+         demo_probability_model, genai_mlflow, tmp_path_factory) -> LiveStack:
+    """Proxies before the demo classifier, a regressor, the demo classifier answering class
+    probabilities and a GenAI pyfunc, scraped directly as job fraud-model, beside another team's
+    exporter of the same names; Prometheus (1 s scrapes, the committed rules) on all of them."""
     workdir = tmp_path_factory.mktemp("grafana-live")
     proxies: list[Proxy] = []
     foreign = ForeignExporter()
@@ -498,9 +500,11 @@ def live(mlflow_server, demo_model, regressor_mlflow, regressor_model, genai_mlf
     try:
         proxies.append(start_live_proxy(mlflow_server.url, demo_model, workdir))
         proxies.append(start_live_proxy(regressor_mlflow.url, regressor_model, workdir))
+        proxies.append(start_live_proxy(demo_probability_mlflow.url, demo_probability_model, workdir))
         proxies.append(start_live_proxy(genai_mlflow.url, genai_mlflow.model_dir, workdir))
         prometheus = start_prometheus([f"127.0.0.1:{p.port}" for p in proxies], workdir / "prometheus", foreign)
-        stack = LiveStack(proxies[0], proxies[1], foreign, prometheus, DashboardQueries(prometheus), proxies[2])
+        stack = LiveStack(proxies[0], proxies[1], proxies[2], foreign, prometheus, DashboardQueries(prometheus),
+                          proxies[3])
         send_traffic(stack)
         # The module runs for minutes; rate() over the test's 1m window needs traffic in it.
         stop = threading.Event()
@@ -571,12 +575,22 @@ def keep_traffic_flowing(stack: LiveStack, stop: threading.Event, limit: int = 1
             return  # a proxy stopped: the module is ending
 
 
+# A row the demo classifier calls positive (the seed's example it calls negative).
+POSITIVE_EXAMPLE = {"dataframe_split": {"columns": SEED_EXAMPLE["dataframe_split"]["columns"],
+                                        "data": [[1.0, 1.5, 0.0, 0.5, 0.0, 1.2, 0.8, 1.0]]}}
+
+
 def send_feedback(stack: LiveStack) -> None:
-    """Predictions with their true labels, for the classifier and the regressor; a chat cut off by
+    """Predictions with their true labels, for the classifiers and the regressor; a chat cut off by
     its token limit, a completion, an embedding and a failing chat with ratings, for the GenAI model."""
     classifier = stack.proxy.post(json=SEED_EXAMPLE)
     assert stack.proxy.post("/feedback", json={"token": classifier.headers[TOKEN_HEADER],
                                                "label": 1}).status_code == 200
+    for example, label in ((SEED_EXAMPLE, 1), (POSITIVE_EXAMPLE, 1), (POSITIVE_EXAMPLE, 0)):
+        answer = stack.probabilities.post(json=example)
+        assert answer.status_code == 200, answer.text
+        assert stack.probabilities.post("/feedback", json={"token": answer.headers[TOKEN_HEADER],
+                                                           "label": label}).status_code == 200
     row = {"dataframe_split": {"columns": ["Temperature", "Humidity", "Wind"], "data": [[0.1, 0.2, 0.3]]}}
     for label in (0.0, 1.0, 2.0):
         regression = stack.regressor.post(json=row)
@@ -598,7 +612,7 @@ def send_feedback(stack: LiveStack) -> None:
 @pytest.mark.slow
 def test_every_dashboard_query_runs_and_returns_data_from_the_real_service(live):
     expressions = panel_expressions(dashboard())
-    assert len(expressions) == 62
+    assert len(expressions) == 75
     assert live.queries.wait_for_data(expressions, LIVE_TIMEOUT) == {}
 
 
@@ -606,8 +620,9 @@ def test_every_dashboard_query_runs_and_returns_data_from_the_real_service(live)
 def test_every_template_variable_lists_values_from_the_real_service_and_no_other_job(live):
     values = live.queries.resolve_variables()
     assert values["job"] == [LIVE_JOB], values
-    # the classifier's proxy, the regressor's and the GenAI model's
-    assert values["instance"] == sorted(f"127.0.0.1:{p.port}" for p in (live.proxy, live.regressor, live.genai)), values
+    # the classifiers' proxies, the regressor's and the GenAI model's
+    assert values["instance"] == sorted(f"127.0.0.1:{p.port}" for p in (live.proxy, live.regressor,
+                                                                        live.probabilities, live.genai)), values
     assert {"/predict", "unmatched"} <= set(values["route"]), values
 
 

@@ -45,36 +45,40 @@ from inferwatch.proxy.quality import (
 from inferwatch.stack.profile import build_profile, error_buckets
 
 EDGES = (-1.0, 0.0, 0.5, 2.0)
+# The reference's range: values outside it are data-quality issues (below_min, above_max).
+LOW, HIGH = -1.5, 2.0
 values_strategy = st.lists(
     st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6), st.none(),
-              st.just(2.0), st.just(-1.0), st.text(max_size=2), st.booleans()),
+              st.just(2.0), st.just(-1.0), st.just(LOW), st.text(max_size=2), st.booleans()),
     max_size=80,
 )
 
 
-def reference_counts(values) -> tuple[list[int], int, int]:
-    counts, missing, wrong = [0] * (len(EDGES) + 1), 0, 0
+def reference_counts(values) -> tuple:
+    counts, missing, wrong, below, above = [0] * (len(EDGES) + 1), 0, 0, 0, 0
     for v in values:
         if v is None or (type(v) is float and math.isnan(v)):
             missing += 1
         elif type(v) in (int, float):
             counts[numeric_bin(EDGES, v)] += 1
+            below += v < LOW
+            above += v > HIGH
         else:
             wrong += 1
-    return counts, missing, wrong
+    return counts, missing, wrong, below, above, 0
 
 
 @settings(max_examples=300, deadline=None)
 @given(values_strategy)
 def test_numeric_binning_follows_the_profiles_rule_for_any_values(values):
-    assert numeric_counts(values, EDGES, np.asarray(EDGES)) == reference_counts(values)
+    assert numeric_counts(values, EDGES, np.asarray(EDGES), LOW, HIGH) == reference_counts(values)
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64), st.integers(-1000, 1000)),
                 min_size=VECTORISE_FROM_ROWS, max_size=200))
 def test_the_numpy_path_for_long_clean_columns_agrees_with_the_rule(values):
-    assert numeric_counts(values, EDGES, np.asarray(EDGES)) == reference_counts(values)
+    assert numeric_counts(values, EDGES, np.asarray(EDGES), LOW, HIGH) == reference_counts(values)
 
 
 def test_a_value_on_an_edge_belongs_to_the_bin_below():

@@ -2,9 +2,9 @@
 
 ``inferwatch serve``
     Run the proxy (see :mod:`inferwatch.proxy.config` for every flag and its environment variable).
-``inferwatch demo-model DIR``
+``inferwatch demo-model DIR [--probabilities]``
     Train the demo model and save it to DIR for ``mlflow models serve -m DIR``, with its profile.
-``inferwatch profile DATA [--model DIR]``
+``inferwatch profile DATA [--model DIR] [--labels COLUMN]``
     Build a model's reference profile from its training data (see :mod:`inferwatch.stack.profile`).
 ``inferwatch up``
     Run the whole stack natively (see :mod:`inferwatch.stack.up`); Ctrl-C stops it.
@@ -48,11 +48,19 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo-model", help="train and save the demo model")
     demo.add_argument("directory", help="where to save the MLflow model (must not exist)")
+    demo.add_argument("--probabilities", action="store_true",
+                      help="answer class probabilities (predict_proba), calibrated on labelled reference data")
 
     profile = commands.add_parser("profile", help="build a model's reference profile from training data")
     profile.add_argument("data", help="training data, .csv or .parquet")
     profile.add_argument("--model", help="the MLflow model directory: scores the data, and the profile goes beside it")
     profile.add_argument("--predictions", metavar="COLUMN", help="a column of the data holding the predictions")
+    profile.add_argument("--labels", metavar="COLUMN",
+                         help="a column of true classes (labelled reference data, with --model): calibrates the "
+                              "model's class probabilities for the estimated performance")
+    profile.add_argument("--positive-class", default="", metavar="CLASS",
+                         help="with --labels and two classes: the class precision, recall and F1 are about "
+                              "(default: the second, as predict_proba orders them)")
     profile.add_argument("--exclude", metavar="COLUMN", action="append", default=[], help="a column that is no feature")
     profile.add_argument("-o", "--output", help="where to write (default: inferwatch-profile.json in --model)")
     profile.add_argument("--name", default="", help="the model's name, as the proxy labels it")
@@ -146,14 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo-model":
         from inferwatch.stack.demo_model import save_demo_model
 
-        print(save_demo_model(args.directory))
+        print(save_demo_model(args.directory, probabilities=args.probabilities))
         return 0
     if args.command == "profile":
         from inferwatch.stack.profile import profile_model
 
         try:
             path = profile_model(args.data, args.model, output=args.output, prediction_column=args.predictions,
-                                 exclude=args.exclude, name=args.name, version=args.model_version,
+                                 label_column=args.labels, positive_class=args.positive_class, exclude=args.exclude, name=args.name, version=args.model_version,
                                  bins=args.bins, top=args.top, task=args.task)
         except (OSError, ValueError) as error:
             print(f"inferwatch profile: {error}", file=sys.stderr)

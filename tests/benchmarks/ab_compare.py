@@ -5,11 +5,15 @@ front of the same MLflow model server, and are loaded in interleaved rounds (A B
 wrk, so machine drift cancels out. Reports each side's proxy CPU per request (all of uWSGI's
 processes, and the HTTP router's share of it), p50 and req/s.
 
-    python tests/benchmarks/ab_compare.py --baseline HEAD~1 [--rounds 4 --seconds 5 --concurrency 1 8] [--model-dir] [--scrapes]
+    python tests/benchmarks/ab_compare.py --baseline HEAD~1 [--rounds 4 --seconds 5 --concurrency 1 8] [--model-dir [--probabilities]] [--scrapes]
 
 ``--model-dir`` gives both proxies the demo model (``INFERWATCH_MODEL_DIR``, with its reference
 profile), so the working tree runs with model-quality telemetry; a baseline from before it ignores
-the variable.
+the variable. ``--probabilities`` (with ``--model-dir``) has the working tree front the demo model
+answering class probabilities (``predict_proba``, its profile calibrated on labelled reference
+rows: the estimated performance runs) behind a second MLflow server, while the baseline fronts the
+same model answering classes: what the estimate costs a classifier, data quality and all.
+
 
 ``--current-env NAME=VALUE`` (repeatable) sets a variable for the working tree's proxy only, to
 measure a feature that is off by default: with ``--baseline HEAD`` both sides run the same code and
@@ -51,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--model-dir", action="store_true", help="both proxies get the demo model's directory")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="with --model-dir: the working tree fronts the demo model answering class probabilities")
     parser.add_argument("--scrapes", action="store_true",
                         help="scrape /metrics (OpenMetrics) every 50 ms during each round; report its latency")
     parser.add_argument("--current-env", action="append", default=[], metavar="NAME=VALUE",
@@ -72,14 +78,21 @@ def main(argv: list[str] | None = None) -> int:
         mlflow_port, collector = free_port(), CollectorPorts()
         model = save_demo_model(work / "model")
         spawn("mlflow", mlflow_serve_command(model, mlflow_port), env_with(), f"http://127.0.0.1:{mlflow_port}/ping")
+        upstreams = {"baseline": (mlflow_port, model), "current": (mlflow_port, model)}
+        if args.probabilities:
+            scored_port, scored = free_port(), save_demo_model(work / "model-probabilities", probabilities=True)
+            spawn("mlflow-probabilities", mlflow_serve_command(scored, scored_port), env_with(),
+                  f"http://127.0.0.1:{scored_port}/ping")
+            upstreams["current"] = (scored_port, scored)
         spawn("otelcol", collector_command(build_collector()),
               env_with(**collector_env(collector, work / "traces.jsonl")), f"http://127.0.0.1:{collector.health}/")
         sides = {}
         for name, source in (("baseline", work / "baseline" / "service"), ("current", ROOT / "service")):
             port = free_port()
-            env = env_with(INFERWATCH_UPSTREAM=f"http://127.0.0.1:{mlflow_port}", INFERWATCH_PORT=str(port),
+            upstream_port, model_dir = upstreams[name]
+            env = env_with(INFERWATCH_UPSTREAM=f"http://127.0.0.1:{upstream_port}", INFERWATCH_PORT=str(port),
                            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.otlp_http}", OTEL_METRIC_EXPORT_INTERVAL="5000",
-                           PYTHONPATH=str(source), **({"INFERWATCH_MODEL_DIR": str(model)} if args.model_dir else {}),
+                           PYTHONPATH=str(source), **({"INFERWATCH_MODEL_DIR": str(model_dir)} if args.model_dir else {}),
                            **(current_env if name == "current" else {}))
             process = spawn(name, [sys.executable, "-m", "inferwatch", "serve"], env,
                             f"http://127.0.0.1:{port}/readyz")

@@ -7,10 +7,10 @@ never used by the tests, which run against the real ``mlflow models serve``.
 
 It speaks just enough HTTP/1.1 for the proxy's upstream client: keep-alive connections,
 ``Content-Length`` bodies (read and thrown away), ``POST /invocations`` answered
-``{"predictions": [0]}`` and ``GET /ping`` answered 200, in one asyncio process whose CPU per
-request is a small fraction of the proxy's (the benchmark reports both)::
+``{"predictions": [0]}`` (or ``--answer``'s body) and ``GET /ping`` answered 200, in one asyncio
+process whose CPU per request is a small fraction of the proxy's (the benchmark reports both)::
 
-    python tests/benchmarks/fixed_upstream.py --port 5006
+    python tests/benchmarks/fixed_upstream.py --port 5006 [--answer '{"predictions": [[0.8, 0.2]]}']
 """
 
 from __future__ import annotations
@@ -19,20 +19,21 @@ import argparse
 import asyncio
 
 BODY = b'{"predictions": [0]}'
-# --answer chat: a chat completion as MLflow's GenAI models answer one, with usage.
+# A chat completion (profile_request.py --chat passes it as --answer) as MLflow's GenAI models answer one, with usage.
 CHAT_BODY = (b'{"id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "echo-llm-1", '
              b'"choices": [{"index": 0, "message": {"role": "assistant", "content": "echo: hello there"}, '
              b'"finish_reason": "stop"}], "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}}')
 
 
-def _answer(body: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+def responses(body: bytes) -> dict[bytes, bytes]:
+    return {
+        b"/invocations": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body),
+        b"/ping": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+    }
 
 
-RESPONSES = {
-    b"/invocations": _answer(BODY),
-    b"/ping": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
-}
+RESPONSES = responses(BODY)
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 
 
@@ -76,10 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--answer", choices=("predictions", "chat"), default="predictions")
+    parser.add_argument("--answer", default=BODY.decode(), help="the JSON body every prediction is answered")
     args = parser.parse_args()
-    if args.answer == "chat":
-        RESPONSES[b"/invocations"] = _answer(CHAT_BODY)
+    RESPONSES.update(responses(args.answer.encode()))
     try:
         asyncio.run(serve(args.host, args.port))
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ metrics exported over OTLP to a real collector. The upstream is
 Requests are WSGI calls on one thread, without uWSGI or a socket in front, so the count is
 repeatable: run it before and after a change on a quiet or a loaded machine and compare.
 
-    python tests/benchmarks/profile_request.py [--count 3000] [--profile] [--telemetry off] [--rows 1]
+    python tests/benchmarks/profile_request.py [--count 3000] [--profile] [--telemetry off] [--rows 1] [--probabilities]
                                                [--chat [--genai off]]
                                                [--payload-log file|otlp|both] [--payload-log-sample 1.0]
 
@@ -17,6 +17,10 @@ makes the GenAI telemetry make no call (its cost is on minus off).
 ``--payload-log`` turns the inference log on: JSON Lines files in a temporary directory, OTLP logs
 to the collector, or both, at ``--payload-log-sample`` (default 1.0, every request); the records
 are counted at the end, and the figure includes the writer's thread.
+
+``--probabilities``: the demo model answering class probabilities (its profile calibrated on
+labelled reference rows, so the estimated performance runs), the upstream answering ``[[0.8, 0.2]]``
+per row instead of ``[0]``.
 
 Prints CPU per request (the whole process: the request thread and the exporters' threads) and,
 with ``--profile``, the request thread's own time by component (cProfile ``tottime`` summed by
@@ -150,14 +154,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payload-log", choices=("off", "file", "otlp", "both"), default="off",
                         help="the inference log: files in a temporary directory, OTLP logs, or both")
     parser.add_argument("--payload-log-sample", default="1.0")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="the demo model answering class probabilities (the estimated performance on)")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="inferwatch-profile-"))
     processes: list[ManagedProcess] = []
     try:
         upstream_port, collector = free_port(), CollectorPorts()
+        answer = json.dumps({"predictions": [[0.8, 0.2] if args.probabilities else 0] * args.rows})
+        if args.chat:
+            from fixed_upstream import CHAT_BODY
+            answer = CHAT_BODY.decode()
         upstream = ManagedProcess("upstream", [sys.executable, str(HERE / "fixed_upstream.py"), "--port",
-                                               str(upstream_port), "--answer", "chat" if args.chat else "predictions"],
+                                               str(upstream_port), "--answer", answer],
                                   work / "upstream.log", env=env_with()).start()
         processes.append(upstream)
         upstream.wait_ready(f"http://127.0.0.1:{upstream_port}/ping", timeout=30)
@@ -166,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         processes.append(otelcol)
         otelcol.wait_ready(f"http://127.0.0.1:{collector.health}/", timeout=120)
 
-        model = save_demo_model(work / "model")
+        model = (save_demo_model(work / "model", probabilities=True) if args.probabilities
+                 else save_demo_model(work / "model"))
         for key in [key for key in os.environ if key.startswith(("OTEL_", "INFERWATCH_"))]:
             del os.environ[key]
         os.environ.update({

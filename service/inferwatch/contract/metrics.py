@@ -57,6 +57,20 @@ MODEL_FEEDBACK_REJECTED = "inferwatch.model.feedback.rejected"
 # The inference log (inferwatch.proxy.inference_log); docs/inference-logging.md.
 INFERENCE_LOG_RECORDS = "inferwatch.inference_log.records"
 INFERENCE_LOG_DROPPED = "inferwatch.inference_log.dropped"
+# Data quality against the profile, and estimated performance (inferwatch.proxy.quality,
+# inferwatch.proxy.estimation, inferwatch.proxy.feedback); docs/model-quality.md.
+MODEL_INPUT_ISSUES = "inferwatch.model.input.issues"
+MODEL_REFERENCE_ROWS = "inferwatch.model.reference.rows"
+MODEL_REFERENCE_PERFORMANCE = "inferwatch.model.reference.performance"
+MODEL_ESTIMATED_ROWS = "inferwatch.model.estimated.rows"
+MODEL_ESTIMATED_CORRECT = "inferwatch.model.estimated.correct"
+MODEL_ESTIMATED_TRUE_POSITIVE = "inferwatch.model.estimated.true_positive"
+MODEL_ESTIMATED_PREDICTED = "inferwatch.model.estimated.predicted"
+MODEL_ESTIMATED_ACTUAL = "inferwatch.model.estimated.actual"
+MODEL_FEEDBACK_EXPECTED_CORRECT = "inferwatch.model.feedback.expected_correct"
+MODEL_FEEDBACK_TRUE_POSITIVE = "inferwatch.model.feedback.true_positive"
+MODEL_FEEDBACK_PREDICTED = "inferwatch.model.feedback.predicted"
+MODEL_FEEDBACK_ACTUAL = "inferwatch.model.feedback.actual"
 
 # Attribute keys used by the mapping.
 HTTP_REQUEST_METHOD = "http.request.method"
@@ -76,6 +90,9 @@ MODEL_INPUT_COLUMN = "inferwatch.model.input.column"
 MODEL_VIOLATION_KIND = "inferwatch.model.input.violation"
 MODEL_INPUT_FORMAT = "inferwatch.model.input.format"
 INFERENCE_LOG_DESTINATION = "inferwatch.inference_log.destination"
+MODEL_INPUT_ISSUE = "inferwatch.model.input.issue"
+MODEL_CLASS = "inferwatch.model.class"
+MODEL_PERFORMANCE_METRIC = "inferwatch.model.performance.metric"
 
 # Requests that matched no route carry no http.route; they all share this label value, so
 # scanning random paths cannot create new series.
@@ -154,6 +171,7 @@ _FEATURE_LABELS = {**_MODEL_LABELS, MODEL_FEATURE: "feature"}
 # answered as the answer names it (bounded: genai.MAX_RESPONSE_MODELS, then "other").
 _GEN_AI_LABELS = {**_MODEL_LABELS, genai.GEN_AI_OPERATION_NAME: "operation",
                   genai.GEN_AI_RESPONSE_MODEL: "response_model"}
+_CLASS_LABELS = {**_MODEL_LABELS, MODEL_CLASS: "class"}
 
 MAPPINGS: tuple[MetricMapping, ...] = (
     MetricMapping(
@@ -408,6 +426,91 @@ MAPPINGS: tuple[MetricMapping, ...] = (
         "Inference log records dropped, by reason (queue_full, write_error, export_error, encode_error); "
         "the predictions were answered.",
         labels={**_MODEL_LABELS, ERROR_TYPE: "reason"},
+    ),
+    MetricMapping(
+        MODEL_INPUT_ISSUES,
+        "model_input_issue_total",
+        PrometheusType.COUNTER,
+        "Values of profiled features in the rows sent to the model that fail a data-quality check against "
+        "the reference profile, by issue (missing, wrong_type, below_min, above_max, unseen).",
+        labels={**_FEATURE_LABELS, MODEL_INPUT_ISSUE: "issue"},
+    ),
+    MetricMapping(
+        MODEL_REFERENCE_ROWS,
+        "model_reference_rows",
+        PrometheusType.GAUGE,
+        "Rows of the reference data the profile was built from (constant; 0 when unknown).",
+        labels=_MODEL_LABELS,
+    ),
+    MetricMapping(
+        MODEL_REFERENCE_PERFORMANCE,
+        "model_reference_performance",
+        PrometheusType.GAUGE,
+        "The model's accuracy, precision, recall and F1 on the labelled reference data (constant).",
+        labels={**_MODEL_LABELS, MODEL_PERFORMANCE_METRIC: "metric"},
+    ),
+    MetricMapping(
+        MODEL_ESTIMATED_ROWS,
+        "model_estimated_rows_total",
+        PrometheusType.COUNTER,
+        "Answered rows whose calibrated class probabilities were counted into the estimated performance.",
+        labels=_MODEL_LABELS,
+    ),
+    MetricMapping(
+        MODEL_ESTIMATED_CORRECT,
+        "model_estimated_correct_total",
+        PrometheusType.COUNTER,
+        "Expected right answers: the calibrated probability of each answered row's predicted class, summed.",
+        labels=_MODEL_LABELS,
+    ),
+    MetricMapping(
+        MODEL_ESTIMATED_TRUE_POSITIVE,
+        "model_estimated_true_positive_total",
+        PrometheusType.COUNTER,
+        "Expected true positives per class: the class's calibrated probability on the rows predicted as it.",
+        labels=_CLASS_LABELS,
+    ),
+    MetricMapping(
+        MODEL_ESTIMATED_PREDICTED,
+        "model_estimated_predicted_total",
+        PrometheusType.COUNTER,
+        "Answered rows predicted as each class (the estimate's precision denominator).",
+        labels=_CLASS_LABELS,
+    ),
+    MetricMapping(
+        MODEL_ESTIMATED_ACTUAL,
+        "model_estimated_actual_total",
+        PrometheusType.COUNTER,
+        "Expected rows truly of each class: the class's calibrated probability on every answered row.",
+        labels=_CLASS_LABELS,
+    ),
+    MetricMapping(
+        MODEL_FEEDBACK_EXPECTED_CORRECT,
+        "model_feedback_expected_correct_total",
+        PrometheusType.COUNTER,
+        "The estimate on the labelled rows: each labelled row's calibrated probability of its predicted class.",
+        labels=_MODEL_LABELS,
+    ),
+    MetricMapping(
+        MODEL_FEEDBACK_TRUE_POSITIVE,
+        "model_feedback_true_positive_total",
+        PrometheusType.COUNTER,
+        "Feedback labels equal to the predicted class, per class.",
+        labels=_CLASS_LABELS,
+    ),
+    MetricMapping(
+        MODEL_FEEDBACK_PREDICTED,
+        "model_feedback_predicted_total",
+        PrometheusType.COUNTER,
+        "Feedback labels of rows predicted as each class.",
+        labels=_CLASS_LABELS,
+    ),
+    MetricMapping(
+        MODEL_FEEDBACK_ACTUAL,
+        "model_feedback_actual_total",
+        PrometheusType.COUNTER,
+        "Feedback labels naming each class.",
+        labels=_CLASS_LABELS,
     ),
 )
 

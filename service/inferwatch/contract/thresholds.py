@@ -81,13 +81,18 @@ class Thresholds:
     drift_window: str = "1h"
     # ... with shares below this raised to it (an empty bin would make ln(a/e) infinite) ...
     psi_epsilon: float = 0.0001
-    # ... judged only once the window holds at least this many rows of the feature (or answers):
-    # on a handful of rows PSI measures sampling noise, not drift.
-    drift_min_rows: int = 200
+    # ... judged only once the window holds at least this many rows per bin of the feature (or
+    # answers; bins with a reference share above 0): on fewer, empty bins raised to psi_epsilon
+    # dominate the statistic and the chi-square approximation below no longer holds ...
+    drift_min_rows_per_bin: int = 10
     # The dashboard's "watch" line: PSI above this is a moderate shift worth a look ...
     drift_watch: float = 0.1
-    # ... ModelInputDrift (any feature) and ModelPredictionDrift fire above this ("act") ...
+    # ... ModelInputDrift (any feature) and ModelPredictionDrift fire above this fixed floor
+    # ("act"), and above the PSI that the window's rows would exceed by chance with this
+    # probability (the critical value: chi-square with bins - 1 degrees of freedom, times
+    # 1/rows + 1/reference rows; contract.profile.psi_critical_value) ...
     drift_act: float = 0.25
+    drift_alpha: float = 0.01
     # ... for this long.
     drift_for: str = "15m"
 
@@ -99,6 +104,20 @@ class Thresholds:
     accuracy_min_labels: int = 100
     # ... for this long.
     accuracy_for: str = "15m"
+
+    # ModelEstimatedPerformanceLow: a classifier's accuracy, precision, recall or F1 estimated
+    # from its calibrated class probabilities over this window, every instance summed ...
+    estimate_window: str = "1h"
+    # ... more than this below the same metric on the labelled reference data ...
+    estimate_drop: float = 0.05
+    # ... once the window holds at least this many answered rows ...
+    estimate_min_rows: int = 500
+    # ... for this long.
+    estimate_for: str = "15m"
+
+    # Data quality against the profile (dashboard only): values of each feature missing, of the
+    # wrong type, outside the reference's range or unseen, as a share of the rows sent, over this window.
+    data_quality_window: str = "5m"
 
     # ModelInputViolations: values violating the model's signature (per column and kind), as a
     # share of the rows sent, above this ...

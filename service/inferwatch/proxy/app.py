@@ -78,7 +78,8 @@ def create_app(
     tokens = FeedbackTokens(load_key(settings), identity, settings.feedback_max_rows, settings.feedback_max_age)
     # With telemetry off (OTEL_SDK_DISABLED) nothing would read the counts: only the tokens stay.
     recorder = QualityRecorder(identity, meter) if settings.model_quality and telemetry.enabled else None
-    observer = AnswerObserver(recorder, tokens if settings.model_quality else None)
+    observer = AnswerObserver(recorder, tokens if settings.model_quality else None,
+                              identity.profile.probabilities if identity.profile else None)
     genai = (GenAiTelemetry(identity, meter, Conventions.from_environment(os.environ, settings.genai_capture_content))
              if telemetry.enabled else None)
     log_counts = InferenceLogCounts(identity.attributes)

@@ -5,7 +5,11 @@ prediction, also the server span's ``inferwatch.request.id``) and ``Inferwatch-F
 The token holds what judging the prediction needs, signed with HMAC-SHA256::
 
     v1.<base64url(JSON {"id": request id, "m": model, "v": version, "t": unix time,
-                        "k": "c" (classes) or "r" (regression), "p": [prediction per row]})>.<base64url(MAC)>
+                        "k": "c" (classes) or "r" (regression), "p": [prediction per row],
+                        "e": [expected correctness per row]})>.<base64url(MAC)>
+
+(``e``, the calibrated probability of each row's predicted class, only when the answers carry
+class probabilities: the profile's ``probabilities``.)
 
 When the true labels are known, the client sends them with the token::
 
@@ -24,8 +28,14 @@ counted in ``gen_ai_feedback_ratings_total`` and, as a share from 0 (down, the l
 Any instance that shares the key (``--feedback-key-file``) verifies the token and counts the
 labels, with nothing kept in memory: ``model_feedback_labels_total``, and
 ``model_feedback_correct_total`` for classes or ``model_feedback_absolute_error`` (histogram) and
-``model_feedback_squared_error_total`` for regressors. Without a key file each process makes its
-own key: feedback must then reach the instance that answered the prediction.
+``model_feedback_squared_error_total`` for regressors. For a classifier whose answers carry
+class probabilities it also counts, per class that precision, recall and F1 are about, the labels
+of rows predicted as it, the labels naming it and those that are both
+(``model_feedback_predicted_total``, ``_actual_total``, ``_true_positive_total``), and the estimate
+on exactly the labelled rows (``model_feedback_expected_correct_total``, the sum of their ``e``):
+realized and estimated accuracy of the same rows, whose gap is the sign of concept drift. Without
+a key file each process makes its own key: feedback must then reach the instance that answered
+the prediction.
 
 Answers: 200 ``{"request_id", "model", "model_version", "labels"}`` (``"satisfaction"`` for a
 rating); 400 ``invalid_json``, ``invalid_feedback`` (shape, label count), ``invalid_label``,
@@ -54,6 +64,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import Response, request
@@ -76,6 +87,8 @@ DEFAULT_ERROR_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100)
 CLASSIFICATION, REGRESSION, GENAI = "c", "r", "g"
 # A GenAI answer's rating: thumbs up or down, or a score from 1 to --feedback-score-max.
 RATINGS = {"up": 1.0, "down": 0.0}
+# Decimals of a row's expected correctness in the token (a millionth of a label per row).
+EXPECTED_DIGITS = 6
 
 REJECTION_REASONS = (
     "payload_too_large", "unsupported_media_type", "invalid_json", "invalid_feedback", "invalid_label",
@@ -118,8 +131,13 @@ class FeedbackTokens:
     def _mac(self, signed: str) -> bytes:
         return hmac.new(self._key, signed.encode("ascii"), hashlib.sha256).digest()
 
-    def issue(self, request_id: str, predictions: list, now: float | None = None) -> str | None:
-        """The token for one answer, or None (too many rows, or answers that cannot be judged)."""
+    def issue(self, request_id: str, predictions: list, now: float | None = None,
+              expected: list[float] | None = None) -> str | None:
+        """The token for one answer, or None (too many rows, or answers that cannot be judged).
+
+        ``expected``: each row's expected correctness (the calibrated probability of its predicted
+        class), carried for the estimate on the labelled rows.
+        """
         if not predictions or len(predictions) > self._max_rows:
             return None
         task = self._task or (CLASSIFICATION if all(type(p) in (str, int, bool) for p in predictions) else REGRESSION)
@@ -131,6 +149,8 @@ class FeedbackTokens:
             return None
         claims = {"id": request_id, "m": self._identity.name, "v": self._identity.version,
                   "t": int(time.time() if now is None else now), "k": task, "p": values}
+        if expected is not None:
+            claims["e"] = [round(e, EXPECTED_DIGITS) for e in expected]
         return self._signed(claims)
 
     def issue_rating(self, request_id: str, operation: str, now: float | None = None) -> str:
@@ -192,23 +212,49 @@ def satisfaction(document: dict, score_max: int) -> float:
     return (score - 1) / (score_max - 1)
 
 
-def _judge(claims: dict, labels: list) -> tuple[int, int, list[float]]:
-    """(labels given, correct, absolute errors); :class:`ProxyError` for a label of the wrong kind."""
-    given = correct = 0
-    errors: list[float] = []
+@dataclass
+class Judged:
+    """What one feedback request's labels say about its prediction."""
+
+    given: int = 0
+    correct: int = 0
+    errors: list[float] = field(default_factory=list)  # regression: |prediction - label| per label
+    # Classes whose answers carry probabilities: the estimate on the labelled rows, and per class
+    # (the classes precision, recall and F1 are about) labels predicted as it, naming it, both.
+    expected_correct: float = 0.0
+    predicted: dict[str, int] = field(default_factory=dict)
+    actual: dict[str, int] = field(default_factory=dict)
+    true_positive: dict[str, int] = field(default_factory=dict)
+
+
+def _judge(claims: dict, labels: list, scored: frozenset[str]) -> Judged:
+    """The labels judged against the token's predictions; :class:`ProxyError` for a label of the
+    wrong kind. ``scored``: the classes counted one by one."""
+    judged = Judged()
+    expected = claims.get("e")
     for i, (predicted, label) in enumerate(zip(claims["p"], labels)):
         if label is None:
             continue
         if claims["k"] == CLASSIFICATION:
             if type(label) not in (str, int, float, bool):
                 raise _rejected(400, "invalid_label", f"labels[{i}]: a class must be a string, number or boolean")
-            correct += category_key(label) == predicted
+            actual = category_key(label)
+            right = actual == predicted
+            judged.correct += right
+            if expected is not None:
+                judged.expected_correct += expected[i]
+            if predicted in scored:
+                judged.predicted[predicted] = judged.predicted.get(predicted, 0) + 1
+                if right:
+                    judged.true_positive[predicted] = judged.true_positive.get(predicted, 0) + 1
+            if actual in scored:
+                judged.actual[actual] = judged.actual.get(actual, 0) + 1
         else:
             if type(label) not in (int, float) or not math.isfinite(label):
                 raise _rejected(400, "invalid_label", f"labels[{i}]: a regression label must be a finite number")
-            errors.append(abs(predicted - label))
-        given += 1
-    return given, correct, errors
+            judged.errors.append(abs(predicted - label))
+        judged.given += 1
+    return judged
 
 
 class FeedbackEndpoint:
@@ -246,6 +292,25 @@ class FeedbackEndpoint:
             self._satisfaction.add(0, {**model, GEN_AI_OPERATION_NAME: operation})
         for attributes in self._reason_attributes.values():
             self._rejected.add(0, attributes)
+        probabilities = identity.profile.probabilities if identity.profile else None
+        self._scored = frozenset(probabilities.scored_classes if probabilities else ())
+        self._class_attributes = {c: {**model, mm.MODEL_CLASS: c} for c in sorted(self._scored)}
+        if probabilities is not None:
+            self._expected = meter.create_counter(
+                mm.MODEL_FEEDBACK_EXPECTED_CORRECT, unit="{label}",
+                description="Expected right answers of the labelled rows (the estimate on them).")
+            self._by_class = {
+                "predicted": meter.create_counter(mm.MODEL_FEEDBACK_PREDICTED, unit="{label}",
+                                                  description="Labels of rows predicted as each class."),
+                "actual": meter.create_counter(mm.MODEL_FEEDBACK_ACTUAL, unit="{label}",
+                                               description="Labels naming each class."),
+                "true_positive": meter.create_counter(mm.MODEL_FEEDBACK_TRUE_POSITIVE, unit="{label}",
+                                                      description="Labels equal to the predicted class, per class."),
+            }
+            self._expected.add(0, model)
+            for counter in self._by_class.values():
+                for attributes in self._class_attributes.values():
+                    counter.add(0, attributes)
 
     def handle(self) -> Response:
         try:
@@ -277,17 +342,20 @@ class FeedbackEndpoint:
         if claims["k"] == GENAI:
             return self._rate(claims, document)
         labels = _labels(document, len(claims["p"]))
-        given, correct, errors = _judge(claims, labels)
-        self._labels.add(given, self._model)
+        judged = _judge(claims, labels, self._scored)
+        self._labels.add(judged.given, self._model)
         if claims["k"] == CLASSIFICATION:
-            self._correct.add(correct, self._model)
+            self._correct.add(judged.correct, self._model)
+            if self._scored:
+                self._count_classes(judged, "e" in claims)
         else:
-            for error in errors:
+            for error in judged.errors:
                 self._absolute.record(error, self._model)
-            self._squared.add(sum(e * e for e in errors), self._model)
+            self._squared.add(sum(e * e for e in judged.errors), self._model)
         if self._inference_log is not None:
             self._inference_log.feedback(claims["id"], labels, claims["p"])
-        answer = {"request_id": claims["id"], "model": claims["m"], "model_version": claims["v"], "labels": given}
+        answer = {"request_id": claims["id"], "model": claims["m"], "model_version": claims["v"],
+                  "labels": judged.given}
         return Response(json.dumps(answer), status=200, content_type="application/json")
 
     def _rate(self, claims: dict, document: dict) -> Response:
@@ -297,3 +365,11 @@ class FeedbackEndpoint:
         self._satisfaction.add(share, attributes)
         answer = {"request_id": claims["id"], "model": claims["m"], "model_version": claims["v"], "satisfaction": share}
         return Response(json.dumps(answer), status=200, content_type="application/json")
+
+    def _count_classes(self, judged: Judged, estimated: bool) -> None:
+        if estimated:
+            self._expected.add(judged.expected_correct, self._model)
+        for kind, counts in (("predicted", judged.predicted), ("actual", judged.actual),
+                             ("true_positive", judged.true_positive)):
+            for c, n in counts.items():
+                self._by_class[kind].add(n, self._class_attributes[c])

@@ -9,7 +9,14 @@ parsed once by the predictor; CSV is parsed here), and
   signature column the row lacks), ``wrong_type`` (a string where the signature says double,
   ...), ``unexpected`` (a column the signature does not have; all such columns share the column
   label ``__other__``, so names a client invents never become labels);
-* counts the model's answers by class, or into the profile's bins for a regressor;
+* counts each profiled feature's values that fail a data-quality check against the profile, per
+  feature and issue: ``missing`` (null, NaN, absent), ``wrong_type`` (not a number in a numeric
+  feature, not the signature's type, a list or object), ``below_min`` and ``above_max`` (outside
+  the reference's range), ``unseen`` (a category the reference never had);
+* counts the model's answers by class, or into the profile's bins for a regressor; when the
+  profile says the answers carry class probabilities, reads them (the predicted class is the most
+  probable, or the answer's class field) and has :mod:`inferwatch.proxy.estimation` count the
+  expected confusion matrix;
 * counts a body whose rows cannot be read (a tensor, a ragged table, LLM input to a model with a
   tabular profile, a body MLflow refuses) in ``model_input_unreadable_total{format}``: it steps
   aside and says so, and never fails or slows the request.
@@ -25,8 +32,8 @@ numeric column is binned with numpy (``searchsorted``, ``bincount``); short or m
 value by value with :func:`bisect.bisect_left`. Both follow :func:`inferwatch.contract.profile.numeric_bin`.
 
 Input bins, missing values and answers are counted for answered predictions only (rows the
-model scored); rows, violations and unreadable bodies for every request the model was sent,
-answered or rejected, since a rejected request is where a violation shows.
+model scored); rows, violations, data-quality issues and unreadable bodies for every request the
+model was sent, answered or rejected, since a rejected request is where a violation shows.
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from inferwatch.contract import metrics as mm
 from inferwatch.contract.genai import OPERATIONS
 from inferwatch.contract.inputs import InputFormat
-from inferwatch.contract.profile import NUMERIC, NUMERIC_TYPES, OTHER, Distribution, category_key
+from inferwatch.contract.profile import NUMERIC, NUMERIC_TYPES, OTHER, Distribution, Probabilities, category_key
+from inferwatch.proxy.estimation import PerformanceEstimator, ScoreReader, UnreadableScores, register_reference
 from inferwatch.proxy.feedback import TOKEN_HEADER, FeedbackTokens
 from inferwatch.proxy.model import ModelIdentity
 from inferwatch.proxy.prediction import PredictionRequest, pyarrow_parquet
@@ -63,8 +71,16 @@ UNREADABLE_FORMATS = (*(fmt.value for fmt in InputFormat), ANSWER_FORMAT)
 # Columns at least this long go through numpy; below it, per-value code is faster.
 VECTORISE_FROM_ROWS = 32
 
+# Data-quality issues of a feature's values (model_input_issue_total{issue}).
+MISSING_VALUE = "missing"
+BELOW_MIN = "below_min"
+ABOVE_MAX = "above_max"
+UNSEEN = "unseen"
+
 _ABSENT = object()  # a row without the column (records, columnar inputs)
 _NUMBERS = frozenset((int, float))
+_CONTAINERS = (list, dict)
+_NO_LOW, _NO_HIGH = float("-inf"), float("inf")
 
 
 class Unreadable(ValueError):
@@ -235,9 +251,9 @@ def _csv_number(text: str) -> float | str | None:
         return text
 
 
-def read_predictions(answer: bytes) -> list:
-    """The model's answers as scalars: ``{"predictions": [...]}`` (or a bare list) of scalars,
-    one-key objects or one-element lists."""
+def answer_rows(answer: bytes) -> list:
+    """The list of per-row answers in a model's answer: ``{"predictions": [...]}``, a bare list, or
+    an object of one list."""
     try:
         document = json.loads(answer)
     except ValueError:
@@ -247,6 +263,17 @@ def read_predictions(answer: bytes) -> list:
         values = next(iter(values.values()))
     if not isinstance(values, list):
         raise Unreadable("the answer holds no list of predictions")
+    return values
+
+
+def read_predictions(answer: bytes) -> list:
+    """The model's answers as scalars: ``{"predictions": [...]}`` (or a bare list) of scalars,
+    one-key objects or one-element lists."""
+    return scalar_predictions(answer_rows(answer))
+
+
+def scalar_predictions(values: list) -> list:
+    """Per-row answers as scalars (one-key objects and one-element lists unwrapped)."""
     out = []
     for value in values:
         if type(value) is dict and len(value) == 1:
@@ -264,8 +291,16 @@ def read_predictions(answer: bytes) -> list:
 # ---------------------------------------------------------------------------------------------
 
 
-def numeric_counts(values: list, edges: Sequence[float], edges_array: np.ndarray) -> tuple[list[int], int, int]:
-    """(count per bin, missing, non-numbers) of one numeric column."""
+# What counting one column gives: (count per bin, missing, wrong type, below the reference's
+# minimum, above its maximum, unseen categories). A plain tuple: this runs for every column of
+# every request.
+Counted = tuple[list[int], int, int, int, int, int]
+
+
+def numeric_counts(values: list, edges: Sequence[float], edges_array: np.ndarray,
+                   low: float = _NO_LOW, high: float = _NO_HIGH) -> Counted:
+    """One numeric column counted into its bins; missing values, non-numbers, and numbers below
+    ``low`` or above ``high`` counted too (unseen: always 0)."""
     bins = len(edges) + 1
     if len(values) >= VECTORISE_FROM_ROWS and set(map(type, values)) <= _NUMBERS:
         try:
@@ -274,10 +309,11 @@ def numeric_counts(values: list, edges: Sequence[float], edges_array: np.ndarray
             pass
         else:
             nan = np.isnan(array)
-            counts = np.bincount(np.searchsorted(edges_array, array[~nan], side="left"), minlength=bins)
-            return counts.tolist(), int(nan.sum()), 0
+            present = array[~nan]
+            counts = np.bincount(np.searchsorted(edges_array, present, side="left"), minlength=bins)
+            return counts.tolist(), int(nan.sum()), 0, int((present < low).sum()), int((present > high).sum()), 0
     counts = [0] * bins
-    missing = wrong = 0
+    missing = wrong = below = above = 0
     for value in values:
         kind = type(value)
         if kind is float or kind is int:
@@ -285,23 +321,37 @@ def numeric_counts(values: list, edges: Sequence[float], edges_array: np.ndarray
                 missing += 1
             else:
                 counts[bisect_left(edges, value)] += 1
+                if value < low:
+                    below += 1
+                elif value > high:
+                    above += 1
         elif value is None or value is _ABSENT:
             missing += 1
         else:
             wrong += 1
-    return counts, missing, wrong
+    return counts, missing, wrong, below, above, 0
 
 
-def categorical_counts(values: Iterable, index: dict[str, int], other: int) -> tuple[list[int], int]:
-    """(count per bin, missing) of one categorical column (or of classes)."""
+def categorical_counts(values: Iterable, index: dict[str, int], other: int,
+                       others: frozenset[str] | None = None) -> Counted:
+    """One categorical column (or the classes) counted into its bins; values in the other bin
+    that are none of ``others`` (the reference's other categories, when known) are unseen, lists
+    and objects of the wrong type (below and above: always 0)."""
     counts = [0] * (other + 1)
-    missing = 0
+    missing = wrong = unseen = 0
     for value in values:
         if value is None or value is _ABSENT or value != value:
             missing += 1
-        else:
-            counts[index.get(category_key(value), other)] += 1
-    return counts, missing
+            continue
+        key = category_key(value)
+        i = index.get(key, other)
+        counts[i] += 1
+        if i == other:
+            if type(value) in _CONTAINERS:
+                wrong += 1
+            elif others is not None and key not in others:
+                unseen += 1
+    return counts, missing, wrong, 0, 0, unseen
 
 
 def wrong_type_count(values: list, column_type: str) -> int:
@@ -317,6 +367,14 @@ def wrong_type_count(values: list, column_type: str) -> int:
     return sum(1 for v in values if v is not None and v is not _ABSENT and type(v) not in allowed)
 
 
+def quality_issues(distribution: Distribution) -> tuple[str, ...]:
+    """The data-quality issues counted for a feature: what its profile makes checkable."""
+    if distribution.kind == NUMERIC:
+        bounded = distribution.minimum is not None
+        return (MISSING_VALUE, WRONG_TYPE, *((BELOW_MIN, ABOVE_MAX) if bounded else ()))
+    return (MISSING_VALUE, WRONG_TYPE, *((UNSEEN,) if distribution.other_categories is not None else ()))
+
+
 @dataclass(frozen=True)
 class _Binned:
     """A distribution with what counting into it needs, cached at start-up."""
@@ -325,19 +383,32 @@ class _Binned:
     offset: int  # where its bins start in the recorder's flat list
     edges_array: np.ndarray | None = None
     index: dict[str, int] | None = None
+    low: float = _NO_LOW
+    high: float = _NO_HIGH
+    others: frozenset[str] | None = None
+    numeric: bool = False
+    # Where (missing, wrong, below, above, unseen) go in the recorder's flat list of data-quality
+    # issues (quality_issues' order); None: not counted for this feature.
+    issue_indices: tuple[int | None, ...] = (None,) * 5
 
     @classmethod
-    def of(cls, distribution: Distribution, offset: int) -> _Binned:
+    def of(cls, distribution: Distribution, offset: int, issues_offset: int = 0) -> _Binned:
+        at = issues_offset
         if distribution.kind == NUMERIC:
-            return cls(distribution, offset, edges_array=np.asarray(distribution.edges, dtype=np.float64))
-        return cls(distribution, offset, index={c: i for i, c in enumerate(distribution.categories)})
+            bounded = distribution.minimum is not None
+            return cls(distribution, offset, edges_array=np.asarray(distribution.edges, dtype=np.float64),
+                       low=distribution.minimum if bounded else _NO_LOW,
+                       high=distribution.maximum if bounded else _NO_HIGH, numeric=True,
+                       issue_indices=(at, at + 1, *((at + 2, at + 3) if bounded else (None, None)), None))
+        others = distribution.other_categories
+        return cls(distribution, offset, index={c: i for i, c in enumerate(distribution.categories)},
+                   others=None if others is None else frozenset(others),
+                   issue_indices=(at, at + 1, None, None, None if others is None else at + 2))
 
-    def count(self, values: list) -> tuple[list[int], int, int]:
-        """(count per bin, missing, values of the wrong kind)."""
-        if self.distribution.kind == NUMERIC:
-            return numeric_counts(values, self.distribution.edges, self.edges_array)
-        counts, missing = categorical_counts(values, self.index, len(self.distribution.categories))
-        return counts, missing, 0
+    def count(self, values: list) -> Counted:
+        if self.numeric:
+            return numeric_counts(values, self.distribution.edges, self.edges_array, self.low, self.high)
+        return categorical_counts(values, self.index, len(self.distribution.categories), self.others)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,11 +424,18 @@ class QualityRecorder:
         profile = identity.profile
         self._model = identity.attributes
         self._features: list[_Binned] = []
+        self._issue_keys: list[tuple[str, str]] = []  # (feature, issue)
         offset = 0
         for feature in profile.features if profile else ():
-            self._features.append(_Binned.of(feature, offset))
+            self._features.append(_Binned.of(feature, offset, len(self._issue_keys)))
             offset += len(feature.shares)
+            self._issue_keys += [(feature.name, issue) for issue in quality_issues(feature)]
         self._prediction = _Binned.of(profile.prediction, 0) if profile and profile.prediction else None
+        probabilities = profile.probabilities if profile else None
+        # Counts the expected confusion matrix of answers that carry class probabilities.
+        self.estimator = PerformanceEstimator(probabilities, self._model, meter) if probabilities else None
+        if profile is not None:
+            register_reference(probabilities, profile.rows, self._model, meter)
         signature = identity.signature or ()
         self._signature_types = {column.name: column.type for column in signature}
         self._required = frozenset(column.name for column in signature if column.required)
@@ -382,6 +460,7 @@ class QualityRecorder:
         self._bins = [0] * offset
         self._missing = [0] * len(self._features)
         self._violations = [0] * len(self._violation_keys)
+        self._issues = [0] * len(self._issue_keys)
         self._answers = [0] * (len(self._prediction.distribution.shares) if self._prediction else 0)
         self._unreadable = [0] * len(self._formats)
         self._register(meter)
@@ -390,7 +469,7 @@ class QualityRecorder:
 
     @property
     def reads_answers(self) -> bool:
-        return self._prediction is not None
+        return self._prediction is not None or self.estimator is not None
 
     def observe(self, prediction: PredictionRequest, answered: bool, predictions: list | None) -> None:
         """Count one request; never raises (telemetry must not break a prediction)."""
@@ -411,6 +490,7 @@ class QualityRecorder:
 
     def _observe(self, prediction: PredictionRequest, answered: bool, predictions: list | None) -> None:
         violations = [0] * len(self._violations)
+        issues: list[tuple[int, int]] = []  # (index, count) of the issues found, usually none
         feature_counts: list[tuple[int, list[int], int]] = []
         unreadable = None
         rows = prediction.rows or 0
@@ -421,14 +501,16 @@ class QualityRecorder:
                 columns = None
                 unreadable = prediction.format.value
             if columns is not None:
-                feature_counts = self._count_columns(columns, violations)
+                feature_counts = self._count_columns(columns, violations, issues)
                 rows = columns.rows
         answer_counts = None
         if answered and self._prediction is not None and predictions is not None:
-            answer_counts, _, _ = self._prediction.count(predictions)
+            answer_counts = self._prediction.count(predictions)[0]
         with self._lock:
             for i, n in enumerate(violations):
                 self._violations[i] += n
+            for i, n in issues:
+                self._issues[i] += n
             if unreadable is not None:
                 self._unreadable[self._format_index[unreadable]] += 1
             self._rows += rows
@@ -447,7 +529,8 @@ class QualityRecorder:
         with self._lock:
             self._unreadable[self._format_index[ANSWER_FORMAT]] += 1
 
-    def _count_columns(self, columns: Columns, violations: list[int]) -> list[tuple[int, list[int], int]]:
+    def _count_columns(self, columns: Columns, violations: list[int],
+                       issues: list[tuple[int, int]]) -> list[tuple[int, list[int], int]]:
         counted = []
         for name in self._wanted:
             values = columns.values.get(name)
@@ -459,12 +542,20 @@ class QualityRecorder:
             wrong = None
             if feature is not None:
                 if values is None:
-                    counts, missing = [0] * len(feature.distribution.shares), absent
+                    counted.append((position, [0] * len(feature.distribution.shares), absent))
+                    if absent:
+                        issues.append((feature.issue_indices[0], absent))  # missing
                 else:
-                    counts, missing, non_numbers = feature.count(values)
-                    if feature.distribution.kind == NUMERIC and column_type in NUMERIC_TYPES:
-                        wrong = non_numbers
-                counted.append((position, counts, missing))
+                    bins, missing, wrong, below, above, unseen = feature.count(values)
+                    if column_type is not None and not (feature.numeric and column_type in NUMERIC_TYPES):
+                        wrong = wrong_type_count(values, column_type)  # the signature's type decides
+                    counted.append((position, bins, missing))
+                    if missing or wrong or below or above or unseen:
+                        found = (missing, wrong, below, above, unseen)
+                        issues += [(i, n) for i, n in zip(feature.issue_indices, found) if n and i is not None]
+                    if column_type is not None:
+                        violations[self._violation_index[(name, WRONG_TYPE)]] += wrong
+                        continue
             if column_type is not None and values is not None:
                 if wrong is None:
                     wrong = wrong_type_count(values, column_type)
@@ -487,6 +578,7 @@ class QualityRecorder:
         answer_attributes = [{**model, mm.MODEL_BIN: label} for label in
                              (self._prediction.distribution.bin_labels if self._prediction else ())]
         format_attributes = [{**model, mm.MODEL_INPUT_FORMAT: f} for f in self._formats]
+        issue_attributes = [{**model, mm.MODEL_FEATURE: f, mm.MODEL_INPUT_ISSUE: i} for f, i in self._issue_keys]
         expected_bins = [share for f in self._features for share in f.distribution.shares]
         expected_answers = list(self._prediction.distribution.shares) if self._prediction else []
 
@@ -516,6 +608,8 @@ class QualityRecorder:
                                       unit="1", description="The profile's share of each class or answer bin.")
         meter.create_observable_counter(mm.MODEL_INPUT_UNREADABLE, [snapshot(self._unreadable, format_attributes)],
                                         unit="{request}", description="Bodies whose rows could not be read.")
+        meter.create_observable_counter(mm.MODEL_INPUT_ISSUES, [snapshot(self._issues, issue_attributes)],
+                                        unit="{value}", description="Feature values failing a data-quality check.")
         rows = [model]
         meter.create_observable_counter(
             mm.MODEL_INPUT_ROWS,
@@ -538,11 +632,15 @@ def register_model_info(identity: ModelIdentity, meter: Meter) -> None:
 
 
 class AnswerObserver:
-    """What the predictor calls after each answer: quality counts and the feedback token."""
+    """What the predictor calls after each answer: quality counts, the estimated performance and
+    the feedback token."""
 
-    def __init__(self, recorder: QualityRecorder | None, tokens: FeedbackTokens | None):
+    def __init__(self, recorder: QualityRecorder | None, tokens: FeedbackTokens | None,
+                 probabilities: Probabilities | None = None):
         self._recorder = recorder
         self._tokens = tokens
+        self._scores = ScoreReader(probabilities) if probabilities is not None else None
+        self._estimator = recorder.estimator if recorder is not None else None
         self._reads_answers = tokens is not None or (recorder is not None and recorder.reads_answers)
 
     def after(self, prediction: PredictionRequest, response: Response) -> None:
@@ -560,18 +658,32 @@ class AnswerObserver:
                 if self._recorder is not None:
                     self._recorder.observe(prediction, answered, None)
                 return
-            predictions = None
+            predictions = expected = None
             if answered and self._reads_answers:
                 try:
-                    predictions = read_predictions(response.get_data())
+                    predictions, expected = self._read_answer(response.get_data())
                 except Unreadable:
                     if self._recorder is not None:
                         self._recorder.unreadable_answer()
             if self._recorder is not None:
                 self._recorder.observe(prediction, answered, predictions)
             if predictions and self._tokens is not None:
-                token = self._tokens.issue(prediction.request_id, predictions)
+                token = self._tokens.issue(prediction.request_id, predictions, expected=expected)
                 if token is not None:
                     response.headers[TOKEN_HEADER] = token
         except Exception:  # noqa: BLE001 - telemetry never breaks a request
             log.exception("model quality after the answer failed")
+
+    def _read_answer(self, body: bytes) -> tuple[list, list[float] | None]:
+        """(each row's prediction, its expected correctness when the answers carry class
+        probabilities); the estimate counts those rows."""
+        rows = answer_rows(body)
+        if self._scores is None:
+            return scalar_predictions(rows), None
+        try:
+            predicted, indices, calibrated = self._scores.read(rows)
+        except UnreadableScores as error:
+            raise Unreadable(str(error)) from None
+        if self._estimator is not None:
+            self._estimator.count(indices, calibrated)
+        return predicted, [p[k] for k, p in zip(indices, calibrated)]

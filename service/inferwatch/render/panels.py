@@ -32,6 +32,7 @@ from inferwatch.render import promql, slo_rules
 from inferwatch.render.prometheus_rules import (
     GenAiRecords,
     QualityRecords,
+    class_metric_exprs,
     failure_ratio_expr,
     jaeger_slow_traces_url,
     latency_quantile_expr,
@@ -245,7 +246,7 @@ def timeseries(title: str, description: str, unit: str, queries: Iterable[Query]
 
 
 def stat(title: str, description: str, unit: str, query: Query, **options) -> Panel:
-    return Panel("stat", title, description, unit, (query,), minimum=None, width=6, **options)
+    return Panel("stat", title, description, unit, (query,), minimum=None, **{"width": 6, **options})
 
 
 def refs(*queries: tuple[str, str]) -> tuple[Query, ...]:
@@ -441,7 +442,9 @@ def quality(t: Thresholds) -> Row:
             f"Do the inputs still look like the training data? The population stability index of each "
             f"feature over the last {w}, every instance's rows summed, against the reference profile. "
             f"Yellow from {number(t.drift_watch)} (worth a look), red from {number(t.drift_act)}: "
-            f"ModelInputDrift fires above it for {t.drift_for} once {t.drift_min_rows} rows are counted.",
+            f"ModelInputDrift fires above it for {t.drift_for} when the PSI also exceeds its critical value "
+            f"for the window's rows ('Drift against its critical value') and {t.drift_min_rows_per_bin} rows per "
+            "bin are counted.",
             "short", [Query(recorded_series(r.feature_psi), legend(t, "feature"))], steps=drift),
         timeseries(
             "Largest bin shift by feature",
@@ -594,6 +597,92 @@ def genai(t: Thresholds) -> Row:
     ))
 
 
+def performance_queries(t: Thresholds, prefix: str, rows: str, correct: str, window: str,
+                        suffix: str) -> list[tuple[str, str]]:
+    """Accuracy, and precision, recall and F1 averaged over the classes, of the chosen instances'
+    ``<prefix>_*`` counters over ``window``, every instance summed before the ratios (the
+    recording rules' formulas, rules/performance.yml)."""
+    def summed(counter: str, w: str, *by: str) -> str:
+        return sum_increase(t, counter, w, *by)
+
+    accuracy = f"{summed(correct, window)}\n/\n({summed(rows, window)} > 0)"
+    by_class = class_metric_exprs(t, prefix, window, summed)
+    return [(accuracy, legend(t) + f" accuracy {suffix}"),
+            *((f"avg {promql.by(t)} (\n  {expr}\n)", legend(t) + f" {metric} {suffix}")
+              for metric, expr in by_class.items())]
+
+
+def estimated_performance(t: Thresholds) -> Row:
+    """Estimated performance from the model's own confidence, the realized one from labels, their
+    gap (concept drift), data quality against the profile and drift against its critical value."""
+    q = QualityRecords(t)
+    w, a = t.estimate_window, t.accuracy_window
+    reference = (f"max {promql.by(t, 'metric')} "
+                 f"({promql.gauge(t, 'model_reference_performance', *chosen())})")
+    labels = sum_increase(t, "model_feedback_labels_total", a)
+    issues = sum_rate(t, "model_input_issue_total", chosen(), "feature", "issue")
+    sent = sum_rate(t, "model_input_rows_total", chosen())
+    return Row("Estimated performance and data quality", (
+        timeseries(
+            "Estimated performance against the reference",
+            f"Is the model getting worse, before any label arrives? Accuracy, precision, recall and F1 of "
+            f"the last {w} estimated from the model's calibrated class probabilities (the expected "
+            "confusion matrix, every instance summed), and the same metrics on the labelled reference data "
+            f"(the 'reference' lines). ModelEstimatedPerformanceLow fires when an estimate is more than "
+            f"{number(t.estimate_drop)} below its reference for {t.estimate_for}, once {t.estimate_min_rows} "
+            "rows are in the window. Only for classifiers profiled with --labels.",
+            "percentunit", refs(
+                *performance_queries(t, "model_estimated", "model_estimated_rows_total",
+                                     "model_estimated_correct_total", w, "estimated"),
+                (reference, legend(t, "metric") + " reference"),
+            ), maximum=1, width=8),
+        timeseries(
+            "Realized performance from feedback",
+            f"How right was the model, by the labels that came back? Accuracy of the feedback labels of "
+            f"the last {a} (POST /feedback), and precision, recall and F1 for a classifier whose answers "
+            "carry class probabilities. Labels come late: compare with the estimate of the predictions "
+            "they judge, not of the last hour.",
+            "percentunit", refs(*performance_queries(t, "model_feedback", "model_feedback_labels_total",
+                                                     "model_feedback_correct_total", a, "realized")),
+            maximum=1, width=8),
+        timeseries(
+            "Estimated minus realized accuracy (concept drift)",
+            "Does the model know how good it is? On exactly the rows that got a label: the accuracy its "
+            "calibrated confidence expected, minus the accuracy the labels gave. Near 0 the estimate holds; "
+            "rising, the same inputs now mean something else (concept drift), or the calibration no longer "
+            "fits: what the estimate alone cannot see.",
+            "percentunit", [Query(
+                f"(\n  {sum_increase(t, 'model_feedback_expected_correct_total', a)}\n"
+                f"  - {sum_increase(t, 'model_feedback_correct_total', a)}\n)\n/\n({labels} > 0)",
+                legend(t) + " expected - realized")],
+            minimum=None, width=8),
+        timeseries(
+            "Data quality by feature",
+            "Do the inputs still fit the reference? Per feature, the share of the rows sent whose value is "
+            "missing, of the wrong type, below the reference's minimum, above its maximum, or a category the "
+            "reference never had (by issue), rejected requests included.",
+            "percentunit", [Query(f"{issues}\n/ ignoring(feature, issue) group_left()\n({sent} > 0)",
+                                  legend(t, "feature", "issue"))],
+            maximum=1, width=10),
+        timeseries(
+            "Drift against its critical value",
+            f"Is a feature's drift more than chance? Its PSI over {t.drift_window} divided by the PSI the "
+            f"window's rows would exceed by chance with probability {percent(t.drift_alpha)}% (chi-square, "
+            "from the window's and the reference's row counts). Above 1 the shift is significant; "
+            f"ModelInputDrift also needs the PSI above {number(t.drift_act)}. Few rows raise the critical "
+            "value; many lower it.",
+            "short", [Query(f"{promql.series(t, q.feature_psi, JOB_CHOSEN)}\n/ {promql.on(t, 'feature')}\n"
+                            f"{promql.series(t, q.feature_psi_critical, JOB_CHOSEN)}", legend(t, "feature"))],
+            steps=above(1), width=10),
+        stat(
+            "Reference rows",
+            "How much data is each model's reference profile built on? Fewer reference rows make sampling "
+            "noise in the reference itself, which the drift critical value allows for.",
+            "short", Query(f"max {promql.by(t)} ({promql.gauge(t, 'model_reference_rows', *chosen())})",
+                           legend(t)), width=4, decimals=0),
+    ))
+
+
 def _slo_series(record: str, slo: SLO | None = None) -> str:
     """A recorded SLO series of the chosen models. Recorded series hold inferwatch's selected
     series only, per model, without the selector's other labels: only the models are chosen."""
@@ -709,5 +798,6 @@ def board(t: Thresholds = THRESHOLDS) -> Board:
                     "edit that module, not this file.",
         tags=("inferwatch", "mlflow"),
         variables=variables(t),
-        rows=(at_a_glance(t), requests(t), latency(t), predictions(t), quality(t), genai(t), *slos(t), host(t)),
+        rows=(at_a_glance(t), requests(t), latency(t), predictions(t), quality(t), estimated_performance(t),
+              genai(t), *slos(t), host(t)),
     )

@@ -1,7 +1,8 @@
 """The Prometheus rule files, rendered from the thresholds.
 
 One file per rule group under ``observability/prometheus/rules/`` (recording rules, host,
-predictions, availability, model quality, and the SLOs' from :mod:`inferwatch.render.slo_rules`):
+predictions, availability, model quality, estimated performance, and the SLOs' from
+:mod:`inferwatch.render.slo_rules`):
 every expression and alert text reads its numbers from
 :data:`inferwatch.contract.thresholds.THRESHOLDS`, so a threshold is never written down twice,
 and selects its series through :mod:`inferwatch.render.promql` (the selector, the per-model
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from inferwatch.contract.genai import LENGTH
+from inferwatch.contract.profile import PERFORMANCE_METRICS, upper_normal_quantile
 from inferwatch.contract.thresholds import THRESHOLDS, Thresholds
 from inferwatch.render import promql
 from inferwatch.render.text import duration, number, percent, to_yaml
@@ -82,6 +84,8 @@ MODEL = "{{ $labels.model }} {{ $labels.model_version }}"
 FEATURE = "{{ $labels.feature }}"
 # PSI as a plain decimal: humanize would print 0.4159 as 415.9m.
 PSI_VALUE = '{{ $value | printf "%.3f" }}'
+# A ratio to three decimals (an estimated accuracy, a precision).
+RATIO_VALUE = PSI_VALUE
 
 # Window of the recording rules that no alert shares (request rate, latency buckets).
 DASHBOARD_WINDOW = "5m"
@@ -316,12 +320,17 @@ class QualityRecords:
         self.feature_rows = f"job_model_feature:model_feature_values:increase{w}"
         self.feature_share = f"job_model_feature_bin:model_feature_share:ratio{w}"
         self.feature_psi = f"job_model_feature:model_feature_psi:{w}"
+        self.feature_bins = "job_model_feature:model_feature_reference_bins:count"
+        self.feature_psi_critical = f"job_model_feature:model_feature_psi_critical:{w}"
         self.prediction_rows = f"job_model:model_prediction_values:increase{w}"
         self.prediction_share = f"job_model_bin:model_prediction_share:ratio{w}"
         self.prediction_psi = f"job_model:model_prediction_psi:{w}"
+        self.prediction_bins = "job_model:model_prediction_reference_bins:count"
+        self.prediction_psi_critical = f"job_model:model_prediction_psi_critical:{w}"
         self.feedback_labels = f"job_model:model_feedback_labels:increase{t.accuracy_window}"
         self.accuracy = f"job_model:model_feedback_accuracy:ratio{t.accuracy_window}"
         self.violation_ratio = f"job_model_column_kind:model_input_violation:ratio_rate{v}"
+        self.issue_ratio = f"job_model_feature_issue:model_input_issue:ratio_rate{t.data_quality_window}"
 
 
 def _sum_increase(t: Thresholds, counter: str, window: str, *by_extra: str) -> str:
@@ -339,6 +348,51 @@ def psi_expr(share_record: str, expected_metric: str, t: Thresholds, *by_extra: 
     return f"sum {promql.by(t, *by_extra)} (\n  ({actual} - {expected})\n  * ln({actual} / {expected})\n)"
 
 
+def reference_bins_expr(expected_metric: str, t: Thresholds, *by_extra: str) -> str:
+    """Bins with a reference share above 0 (the PSI's degrees of freedom are one fewer)."""
+    return (f"count {promql.by(t, *by_extra)} (\n  max {promql.by(t, *by_extra, 'bin')} "
+            f"({promql.gauge(t, expected_metric)}) > 0\n)")
+
+
+def psi_critical_expr(bins_record: str, rows_record: str, t: Thresholds, *by_extra: str) -> str:
+    """The PSI the window's rows exceed by chance with probability drift_alpha:
+    ``q * (1 / rows + 1 / reference rows)``, q the chi-square quantile of bins - 1 degrees of
+    freedom by Wilson and Hilferty's approximation (contract.profile.psi_critical_value, which the
+    tests compare with). A reference of 0 rows (unknown), or no model_reference_rows at all (a
+    proxy from before it), counts as exact: 1 / reference rows = 0.
+    """
+    k = f"({promql.series(t, bins_record)} - 1)"
+    z = number(upper_normal_quantile(t.drift_alpha))
+    quantile = f"{k} * (1 - 2 / (9 * {k}) + {z} * sqrt(2 / (9 * {k}))) ^ 3"
+    reference = f"max {promql.by(t)} ({promql.gauge(t, 'model_reference_rows')})"
+    none = f"max {promql.by(t)} ({promql.series(t, bins_record)}) * 0"
+    join = f"{promql.on(t)} group_left ()" if by_extra else promql.on(t)
+    return (f"(\n  {quantile}\n)\n* {promql.on(t, *by_extra)}\n(\n  1 / {promql.series(t, rows_record)}\n"
+            f"  + {join}\n  ((1 / ({reference} > 0)) or ({reference} * 0) or ({none}))\n)")
+
+
+def drift_alert_expr(psi_record: str, critical_record: str, rows_record: str, bins_record: str,
+                     t: Thresholds, *by_extra: str) -> str:
+    """PSI above the fixed floor, above its critical value, on enough rows per bin."""
+    on = promql.on(t, *by_extra)
+    psi = promql.series(t, psi_record)
+    return (f"{psi} > {number(t.drift_act)}\nand {on}\n"
+            f"{psi} > {on} {promql.series(t, critical_record)}\nand {on}\n"
+            f"{promql.series(t, rows_record)} >= {on} ({t.drift_min_rows_per_bin} * {promql.series(t, bins_record)})")
+
+
+def labelled_value(t: Thresholds, metric: str, *extra: str, aggregate: str = "") -> str:
+    """Template text: the value of ``metric{model labels, extra}`` (through ``aggregate``, e.g.
+    ``max``, when instances each have one) for the alert's own labels, to 3 decimals."""
+    labels = (*t.model_labels, *extra)
+    matchers = ", ".join(f"{label}=%q" for label in labels)
+    arguments = " ".join(f"$labels.{label}" for label in labels)
+    selector = f"{metric}{{{matchers}}}"
+    expr = f"{aggregate}({selector})" if aggregate else selector
+    return (f"{{{{ with printf `{expr}` {arguments} | query }}}}"
+            f"{{{{ . | first | value | printf \"%.3f\" }}}}{{{{ end }}}}")
+
+
 def share_expr(counter: str, t: Thresholds, *by_extra: str) -> str:
     """Each bin's share of the rows counted over the drift window, every instance summed."""
     per_bin = _sum_increase(t, counter, t.drift_window, *by_extra, "bin")
@@ -352,8 +406,15 @@ def quality_group(t: Thresholds) -> RuleGroup:
     violation_percent = percent(t.violation_ratio)
     rows = promql.sum_rate(t, "model_input_rows_total", t.violation_window)
     violations = promql.sum_rate(t, "model_input_violation_total", t.violation_window, by_extra=("column", "kind"))
-    drift_text = (f"(threshold: {act}; {watch} is worth a look) over the last {t.drift_window}, "
-                  f"every instance's rows summed")
+    alpha = percent(t.drift_alpha)
+    issues = promql.sum_rate(t, "model_input_issue_total", t.data_quality_window, by_extra=("feature", "issue"))
+    sent = promql.sum_rate(t, "model_input_rows_total", t.data_quality_window)
+
+    def drift_text(critical_record: str, *extra: str) -> str:
+        critical = labelled_value(t, critical_record, *extra)
+        return (f"(threshold: {act}, and its critical value {critical}, the PSI the window's rows would exceed "
+                f"by chance with probability {alpha}%; {watch} is worth a look) over the last {t.drift_window}, "
+                "every instance's rows summed")
 
     def recorded(name: str) -> str:
         return promql.series(t, name)
@@ -362,38 +423,41 @@ def quality_group(t: Thresholds) -> RuleGroup:
         RecordingRule(r.feature_rows, _sum_increase(t, "model_feature_bin_total", t.drift_window, "feature")),
         RecordingRule(r.feature_share, share_expr("model_feature_bin_total", t, "feature")),
         RecordingRule(r.feature_psi, psi_expr(r.feature_share, "model_feature_expected_share", t, "feature")),
+        RecordingRule(r.feature_bins, reference_bins_expr("model_feature_expected_share", t, "feature")),
+        RecordingRule(r.feature_psi_critical, psi_critical_expr(r.feature_bins, r.feature_rows, t, "feature")),
         RecordingRule(r.prediction_rows, _sum_increase(t, "model_prediction_bin_total", t.drift_window)),
         RecordingRule(r.prediction_share, share_expr("model_prediction_bin_total", t)),
         RecordingRule(r.prediction_psi, psi_expr(r.prediction_share, "model_prediction_expected_share", t)),
+        RecordingRule(r.prediction_bins, reference_bins_expr("model_prediction_expected_share", t)),
+        RecordingRule(r.prediction_psi_critical, psi_critical_expr(r.prediction_bins, r.prediction_rows, t)),
         RecordingRule(r.feedback_labels, _sum_increase(t, "model_feedback_labels_total", t.accuracy_window)),
         RecordingRule(r.accuracy,
                       f"{_sum_increase(t, 'model_feedback_correct_total', t.accuracy_window)}\n"
                       f"/\n({recorded(r.feedback_labels)} > 0)"),
         RecordingRule(r.violation_ratio, f"{violations}\n/ ignoring(column, kind) group_left()\n({rows} > 0)"),
+        RecordingRule(r.issue_ratio, f"{issues}\n/ ignoring(feature, issue) group_left()\n({sent} > 0)"),
         AlertRule(
             "ModelInputDrift",
-            f"{recorded(r.feature_psi)} > {act}\nand {promql.on(t, 'feature')}\n"
-            f"{recorded(r.feature_rows)} >= {t.drift_min_rows}",
+            drift_alert_expr(r.feature_psi, r.feature_psi_critical, r.feature_rows, r.feature_bins, t, "feature"),
             t.drift_for,
             {"severity": "warning", "component": "model"},
             {
                 "summary": f"Input drift on feature {FEATURE} of model {MODEL}",
                 "description": f"Feature {FEATURE} of model {MODEL} ({JOB}) has drifted from its training "
-                               f"data: PSI {PSI_VALUE} {drift_text}. Compare its bins with the reference on the "
-                               "dashboard's Model quality row.",
+                               f"data: PSI {PSI_VALUE} {drift_text(r.feature_psi_critical, 'feature')}. Compare "
+                               "its bins with the reference on the dashboard's Model quality row.",
                 "value": PSI_VALUE,
             },
         ),
         AlertRule(
             "ModelPredictionDrift",
-            f"{recorded(r.prediction_psi)} > {act}\nand {promql.on(t)}\n"
-            f"{recorded(r.prediction_rows)} >= {t.drift_min_rows}",
+            drift_alert_expr(r.prediction_psi, r.prediction_psi_critical, r.prediction_rows, r.prediction_bins, t),
             t.drift_for,
             {"severity": "warning", "component": "model"},
             {
                 "summary": f"Prediction drift of model {MODEL}",
                 "description": f"The answers of model {MODEL} ({JOB}) no longer look like its answers on the "
-                               f"training data: PSI {PSI_VALUE} {drift_text}.",
+                               f"training data: PSI {PSI_VALUE} {drift_text(r.prediction_psi_critical)}.",
                 "value": PSI_VALUE,
             },
         ),
@@ -510,12 +574,98 @@ def genai_group(t: Thresholds) -> RuleGroup:
     ))
 
 
+# Estimated performance: a classifier's expected confusion-matrix cells, summed over every instance
+# before any ratio, against the realized ones from feedback labels (docs/model-quality.md).
+
+# The estimated and realized classification metrics that are averaged over classes (macro).
+CLASS_METRICS = tuple(m for m in PERFORMANCE_METRICS if m != "accuracy")
+
+
+class PerformanceRecords:
+    """Names of the estimated-performance recording rules (dashboards and the alert read them)."""
+
+    def __init__(self, t: Thresholds):
+        w, a = t.estimate_window, t.accuracy_window
+        self.estimated_rows = f"job_model:model_estimated_rows:increase{w}"
+        self.estimated_class = {m: f"job_model_class:model_estimated_{m}:ratio{w}" for m in CLASS_METRICS}
+        self.estimated = f"job_model_metric:model_estimated_performance:ratio{w}"
+        self.realized_class = {m: f"job_model_class:model_feedback_{m}:ratio{a}" for m in CLASS_METRICS}
+        self.realized = f"job_model_metric:model_feedback_performance:ratio{a}"
+        self.accuracy_gap = f"job_model:model_estimated_accuracy_gap:ratio{a}"
+
+
+def class_metric_exprs(t: Thresholds, prefix: str, window: str, summed=None) -> dict[str, str]:
+    """Per class: precision TP / predicted, recall TP / actual, F1 2 TP / (predicted + actual),
+    each of the counts ``<prefix>_{true_positive,predicted,actual}_total`` summed over every
+    instance first (``summed(counter, window, *by)``, by default every inferwatch instance's
+    increase); no result where the denominator is 0."""
+    summed = summed or (lambda counter, w, *by: _sum_increase(t, counter, w, *by))
+    tp, predicted, actual = (summed(f"{prefix}_{cell}_total", window, "class")
+                             for cell in ("true_positive", "predicted", "actual"))
+    return {
+        "precision": f"{tp}\n/\n({predicted} > 0)",
+        "recall": f"{tp}\n/\n({actual} > 0)",
+        "f1": f"2 * {tp}\n/\n(\n  ({predicted}\n  + {actual}) > 0\n)",
+    }
+
+
+def by_metric_expr(t: Thresholds, accuracy: str, class_records: Mapping[str, str]) -> str:
+    """One series per metric (label ``metric``): accuracy, and the class metrics averaged over the
+    classes (macro), so one alert compares each with its reference."""
+    parts = [f'label_replace(\n  {accuracy},\n  "metric", "accuracy", "", ""\n)']
+    parts += [f'label_replace(\n  avg {promql.by(t)} ({promql.series(t, record)}),\n  "metric", "{metric}", "", ""\n)'
+              for metric, record in class_records.items()]
+    return "\nor\n".join(parts)
+
+
+def performance_group(t: Thresholds) -> RuleGroup:
+    r = PerformanceRecords(t)
+    w, a = t.estimate_window, t.accuracy_window
+    labels = _sum_increase(t, "model_feedback_labels_total", a)
+    estimated_accuracy = (f"{_sum_increase(t, 'model_estimated_correct_total', w)}\n  /\n"
+                          f"  ({promql.series(t, r.estimated_rows)} > 0)")
+    realized_accuracy = f"{_sum_increase(t, 'model_feedback_correct_total', a)}\n  /\n  ({labels} > 0)"
+    reference = f"max {promql.by(t, 'metric')} ({promql.gauge(t, 'model_reference_performance')})"
+    drop = number(t.estimate_drop)
+    rules: list[RecordingRule | AlertRule] = [
+        RecordingRule(r.estimated_rows, _sum_increase(t, "model_estimated_rows_total", w)),
+        *(RecordingRule(r.estimated_class[m], expr)
+          for m, expr in class_metric_exprs(t, "model_estimated", w).items()),
+        RecordingRule(r.estimated, by_metric_expr(t, estimated_accuracy, r.estimated_class)),
+        *(RecordingRule(r.realized_class[m], expr)
+          for m, expr in class_metric_exprs(t, "model_feedback", a).items()),
+        RecordingRule(r.realized, by_metric_expr(t, realized_accuracy, r.realized_class)),
+        RecordingRule(r.accuracy_gap,
+                      f"(\n  {_sum_increase(t, 'model_feedback_expected_correct_total', a)}\n"
+                      f"  - {_sum_increase(t, 'model_feedback_correct_total', a)}\n)\n/\n({labels} > 0)"),
+        AlertRule(
+            "ModelEstimatedPerformanceLow",
+            f"{promql.series(t, r.estimated)}\n< {promql.on(t, 'metric')}\n({reference} - {drop})\n"
+            f"and {promql.on(t)}\n{promql.series(t, r.estimated_rows)} >= {t.estimate_min_rows}",
+            t.estimate_for,
+            {"severity": "warning", "component": "model"},
+            {
+                "summary": f"Estimated {{{{ $labels.metric }}}} of model {MODEL} below its reference",
+                "description": (
+                    f"The {{{{ $labels.metric }}}} of model {MODEL} ({JOB}) estimated from its calibrated class "
+                    f"probabilities is {RATIO_VALUE} over the last {w}, more than {drop} below its "
+                    f"{labelled_value(t, 'model_reference_performance', 'metric', aggregate='max')} "
+                    "on the labelled reference data, before any label arrived. The inputs moved to where the model "
+                    "is less sure (covariate shift): see which feature drifted on the dashboard's Model quality "
+                    "row. Realized performance needs labels (POST /feedback)."),
+                "value": RATIO_VALUE,
+            },
+        ),
+    ]
+    return RuleGroup("inferwatch.performance", "performance.yml", tuple(rules))
+
+
 def rule_groups(t: Thresholds = THRESHOLDS, for_overrides: Mapping[str, str] | None = None) -> tuple[RuleGroup, ...]:
     """Every rule group; ``for_overrides`` ({alert name: duration}) changes only ``for``."""
     from inferwatch.render.slo_rules import slo_group  # builds on this module's rule types
 
     groups = (recording_group(t), host_group(t), predictions_group(t), availability_group(t), quality_group(t),
-              genai_group(t), slo_group(t))
+              performance_group(t), genai_group(t), slo_group(t))
     overrides = dict(for_overrides or {})
     alerts = {rule.alert for group in groups for rule in group.rules if isinstance(rule, AlertRule)}
     if unknown := set(overrides) - alerts:

@@ -4,6 +4,12 @@ The training data is generated deterministically (standardized features, labels 
 logistic rule), so nothing is downloaded and every machine trains the same model. The model is
 saved with ``mlflow.sklearn.save_model`` and a signature, ready for ``mlflow models serve``, with
 its reference profile (``inferwatch-profile.json``, :mod:`inferwatch.stack.profile`) beside it.
+
+``probabilities=True`` saves the same model answering ``predict_proba`` (``[[p0, p1]]`` per
+row) and profiles it on labelled reference rows drawn apart from the training rows, as
+``inferwatch profile reference.csv --model DIR --labels Outcome`` would: the profile then holds
+the calibration of its probabilities, and the proxy estimates its accuracy, precision, recall and
+F1 from them (docs/model-quality.md#estimated-performance).
 """
 
 from __future__ import annotations
@@ -30,34 +36,60 @@ SEED_EXAMPLE = {
 }
 
 
-def training_data():
+# Rows of labelled reference data the probabilities are calibrated on (drawn apart from training).
+_REFERENCE_SEED = 20240518
+LABEL_COLUMN = "Outcome"
+
+
+def true_labels(features, rng):
+    """Labels of standardized rows by the fixed rule, with its noise (the concept the model learns)."""
+    import numpy as np
+
+    logits = np.asarray(features) @ np.asarray(_TRUE_WEIGHTS) - 0.6 + rng.normal(0.0, 0.5, len(features))
+    return (logits > 0).astype(int)
+
+
+def training_data(rows: int = _ROWS, seed: int = _SEED):
+    """``rows`` standardized rows and their labels, deterministic for a ``seed``."""
     import numpy as np
     import pandas as pd
 
-    rng = np.random.default_rng(_SEED)
-    features = rng.standard_normal((_ROWS, len(PIMA_COLUMNS)))
-    logits = features @ np.asarray(_TRUE_WEIGHTS) - 0.6 + rng.normal(0.0, 0.5, _ROWS)
-    labels = (logits > 0).astype(int)
-    return pd.DataFrame(features, columns=list(PIMA_COLUMNS)), labels
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((rows, len(PIMA_COLUMNS)))
+    return pd.DataFrame(features, columns=list(PIMA_COLUMNS)), true_labels(features, rng)
 
 
-def save_demo_model(directory: str | Path) -> Path:
+def save_demo_model(directory: str | Path, probabilities: bool = False) -> Path:
     """Train and save the model into ``directory`` (which must not exist yet, as MLflow wants),
-    and its reference profile beside it."""
+    and its reference profile beside it; ``probabilities``: answering ``predict_proba``."""
     import mlflow.sklearn
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
     from inferwatch.contract.profile import PROFILE_FILE_NAME, write_profile
-    from inferwatch.stack.profile import build_profile, read_signature
+    from inferwatch.stack.profile import build_profile, probabilities_reference, read_scores, read_signature
 
     features, labels = training_data()
     model = LogisticRegression(max_iter=200).fit(features, labels)
-    predictions = model.predict(features)
-    signature = infer_signature(features, predictions)
     path = Path(directory)
-    mlflow.sklearn.save_model(model, str(path), signature=signature)
-    profile = build_profile(features, predictions.tolist(), signature=read_signature(path),
-                            model={"name": DEMO_MODEL_NAME, "version": DEMO_MODEL_VERSION, "flavor": "sklearn"})
+    identity = {"name": DEMO_MODEL_NAME, "version": DEMO_MODEL_VERSION, "flavor": "sklearn"}
+    if not probabilities:
+        predictions = model.predict(features)
+        mlflow.sklearn.save_model(model, str(path), signature=infer_signature(features, predictions))
+        profile = build_profile(features, predictions.tolist(), signature=read_signature(path), model=identity)
+    else:
+        mlflow.sklearn.save_model(model, str(path), signature=infer_signature(features, model.predict_proba(features)),
+                                  pyfunc_predict_fn="predict_proba")
+        reference, reference_labels = training_data(seed=_REFERENCE_SEED)
+        scored = read_scores(model.predict_proba(reference), model.classes_)
+        profile = build_profile(reference, scored.predicted, signature=read_signature(path), model=identity,
+                                task="classification",
+                                probabilities=probabilities_reference(scored, pd_series(reference_labels)))
     write_profile(profile, path / PROFILE_FILE_NAME)
     return path
+
+
+def pd_series(values):
+    import pandas as pd
+
+    return pd.Series(values, name=LABEL_COLUMN)
