@@ -221,6 +221,8 @@ class FeedbackEndpoint:
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
             raise _rejected(400, "invalid_json", f"request body is not valid JSON: {error}") from None
+        except RecursionError:  # as deep as the interpreter's stack allows, give or take the frames above
+            raise _rejected(400, "invalid_json", "the JSON is nested too deeply") from None
         if not isinstance(document, dict) or "token" not in document:
             raise _rejected(400, "invalid_feedback", 'expected {"token": ..., "labels": [...]}')
         claims = self._tokens.verify(document["token"])
