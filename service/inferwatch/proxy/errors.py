@@ -96,5 +96,13 @@ def client_timeout(seconds: float) -> ProxyError:
     )
 
 
+def body_timeout(seconds: float) -> ProxyError:
+    """408 for a body still arriving ``seconds`` after its headers, however steadily it came."""
+    return ProxyError(
+        408, "client_timeout", f"the request body did not arrive in full within {seconds:g} s",
+        PredictionOutcome.CLIENT_TIMEOUT,
+    )
+
+
 def internal_error() -> ProxyError:
     return ProxyError(500, "internal_error", "the proxy failed to handle the request", PredictionOutcome.INTERNAL_ERROR)
