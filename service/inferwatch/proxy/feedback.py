@@ -93,7 +93,7 @@ class FeedbackTokens:
     def __init__(self, key: bytes, identity: ModelIdentity, max_rows: int, max_age: float):
         self._key = key
         self._identity = identity
-        self._max_rows = max_rows
+        self.max_rows = max_rows  # an answer with more predictions gets no token
         self._max_age = max_age
         prediction = identity.profile.prediction if identity.profile else None
         self._task = None if prediction is None else (CLASSIFICATION if prediction.kind == CLASSES else REGRESSION)
@@ -103,7 +103,7 @@ class FeedbackTokens:
 
     def issue(self, request_id: str, predictions: list, now: float | None = None) -> str | None:
         """The token for one answer, or None (too many rows, or answers that cannot be judged)."""
-        if not predictions or len(predictions) > self._max_rows:
+        if not predictions or len(predictions) > self.max_rows:
             return None
         task = self._task or (CLASSIFICATION if all(type(p) in (str, int, bool) for p in predictions) else REGRESSION)
         if task == CLASSIFICATION:

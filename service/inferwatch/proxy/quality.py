@@ -502,7 +502,7 @@ class AnswerObserver:
     def __init__(self, recorder: QualityRecorder | None, tokens: FeedbackTokens | None):
         self._recorder = recorder
         self._tokens = tokens
-        self._reads_answers = tokens is not None or (recorder is not None and recorder.reads_answers)
+        self._counts_answers = recorder is not None and recorder.reads_answers
 
     def after(self, response: Response, payload: object, body: bytes, csv_body: bool, rows: int,
               request_id: str) -> None:
@@ -510,7 +510,9 @@ class AnswerObserver:
         try:
             answered = response.status_code == 200
             predictions = None
-            if answered and self._reads_answers:
+            # An answer is parsed only when its predictions are counted or can get a token: a large
+            # batch's answer (a megabyte of JSON takes over a millisecond) often needs neither.
+            if answered and (self._counts_answers or (self._tokens is not None and rows <= self._tokens.max_rows)):
                 try:
                     predictions = read_predictions(response.get_data())
                 except Unreadable:
