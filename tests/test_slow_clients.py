@@ -220,6 +220,34 @@ def test_bodies_trickling_far_beyond_the_thread_count_hold_no_prediction_and_get
     assert total(samples, "active_requests") == 0
 
 
+def test_more_trickling_bodies_than_body_threads_cut_the_oldest_first_so_predictions_go_on(
+        mlflow_server, start_proxy):
+    """4 request threads, 8 body threads, 24 trickling bodies: the bodies beyond the 8 are due at
+    once, oldest first, instead of holding the request threads until their deadline. Predictions
+    queued behind the 20 bodies that found no thread wait while those are answered, about a
+    second, not the 3 s deadline."""
+    proxy = start_proxy(mlflow_server.url, threads=4, body_threads=8, client_timeout=CLIENT_TIMEOUT_S,
+                        body_timeout=BODY_TIMEOUT_S)
+    deadline = time.monotonic() + GIVE_UP_S
+    clients = [Trickler(chunked=False) for _ in range(24)]
+    threads = [threading.Thread(target=trickle, args=(client, proxy.port, deadline), daemon=True)
+               for client in clients]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    during = predict_for(proxy.url, BODY_TIMEOUT_S - 0.6)
+    for thread in threads:
+        thread.join(GIVE_UP_S)
+
+    crowded = [c for c in clients if b"arrived too slowly" in c.answer]
+    print(f"\n24 bodies for 8 body threads: {len(during)} predictions, slowest {1000 * max(during):.0f} ms; "
+          f"{len(crowded)} cut early")
+    assert max(during) < 2.0, "a prediction waited for the trickled bodies' deadline"
+    assert all(c.answer.startswith(b"HTTP/1.1 408 REQUEST TIMEOUT") for c in clients)
+    assert len(crowded) == 24 - 8  # the rest got theirs at the deadline
+    assert total(proxy.metrics(), "prediction_failure_by_reason_total", reason="client_timeout") == 24
+
+
 def cut_off_after(deadlines: BodyDeadlines, send_every_s: float, send_for_s: float) -> tuple[float, float, bool]:
     """A body read blocked on a real socket under ``deadlines``, its client sending a byte every
     ``send_every_s`` for ``send_for_s``: when the read ended, when the client stopped, and whether

@@ -1,22 +1,30 @@
-"""A deadline for every request body, and threads kept for clients that send theirs slowly.
+"""Threads kept for clients that send their request bodies slowly, and a deadline for every body.
 
 uWSGI's HTTP router streams a request body to the worker as the client sends it (it cannot
 buffer one), and the worker thread reading it blocks until it is complete. Such a thread waits in
-the kernel, with no CPU and without the interpreter lock, so waiting threads are cheap: a worker
-runs ``threads + body_threads`` of them (:mod:`inferwatch.proxy.server`), and ``body_threads``
-clients can trickle their bodies at once while ``threads`` requests still find a thread. Each body
-has a deadline, which bounds how long it can hold its thread.
+the kernel, with no CPU and without the interpreter lock, so a worker runs ``threads`` +
+``body_threads`` threads (:mod:`inferwatch.proxy.server`): ``body_threads`` clients can trickle
+their bodies at once while ``threads`` requests still find a thread.
 
-The deadline is ``body_timeout`` seconds after the app starts waiting for the body, which is when
-the request's headers have reached the worker. Then :class:`BodyDeadlines` shuts the read side of
-the request's connection: the blocked read ends, the client is answered 408 ``client_timeout``,
-and the connection closes. It does so at a quiet moment (no body byte read in the last tick,
-50 ms), and at most :data:`QUIET_GRACE_S` after the deadline: uWSGI's router drops a connection
-whose worker side was shut while it still had a client byte to pass on, and the 408 with it. A
-client that sends a byte every half second thus gets its 408 between 0.05 and 0.6 s after its
-deadline; one that never pauses for 50 ms, after 1 s, and may see the connection close without
-it. Silence ends a body sooner: ``client_timeout`` seconds without a byte is a 408 too (uWSGI's
-read timeout).
+**Spare threads are parked** (:class:`SpareThreads`). uWSGI's threads take connections in turn,
+first in, first out, so every idle thread serves a request now and then, starting with cold
+caches: 64 more idle threads cost 0.03-0.12 ms of proxy CPU per request at concurrency 8
+(``ab_compare.py``; 64 threads held by bodies cost nothing of the kind). So the ``body_threads``
+spares wait out of the turn, in a handler of the uWSGI signal :data:`PARK_SIGNAL`, and one is let
+go for every body that has been arriving for more than :data:`SLOW_S`. A parked thread also comes
+back every :data:`PARK_S` and is parked again: that is how a worker told to stop gets it back.
+
+**Every body has a deadline**, ``body_timeout`` seconds after the app starts waiting for it (when
+the request's headers have reached the worker). Then :class:`BodyDeadlines` shuts the read side
+of the request's connection: the blocked read ends, the client is answered 408
+``client_timeout``, and the connection closes. It does so at a quiet moment (no body byte read in
+the last tick, 50 ms), and at most :data:`QUIET_GRACE_S` after the deadline: uWSGI's router drops
+a connection whose worker side was shut while it still had a client byte to pass on, and the 408
+with it. A client that sends a byte every half second gets its 408 between 0.05 and 0.6 s after
+its deadline; one that never pauses for 50 ms, 1 s after it, and may see the connection close
+without the 408. Silence ends a body sooner: ``client_timeout`` seconds without a byte is a 408
+too (uWSGI's read timeout). And when more than ``body_threads`` bodies are arriving slowly at once,
+the ones waited for longest are due at once, so that the request threads stay free.
 
 Readers wrap each blocking body read in :func:`begin` and :meth:`BodyWait.end`
 (:mod:`inferwatch.proxy.request_body`). Outside uWSGI (the Flask test client, another WSGI
@@ -44,17 +52,26 @@ TICK_S = 0.05
 QUIET_GRACE_S = 1.0
 # The longest the deadline thread sleeps.
 IDLE_S = 1.0
+# A body still arriving after this long takes a spare thread's place: one is let go.
+SLOW_S = 0.05
+# The uWSGI signal (0-255) that parks a spare thread, and how long one stays parked at most.
+PARK_SIGNAL = 97
+PARK_S = 5.0
+# Signals asked for that no handler took in this long went to another worker: ask again.
+PARK_ASKED_S = 1.0
 
 
 class BodyWait:
     """One request waiting for its body; :meth:`end` says whether its deadline cut it off."""
 
-    __slots__ = ("deadline", "timeout", "expired", "fd", "_deadlines", "_reader", "_seen")
+    __slots__ = ("began", "deadline", "timeout", "expired", "crowded", "fd", "_deadlines", "_reader", "_seen")
 
     def __init__(self, deadlines: BodyDeadlines | None, fd: int):
         self.timeout = deadlines.timeout if deadlines is not None else 0.0
-        self.deadline = time.monotonic() + self.timeout
+        self.began = time.monotonic()
+        self.deadline = self.began + self.timeout
         self.expired = False
+        self.crowded = False  # due before its time: more slow bodies than body threads
         self.fd = fd  # the request's connection to the router
         self._deadlines = deadlines
         self._reader = threading.get_native_id()  # the thread that reads the body
@@ -64,13 +81,17 @@ class BodyWait:
         """The read is over (done or failed); True when the deadline cut it off."""
         return self._deadlines.finish(self) if self._deadlines is not None else False
 
+    def watch_progress(self) -> None:
+        if self._seen < 0:
+            self.quiet()
+
     def quiet(self) -> bool:
         """No body byte read since the last call (the first call always says no).
 
-        The bytes come from the reading thread's own count of bytes read (``rchar`` in
-        ``/proc/self/task/<tid>/io``): the body is read by uWSGI in C, where Python cannot see it
-        grow, and the socket never holds a byte for long, the thread blocked on it takes each at
-        once. Where that count cannot be read, every call says quiet.
+        The count is the reading thread's own count of bytes read (``rchar`` in
+        ``/proc/self/task/<tid>/io``): uWSGI reads the body in C, where Python cannot see it grow,
+        and the socket never holds a byte for long, as the thread blocked on it takes each at once.
+        Where that count cannot be read, every call says quiet.
         """
         try:
             with open(f"/proc/self/task/{self._reader}/io", "rb") as counts:
@@ -92,11 +113,77 @@ class BodyWait:
 NO_WAIT = BodyWait(None, -1)
 
 
-class BodyDeadlines:
-    """A thread that cuts off bodies still arriving ``timeout`` seconds after their wait began."""
+class SpareThreads:
+    """``count`` threads parked out of uWSGI's turn until slow bodies need them.
 
-    def __init__(self, timeout: float):
+    A thread parks in :meth:`_park`, the handler of :data:`PARK_SIGNAL`, which uWSGI runs on
+    whichever thread is waiting for a connection; :meth:`keep` says how many to keep parked and
+    asks the master for as many signals as are missing.
+    """
+
+    def __init__(self, count: int):
+        self.count = count
+        self._changed = threading.Condition()
+        self._parked = 0
+        self._wanted = 0
+        self._asked = 0  # signals sent whose handler has not run yet
+        self._asked_at = 0.0
+
+    def register(self) -> bool:
+        """Install the handler in this worker; False outside uWSGI or without its master."""
+        try:
+            uwsgi.register_signal(PARK_SIGNAL, "worker", self._park)
+        except (AttributeError, ValueError):
+            return False
+        return True
+
+    @property
+    def parked(self) -> int:
+        return self._parked
+
+    def _park(self, _signum: int) -> None:
+        with self._changed:
+            self._asked = max(self._asked - 1, 0)
+            if self._parked >= self._wanted:
+                return  # not needed (any more, or the signal was another worker's)
+            self._parked += 1
+            back_by = time.monotonic() + PARK_S
+            try:
+                while self._parked <= self._wanted and (left := back_by - time.monotonic()) > 0:
+                    self._changed.wait(left)
+            finally:
+                self._parked -= 1
+
+    def keep(self, parked: int, now: float) -> None:
+        """Keep ``parked`` threads parked: let the surplus go, ask for the missing."""
+        with self._changed:
+            if parked < self._wanted:
+                self._changed.notify_all()
+            self._wanted = parked
+            if self._asked and now - self._asked_at > PARK_ASKED_S:
+                self._asked = 0
+            missing = parked - self._parked - self._asked
+            if missing > 0:
+                self._asked += missing
+                self._asked_at = now
+        for _ in range(missing):
+            uwsgi.signal(PARK_SIGNAL)
+
+    def release(self) -> None:
+        """Let every parked thread go (the worker stops)."""
+        with self._changed:
+            self._wanted = 0
+            self._changed.notify_all()
+
+
+class BodyDeadlines:
+    """A thread that cuts off bodies still arriving ``timeout`` seconds after their wait began,
+    and keeps the spare threads parked that no slow body needs."""
+
+    def __init__(self, timeout: float, spares: SpareThreads | None = None, body_threads: int | None = None):
         self.timeout = timeout
+        self._spares = spares
+        self._body_threads = body_threads  # more bodies than this arriving slowly: the oldest are due at once
         self._waits: dict[int, BodyWait] = {}  # by connection fd: a connection reads one body at a time
         self._lock = threading.Lock()  # a wait is finished or cut, never both
         self._stopped = threading.Event()
@@ -107,6 +194,8 @@ class BodyDeadlines:
 
     def stop(self) -> None:
         self._stopped.set()
+        if self._spares is not None:
+            self._spares.release()
         if self._thread.is_alive():
             self._thread.join(2 * IDLE_S)
 
@@ -133,9 +222,18 @@ class BodyDeadlines:
             pause = self.check(time.monotonic())
 
     def check(self, now: float) -> float:
-        """Cut off the bodies that are due; the seconds until the next check is needed."""
+        """Cut off the bodies that are due, keep the spares parked that no slow body needs; the
+        seconds until the next check is needed."""
+        waits = list(self._waits.values())
+        slow = sorted((wait for wait in waits if now - wait.began > SLOW_S), key=lambda wait: wait.began)
+        for wait in slow:
+            wait.watch_progress()  # so that a quiet tick can be told from the next one on
+        crowded = 0 if self._body_threads is None else max(len(slow) - self._body_threads, 0)
+        for wait in slow[:crowded]:
+            if now < wait.deadline:  # more slow bodies than their threads: the oldest are due now
+                wait.deadline, wait.crowded = now, True
         pause = min(IDLE_S, self.timeout)  # a wait that begins now is due after timeout
-        for wait in list(self._waits.values()):
+        for wait in waits:
             if now < wait.deadline:
                 pause = min(pause, wait.deadline - now)
             elif not wait.quiet() and now < wait.deadline + QUIET_GRACE_S:
@@ -146,6 +244,9 @@ class BodyDeadlines:
                         del self._waits[wait.fd]
                         wait.expired = True
                         wait.cut()
+        if self._spares is not None:
+            self._spares.keep(max(self._spares.count - len(slow), 0), now)
+            pause = min(pause, SLOW_S)
         return max(pause, TICK_S)
 
 

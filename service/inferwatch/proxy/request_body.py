@@ -108,7 +108,7 @@ def _read_exact(environ: dict, length: int, timeout: float) -> bytes:
         cut = wait.end()  # a deadline that passed as the last byte came changes nothing: the body is in
     if failure:
         if cut:
-            raise errors.body_timeout(wait.timeout)
+            raise errors.body_timeout(wait.timeout, wait.crowded)
         if "timeout" in failure:
             raise errors.client_timeout(timeout)
         raise errors.incomplete_body(f"the request body ended before its Content-Length of {length} bytes")
@@ -140,7 +140,7 @@ def _chunks(environ: dict, limit: int, timeout: float, wait: body_deadline.BodyW
             chunk = uwsgi.chunked_read(int(timeout))
         except OSError:
             if wait.expired:
-                raise errors.body_timeout(wait.timeout) from None
+                raise errors.body_timeout(wait.timeout, wait.crowded) from None
             if time.monotonic() - began >= int(timeout):
                 raise errors.client_timeout(timeout) from None
             raise errors.incomplete_body(

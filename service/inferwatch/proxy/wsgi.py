@@ -7,7 +7,8 @@ give each its own instance id. When the server stops, the app's telemetry is flu
 atexit hook, or Python's elsewhere).
 
 Every request finds the worker's body deadlines in its environ
-(:mod:`inferwatch.proxy.body_deadline`), whose thread starts with the app.
+(:mod:`inferwatch.proxy.body_deadline`), whose thread starts with the app and parks the worker's
+spare threads until slow bodies need them.
 """
 
 import atexit
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 
 from inferwatch.proxy.access_log import configure_logging
 from inferwatch.proxy.app import close_app, create_app
-from inferwatch.proxy.body_deadline import BodyDeadlines
+from inferwatch.proxy.body_deadline import BodyDeadlines, SpareThreads
 from inferwatch.proxy.config import load_settings
 
 try:
@@ -47,7 +48,10 @@ def _stop_signals_kept_from_new_threads() -> Iterator[None]:
 
 _settings = load_settings()
 _worker = uwsgi.worker_id() if uwsgi is not None else 1
-_body_deadlines = BodyDeadlines(_settings.body_timeout)
+# The body threads wait parked until slow bodies need them (inferwatch.proxy.body_deadline).
+_spares = SpareThreads(_settings.body_threads)
+_body_deadlines = BodyDeadlines(_settings.body_timeout, _spares if _spares.register() else None,
+                                _settings.body_threads)
 with _stop_signals_kept_from_new_threads():
     _log_listener = configure_logging(_settings.log_level)
     _app = create_app(_settings, worker=_worker)
