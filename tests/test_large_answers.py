@@ -7,9 +7,11 @@ algorithm, about 40 ms on Linux): a 5,000-row batch took 1.5 times the direct ca
 
 Each case sends the same request through a real proxy and straight to the real MLflow model
 server, interleaved on keep-alive connections as a batch client would, and holds the proxy to
-1.2 times the direct median plus 5 ms (its own work on a large request: parsing the body,
-passing it on twice). /metrics has no direct counterpart: plain and gzipped, every scrape must
-take less than one delayed ACK.
+1.2 times the direct call plus 5 ms (its own work on a large request: parsing the body, passing
+it on twice), compared at the lower quartile of each side: a stalled write is in every call, so
+it shows there as in the median, while the other runs sharing the machine's two cores, which
+slow the proxy's three processes more than MLflow's one, show less. /metrics has no direct
+counterpart: plain and gzipped, every scrape must take less than one delayed ACK.
 """
 
 from __future__ import annotations
@@ -24,14 +26,18 @@ import requests
 from conftest import REGRESSOR_COLUMNS, tunable_payload
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 
-ROUNDS = 15
+ROUNDS = 20
 WARM_UP = 2
 DELAYED_ACK_S = 0.040  # Linux's shortest delayed ACK: a stalled write waits at least this long
 JSON_TYPE = {"Content-Type": "application/json"}
 
 
-def interleaved_medians(proxy_url: str, direct_url: str, body: bytes) -> tuple[float, float, int]:
-    """Median seconds through the proxy and direct, and the answer's size."""
+def lower_quartile(seconds: list[float]) -> float:
+    return statistics.quantiles(seconds, n=4)[0]
+
+
+def interleaved_calls(proxy_url: str, direct_url: str, body: bytes) -> tuple[list[float], list[float], int]:
+    """Seconds of each call through the proxy and direct, and the answer's size."""
     took = {"proxy": [], "direct": []}
     with requests.Session() as through_proxy, requests.Session() as direct:
         for round_ in range(WARM_UP + ROUNDS):
@@ -42,13 +48,14 @@ def interleaved_medians(proxy_url: str, direct_url: str, body: bytes) -> tuple[f
                 assert response.status_code == 200, (name, response.text[:300])
                 if round_ >= WARM_UP:
                     took[name].append(elapsed)
-    return statistics.median(took["proxy"]), statistics.median(took["direct"]), len(response.content)
+    return took["proxy"], took["direct"], len(response.content)
 
 
-def assert_as_fast_as_direct(proxy_s: float, direct_s: float, answer_bytes: int, what: str) -> None:
-    print(f"\n{what}: answer {answer_bytes / 1024:.0f} KiB, direct {1000 * direct_s:.1f} ms, "
-          f"through the proxy {1000 * proxy_s:.1f} ms (x{proxy_s / direct_s:.2f}, "
-          f"+{1000 * (proxy_s - direct_s):.1f} ms)")
+def assert_as_fast_as_direct(proxy: list[float], direct: list[float], answer_bytes: int, what: str) -> None:
+    proxy_s, direct_s = lower_quartile(proxy), lower_quartile(direct)
+    print(f"\n{what}: answer {answer_bytes / 1024:.0f} KiB; lower quartile direct {1000 * direct_s:.1f} ms, "
+          f"through the proxy {1000 * proxy_s:.1f} ms (x{proxy_s / direct_s:.2f}, +{1000 * (proxy_s - direct_s):.1f} ms); "
+          f"medians {1000 * statistics.median(direct):.1f} and {1000 * statistics.median(proxy):.1f} ms")
     assert proxy_s <= 1.2 * direct_s + 0.005, what
 
 
@@ -56,18 +63,18 @@ def test_a_regressors_large_answer_leaves_as_fast_through_the_proxy(regressor_ml
     proxy = start_proxy(regressor_mlflow.url)
     rows = np.random.default_rng(3).standard_normal((1000, len(REGRESSOR_COLUMNS))).round(3).tolist()
     body = json.dumps({"dataframe_split": {"columns": list(REGRESSOR_COLUMNS), "data": rows}}).encode()
-    proxy_s, direct_s, size = interleaved_medians(proxy.url + "/predict", regressor_mlflow.url + "/invocations", body)
+    through, direct, size = interleaved_calls(proxy.url + "/predict", regressor_mlflow.url + "/invocations", body)
     assert size > 4 * 4096  # several of the router's 4 KiB writes
-    assert_as_fast_as_direct(proxy_s, direct_s, size, "1,000 rows to a regressor")
+    assert_as_fast_as_direct(through, direct, size, "1,000 rows to a regressor")
 
 
 def test_a_one_megabyte_answer_leaves_as_fast_through_the_proxy(tunable_mlflow, start_proxy):
     proxy = start_proxy(tunable_mlflow.url)
     # 200 rows: more than a feedback token covers (--feedback-max-rows), so the answer is all there is
     body = json.dumps(tunable_payload(rows=200, answer_bytes=1_000_000)).encode()
-    proxy_s, direct_s, size = interleaved_medians(proxy.url + "/predict", tunable_mlflow.url + "/invocations", body)
+    through, direct, size = interleaved_calls(proxy.url + "/predict", tunable_mlflow.url + "/invocations", body)
     assert size > 1_000_000
-    assert_as_fast_as_direct(proxy_s, direct_s, size, "a 1 MB answer")
+    assert_as_fast_as_direct(through, direct, size, "a 1 MB answer")
 
 
 def test_metrics_plain_and_gzipped_never_wait_for_a_delayed_ack(proxy):
