@@ -11,8 +11,10 @@ first in, first out, so every idle thread serves a request now and then, startin
 caches: 64 more idle threads cost 0.03-0.12 ms of proxy CPU per request at concurrency 8
 (``ab_compare.py``; 64 threads held by bodies cost nothing of the kind). So the ``body_threads``
 spares wait out of the turn, in a handler of the uWSGI signal :data:`PARK_SIGNAL`, and one is let
-go for every body that has been arriving for more than :data:`SLOW_S`. A parked thread also comes
-back every :data:`PARK_S` and is parked again: that is how a worker told to stop gets it back.
+go for every body that has been arriving for more than :data:`SLOW_S`. When the worker stops,
+uWSGI ends its threads that wait for connections at once and waits for the others; seeing them go
+(:data:`STOP_THREADS_GONE`, counted in ``/proc/self/task`` every :data:`IDLE_S`), the deadline
+thread lets every parked one go. A parked thread also comes back every :data:`PARK_S` anyway.
 
 **Every body has a deadline**, ``body_timeout`` seconds after the app starts waiting for it (when
 the request's headers have reached the worker). Then :class:`BodyDeadlines` shuts the read side
@@ -33,6 +35,8 @@ server) :func:`begin` finds no deadlines in the environ and the body is read as 
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 import threading
 import time
@@ -43,6 +47,8 @@ try:
 except ImportError:
     uwsgi = None
 
+log = logging.getLogger(__name__)
+
 # The environ key under which a request finds the worker's BodyDeadlines.
 DEADLINES = "inferwatch.body_deadlines"
 
@@ -51,12 +57,15 @@ DEADLINES = "inferwatch.body_deadlines"
 TICK_S = 0.05
 QUIET_GRACE_S = 1.0
 # The longest the deadline thread sleeps.
-IDLE_S = 1.0
+IDLE_S = 0.5
 # A body still arriving after this long takes a spare thread's place: one is let go.
 SLOW_S = 0.05
 # The uWSGI signal (0-255) that parks a spare thread, and how long one stays parked at most.
 PARK_SIGNAL = 97
-PARK_S = 5.0
+PARK_S = 30.0
+# The worker stops when this many of its threads have ended: uWSGI ends the threads that wait for
+# connections at once, and the parked ones must then go (it waits for every thread).
+STOP_THREADS_GONE = 3
 # Signals asked for that no handler took in this long went to another worker: ask again.
 PARK_ASKED_S = 1.0
 
@@ -82,11 +91,16 @@ class BodyWait:
         return self._deadlines.finish(self) if self._deadlines is not None else False
 
     def watch_progress(self) -> None:
+        """Start counting the bytes read, if not yet: :meth:`quiet` compares with this count."""
         if self._seen < 0:
             self.quiet()
 
+    def watched(self) -> bool:
+        return self._seen >= 0
+
     def quiet(self) -> bool:
-        """No body byte read since the last call (the first call always says no).
+        """No body byte read since the last call (the first call always says no; where the count
+        cannot be read, every call says yes).
 
         The count is the reading thread's own count of bytes read (``rchar`` in
         ``/proc/self/task/<tid>/io``): uWSGI reads the body in C, where Python cannot see it grow,
@@ -97,6 +111,7 @@ class BodyWait:
             with open(f"/proc/self/task/{self._reader}/io", "rb") as counts:
                 read = next(int(line.split()[1]) for line in counts if line.startswith(b"rchar:"))
         except (OSError, StopIteration, ValueError):
+            self._seen = max(self._seen, 0)
             return True
         quiet, self._seen = read == self._seen, read
         return quiet
@@ -128,6 +143,8 @@ class SpareThreads:
         self._wanted = 0
         self._asked = 0  # signals sent whose handler has not run yet
         self._asked_at = 0.0
+        self._stopping = False
+        self._most_threads = 0
 
     def register(self) -> bool:
         """Install the handler in this worker; False outside uWSGI or without its master."""
@@ -157,6 +174,8 @@ class SpareThreads:
     def keep(self, parked: int, now: float) -> None:
         """Keep ``parked`` threads parked: let the surplus go, ask for the missing."""
         with self._changed:
+            if self._stopping:
+                return
             if parked < self._wanted:
                 self._changed.notify_all()
             self._wanted = parked
@@ -170,10 +189,21 @@ class SpareThreads:
             uwsgi.signal(PARK_SIGNAL)
 
     def release(self) -> None:
-        """Let every parked thread go (the worker stops)."""
+        """Let every parked thread go, and park none again: the worker stops."""
         with self._changed:
+            self._stopping = True
             self._wanted = 0
             self._changed.notify_all()
+
+    def notice_stop(self) -> None:
+        """Release the parked threads once the worker's other threads have begun to end."""
+        try:
+            threads = len(os.listdir("/proc/self/task"))
+        except OSError:
+            return  # then parked threads come back within PARK_S
+        self._most_threads = max(self._most_threads, threads)
+        if threads <= self._most_threads - STOP_THREADS_GONE:
+            self.release()
 
 
 class BodyDeadlines:
@@ -186,14 +216,19 @@ class BodyDeadlines:
         self._body_threads = body_threads  # more bodies than this arriving slowly: the oldest are due at once
         self._waits: dict[int, BodyWait] = {}  # by connection fd: a connection reads one body at a time
         self._lock = threading.Lock()  # a wait is finished or cut, never both
-        self._stopped = threading.Event()
+        self._stopped = False
+        self._wake = threading.Event()
+        self._idle = False  # asleep for IDLE_S: the next wait wakes it (watch)
+        self._last_watch = 0.0
+        self._last_stop_check = 0.0
         self._thread = threading.Thread(target=self._run, name="inferwatch-body-deadlines", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stopped.set()
+        self._stopped = True
+        self._wake.set()
         if self._spares is not None:
             self._spares.release()
         if self._thread.is_alive():
@@ -209,6 +244,10 @@ class BodyDeadlines:
 
     def watch(self, wait: BodyWait) -> None:
         self._waits[wait.fd] = wait
+        self._last_watch = wait.began
+        if self._idle:
+            self._idle = False
+            self._wake.set()
 
     def finish(self, wait: BodyWait) -> bool:
         with self._lock:
@@ -218,16 +257,20 @@ class BodyDeadlines:
 
     def _run(self) -> None:
         pause = IDLE_S
-        while not self._stopped.wait(pause):
-            pause = self.check(time.monotonic())
+        while not self._stopped:
+            self._wake.wait(pause)
+            self._wake.clear()
+            try:
+                pause = self.check(time.monotonic())
+            except Exception:  # noqa: BLE001 - the deadlines must outlive any one bad check
+                log.exception("checking the body deadlines failed")
+                pause = IDLE_S
 
     def check(self, now: float) -> float:
         """Cut off the bodies that are due, keep the spares parked that no slow body needs; the
         seconds until the next check is needed."""
         waits = list(self._waits.values())
         slow = sorted((wait for wait in waits if now - wait.began > SLOW_S), key=lambda wait: wait.began)
-        for wait in slow:
-            wait.watch_progress()  # so that a quiet tick can be told from the next one on
         crowded = 0 if self._body_threads is None else max(len(slow) - self._body_threads, 0)
         for wait in slow[:crowded]:
             if now < wait.deadline:  # more slow bodies than their threads: the oldest are due now
@@ -235,7 +278,12 @@ class BodyDeadlines:
         pause = min(IDLE_S, self.timeout)  # a wait that begins now is due after timeout
         for wait in waits:
             if now < wait.deadline:
+                if now - wait.began > SLOW_S:
+                    wait.watch_progress()  # so that its first quiet tick, once due, can be told
                 pause = min(pause, wait.deadline - now)
+            elif not wait.watched():
+                wait.watch_progress()
+                pause = TICK_S
             elif not wait.quiet() and now < wait.deadline + QUIET_GRACE_S:
                 pause = TICK_S  # a byte came since the last look: wait for a quiet tick
             else:
@@ -246,7 +294,13 @@ class BodyDeadlines:
                         wait.cut()
         if self._spares is not None:
             self._spares.keep(max(self._spares.count - len(slow), 0), now)
-            pause = min(pause, SLOW_S)
+            if now - self._last_stop_check >= IDLE_S:
+                self._last_stop_check = now
+                self._spares.notice_stop()
+            if waits or now - self._last_watch < IDLE_S:
+                pause = min(pause, SLOW_S)  # a body may turn slow: look every SLOW_S
+        if pause >= IDLE_S:
+            self._idle = True
         return max(pause, TICK_S)
 
 
