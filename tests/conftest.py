@@ -88,13 +88,13 @@ def mlflow_server(demo_model, tmp_path_factory) -> Iterator[MlflowServer]:
 
 @pytest.fixture(scope="session")
 def tunable_mlflow(tmp_path_factory) -> Iterator[MlflowServer]:
-    """A real MLflow model server whose model sleeps or raises on request (see models/)."""
+    """A real MLflow model server whose model sleeps, raises or answers at length on request (see models/)."""
     import mlflow.pyfunc
     import pandas as pd
     from mlflow.models import infer_signature
 
     directory = tmp_path_factory.mktemp("tunable") / "model"
-    signature = infer_signature(pd.DataFrame({"x": [1.0]}), [0], params={"delay_s": 0.0, "fail": False})
+    signature = infer_signature(pd.DataFrame({"x": [1.0]}), [0], params={"delay_s": 0.0, "fail": False, "answer_bytes": 0})
     mlflow.pyfunc.save_model(str(directory), python_model=str(TESTS / "models" / "tunable_model.py"), signature=signature)
     server = MlflowServer(directory, free_port(), directory.parent / "mlflow.log").start()
     yield server
@@ -196,7 +196,8 @@ def demo_probability_mlflow(demo_probability_model) -> Iterator[MlflowServer]:
 
 
 def tunable_payload(rows: int = 1, **params) -> dict:
-    """A request for the tunable model: ``delay_s`` makes it slow, ``fail=True`` makes it raise."""
+    """A request for the tunable model: ``delay_s`` makes it slow, ``fail=True`` makes it raise,
+    ``answer_bytes`` makes its answer that large."""
     return {"dataframe_split": {"columns": ["x"], "data": [[1.0]] * rows}, "params": params}
 
 

@@ -48,6 +48,8 @@ def test_flag_beats_environment_beats_default():
         ("INFERWATCH_PAYLOAD_LOG_OTLP", "true"),  # no OTLP endpoint
         ("INFERWATCH_PAYLOAD_LOG_FILE_BYTES", "0"),
         ("INFERWATCH_PAYLOAD_LOG_QUEUE", "-5"),
+        ("INFERWATCH_BODY_TIMEOUT", "0"),
+        ("INFERWATCH_BODY_THREADS", "0"),
     ],
 )
 def test_a_bad_value_fails_at_start_naming_the_variable(variable, value):
@@ -90,9 +92,38 @@ def test_the_router_waits_longer_for_the_worker_than_the_worker_may_take():
     assert (timeouts.headers, timeouts.keepalive) == (3, 60)  # uWSGI takes whole seconds: rounded up
     # A request may spend the body's silence, the connect and the model's read in the worker.
     assert timeouts.exchange > settings.client_timeout + settings.connect_timeout + settings.read_timeout
-    command = uwsgi_command(settings, "/run/inferwatch-x")
+    command = uwsgi_command(settings, "/run/inferwatch-x", [3])
     assert command[command.index("--http-timeout") + 1] == str(timeouts.exchange)
     assert "--http11-socket" not in command and "--post-buffering" not in command
+    # A body may take body_timeout (30 s by default), more than the client timeout, before the model call.
+    assert timeouts.exchange > settings.body_timeout + settings.connect_timeout + settings.read_timeout
+
+
+def test_the_router_listens_on_the_sockets_it_is_given_with_threads_kept_for_slow_bodies():
+    from inferwatch.proxy.server import http_addresses, uwsgi_command
+
+    settings = load_settings({"threads": "8", "body_threads": "40", "metrics_port": "9464"}, environ={})
+    assert http_addresses(settings) == [("127.0.0.1", 8000), ("127.0.0.1", 9464)]
+    command = uwsgi_command(settings, "/run/inferwatch-x", [3, 4])
+    assert [command[i + 1] for i, part in enumerate(command) if part == "--http"] == ["fd://3", "fd://4"]
+    assert command[command.index("--threads") + 1] == "48"
+
+
+def test_connections_accepted_on_the_listening_socket_have_tcp_nodelay():
+    """The router sets no TCP_NODELAY on the connections it accepts; Linux copies it from the listener."""
+    import socket
+
+    from inferwatch.proxy.server import listening_socket
+
+    with listening_socket("127.0.0.1", 0, 1) as listener:
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert listener.get_inheritable()
+        with socket.create_connection(listener.getsockname()[:2]) as client:
+            client.sendall(b"x")  # TCP_DEFER_ACCEPT: a connection is accepted once it has sent something
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                assert accepted.recv(1) == b"x"
 
 
 def test_a_socket_directory_left_by_a_killed_proxy_is_removed_at_the_next_start(tmp_path):

@@ -356,6 +356,7 @@ def test_bad_feedback_gets_a_clear_4xx_and_is_counted_by_reason(demo_model, mlfl
     json_type = {"Content-Type": "application/json"}
     cases = [
         ({"data": b"{nope", "headers": json_type}, 400, "invalid_json"),
+        ({"data": b'{"token":' + b"[" * 5000 + b"]" * 5000 + b"}", "headers": json_type}, 400, "invalid_json"),
         ({"data": b"token=x", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported_media_type"),
         ({"data": b"{" + b" " * 70000 + b"}", "headers": json_type}, 413, "payload_too_large"),
         ({"json": {"labels": [1]}}, 400, "invalid_feedback"),

@@ -1,5 +1,8 @@
 """Slow and idle clients cannot starve the proxy: predictions keep their latency while many hold connections.
 
+The first test holds connections of every slow kind at once; the second sends many more bodies,
+trickled, than the proxy has request threads, and checks each gets its 408 at its deadline.
+
 A real proxy (16 worker threads, ``client_timeout`` 2 s, ``keepalive_timeout`` 3 s) in front of the
 real MLflow model server. 64 slow clients, four times the thread count, open connections on
 loopback and hold them: 16 connect and send nothing, 16 send half a request line and stop, 16 send
@@ -17,6 +20,7 @@ timeout of T fires between T - 1 and T seconds after the last byte.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 import requests
 
 from conftest import total
+from inferwatch.proxy.body_deadline import QUIET_GRACE_S, BodyDeadlines, BodyWait
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 from test_hostile import SEED, percentile_ms, post_head
 
@@ -137,3 +142,160 @@ def test_slow_clients_far_above_the_thread_count_do_not_slow_predictions(mlflow_
     assert total(samples, "prediction_failure_by_reason_total", reason="client_timeout") == SLOW_BODIES
     assert total(samples, "prediction_failure_total") == SLOW_BODIES
     assert total(samples, "active_requests") == 0
+
+
+TRICKLERS = 48  # three times the request threads
+CHUNKED_TRICKLERS = 8  # of them, sending chunked bodies
+BODY_TIMEOUT_S = 3.0
+TRICKLE_EVERY_S = 0.5  # never silent for the client timeout: only the body's deadline ends it
+
+
+@dataclass
+class Trickler:
+    chunked: bool
+    headers_sent: float = 0.0
+    answered: float | None = None
+    answer: bytes = b""
+
+
+def trickle(client: Trickler, port: int, deadline: float) -> None:
+    """Complete headers, then one body byte every TRICKLE_EVERY_S until an answer comes."""
+    head = (post_head(None, b"Transfer-Encoding: chunked") + b"186a0\r\n" if client.chunked
+            else post_head(100_000))
+    with socket.create_connection(("127.0.0.1", port), timeout=GIVE_UP_S) as connection:
+        connection.sendall(head)
+        client.headers_sent = time.monotonic()
+        connection.settimeout(TRICKLE_EVERY_S)
+        while time.monotonic() < deadline:
+            try:
+                connection.sendall(b" ")
+            except OSError:
+                break
+            try:
+                chunk = connection.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if chunk:
+                client.answer += chunk
+            if client.answered is None:
+                client.answered = time.monotonic()
+            if not chunk:
+                break
+
+
+def test_bodies_trickling_far_beyond_the_thread_count_hold_no_prediction_and_get_408_at_their_deadline(
+        mlflow_server, start_proxy):
+    proxy = start_proxy(mlflow_server.url, threads=16, body_threads=64, client_timeout=CLIENT_TIMEOUT_S,
+                        body_timeout=BODY_TIMEOUT_S)
+    before = predict_for(proxy.url, 1.0)
+
+    deadline = time.monotonic() + GIVE_UP_S
+    clients = [Trickler(chunked=i < CHUNKED_TRICKLERS) for i in range(TRICKLERS)]
+    threads = [threading.Thread(target=trickle, args=(client, proxy.port, deadline), daemon=True)
+               for client in clients]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # every body is arriving
+    during = predict_for(proxy.url, BODY_TIMEOUT_S - 0.6)  # while all of them hold their threads
+    for thread in threads:
+        thread.join(GIVE_UP_S)
+
+    waited = sorted(c.answered - c.headers_sent for c in clients if c.answered is not None)
+    print(f"\npredictions before: {len(before)}, slowest {1000 * max(before):.1f} ms; with {TRICKLERS} bodies "
+          f"trickling: {len(during)}, p50 {percentile_ms(during, 0.5):.1f} ms, slowest {1000 * max(during):.1f} ms; "
+          f"408 after {waited[0]:.2f}-{waited[-1]:.2f} s")
+    assert max(during) < 1.0, "a prediction waited behind the trickled bodies"
+    for client in clients:
+        assert client.answer.startswith(b"HTTP/1.1 408 REQUEST TIMEOUT"), (client.chunked, client.answer[:100])
+        assert b"did not arrive in full within 3 s" in client.answer
+        # The deadline, then at most one quiet tick after a byte (body_deadline.QUIET_GRACE_S bounds it).
+        assert BODY_TIMEOUT_S - 0.1 <= client.answered - client.headers_sent < BODY_TIMEOUT_S + 1.2, client
+
+    samples = proxy.metrics()
+    assert total(samples, "prediction_success_total") == len(before) + len(during)
+    assert total(samples, "prediction_failure_by_reason_total", reason="client_timeout") == TRICKLERS
+    assert total(samples, "prediction_failure_total") == TRICKLERS
+    assert total(samples, "active_requests") == 0
+
+
+def test_more_trickling_bodies_than_body_threads_cut_the_oldest_first_so_predictions_go_on(
+        mlflow_server, start_proxy):
+    """4 request threads, 8 body threads, 24 trickling bodies: the bodies beyond the 8 are due at
+    once, oldest first, instead of holding the request threads until their deadline. Predictions
+    queued behind the 20 bodies that found no thread wait while those are answered, about a
+    second, not the 3 s deadline."""
+    proxy = start_proxy(mlflow_server.url, threads=4, body_threads=8, client_timeout=CLIENT_TIMEOUT_S,
+                        body_timeout=BODY_TIMEOUT_S)
+    deadline = time.monotonic() + GIVE_UP_S
+    clients = [Trickler(chunked=False) for _ in range(24)]
+    threads = [threading.Thread(target=trickle, args=(client, proxy.port, deadline), daemon=True)
+               for client in clients]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    during = predict_for(proxy.url, BODY_TIMEOUT_S - 0.6)
+    for thread in threads:
+        thread.join(GIVE_UP_S)
+
+    crowded = [c for c in clients if b"arrived too slowly" in c.answer]
+    print(f"\n24 bodies for 8 body threads: {len(during)} predictions, slowest {1000 * max(during):.0f} ms; "
+          f"{len(crowded)} cut early")
+    assert max(during) < 2.0, "a prediction waited for the trickled bodies' deadline"
+    assert all(c.answer.startswith(b"HTTP/1.1 408 REQUEST TIMEOUT") for c in clients)
+    # The excess 16 are cut early (a body that happens to be past its deadline first, or one
+    # whose 408 came in two pieces before the client's next byte failed, counts with the rest).
+    assert len(crowded) >= 12, len(crowded)
+    assert total(proxy.metrics(), "prediction_failure_by_reason_total", reason="client_timeout") == 24
+
+
+def cut_off_after(deadlines: BodyDeadlines, send_every_s: float, send_for_s: float) -> tuple[float, float, bool]:
+    """A body read blocked on a real socket under ``deadlines``, its client sending a byte every
+    ``send_every_s`` for ``send_for_s``: when the read ended, when the client stopped, and whether
+    the deadline ended it."""
+    reader, writer = socket.socketpair()
+    with reader, writer:
+        began = time.monotonic()
+        ended = []
+
+        def read() -> None:  # read(), as uWSGI reads a body
+            wait = BodyWait(deadlines, reader.fileno())
+            waits.append(wait)
+            deadlines.watch(wait)
+            while os.read(reader.fileno(), 65536):
+                pass
+            ended.append(time.monotonic() - began)
+
+        waits: list[BodyWait] = []
+        reading = threading.Thread(target=read, daemon=True)
+        reading.start()
+        while time.monotonic() - began < send_for_s and not ended:
+            writer.send(b" ")
+            time.sleep(send_every_s)
+        stopped = time.monotonic() - began
+        reading.join(5)
+        return ended[0], stopped, waits[0].end()
+
+
+def test_a_body_past_its_deadline_is_cut_at_a_quiet_moment_or_after_the_grace():
+    deadlines = BodyDeadlines(0.3)
+    deadlines.start()
+    try:
+        # Bytes every 20 ms until 0.8 s: cut once a 50 ms tick passes without one, not before.
+        ended, stopped, expired = cut_off_after(deadlines, 0.02, 0.8)
+        assert expired and stopped <= ended < stopped + 0.25, (ended, stopped)
+        # Bytes that never pause: cut anyway, QUIET_GRACE_S after the deadline.
+        ended, _, expired = cut_off_after(deadlines, 0.01, 5.0)
+        assert expired and 0.3 + QUIET_GRACE_S <= ended < 0.3 + QUIET_GRACE_S + 0.25, ended
+        # A body complete before its deadline is never cut.
+        reader, writer = socket.socketpair()
+        with reader, writer:
+            wait = BodyWait(deadlines, reader.fileno())
+            deadlines.watch(wait)
+            assert wait.end() is False
+            time.sleep(0.5)
+            writer.send(b"still open")
+            assert reader.recv(100) == b"still open"
+    finally:
+        deadlines.stop()

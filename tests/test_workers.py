@@ -185,7 +185,7 @@ def test_several_workers_are_refused_unless_metrics_go_out_over_otlp(environ):
 def test_several_workers_start_when_metrics_go_out_over_otlp(environ):
     settings = load_settings({}, environ=environ)
     assert settings.workers == int(environ["INFERWATCH_WORKERS"])
-    command = uwsgi_command(settings, "/run/inferwatch-x")
+    command = uwsgi_command(settings, "/run/inferwatch-x", [3])
     assert command[command.index("--processes") + 1] == environ["INFERWATCH_WORKERS"]
 
 

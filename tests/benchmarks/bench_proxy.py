@@ -15,6 +15,10 @@ drift cancels out:
 For each: requests/s, p50/p95/p99 latency, and the CPU seconds the proxy process spent per request
 (from /proc: the most stable figure on a shared machine).
 
+Large batch: a 5,000-row batch (330 KB in, 15 KB of predictions out) sent one after another on
+keep-alive connections, to MLflow and through ``proxy_on`` in turn: the median latency of each,
+their ratio and the difference, against the issue-24 criterion of 1.2 times direct plus 5 ms.
+
 Model quality (docs/model-quality.md): two more proxies with the demo model's profile and full
 telemetry, ``quality_on`` (binning, signature checks, feedback tokens) and ``quality_off``
 (``INFERWATCH_MODEL_QUALITY=false``), measured interleaved at concurrency 2 with a 1-row and a
@@ -89,6 +93,10 @@ FIRST = {
 }
 QUALITY_CONCURRENCY = 2
 QUALITY_ROWS = 1000
+LARGE_BATCH_ROWS = 5000
+LARGE_BATCH_SAMPLES = 30  # per target, after 3 to warm up
+# The first figures of the large batch: issue 24's (direct 16.9 ms, proxy 25.4 ms, before TCP_NODELAY).
+LARGE_BATCH_FIRST = {"ratio": 1.50, "added_ms": 8.4}
 
 
 def env_with(**extra: str) -> dict[str, str]:
@@ -209,6 +217,33 @@ class Bench:
                     runs.setdefault(f"c{concurrency}", {}).setdefault(name, []).append(figures)
                     print(f"c{concurrency} round {round_ + 1} {name}: {figures}", file=sys.stderr)
         return runs
+
+    def measure_large_batch(self) -> dict:
+        """A 5,000-row batch to MLflow and through proxy_on, interleaved: median latencies."""
+        split = SEED_EXAMPLE["dataframe_split"]
+        body = json.dumps({"dataframe_split": {"columns": split["columns"],
+                                               "data": split["data"] * LARGE_BATCH_ROWS}}).encode()
+        targets = {"direct": f"http://127.0.0.1:{self.mlflow_port}/invocations",
+                   "proxy_on": f"http://127.0.0.1:{self.proxy_on_port}/predict"}
+        took: dict[str, list[float]] = {name: [] for name in targets}
+        sessions = {name: requests.Session() for name in targets}
+        try:
+            for sample in range(3 + LARGE_BATCH_SAMPLES):
+                for name, url in targets.items():
+                    began = time.perf_counter()
+                    response = sessions[name].post(url, data=body, headers={"Content-Type": "application/json"},
+                                                   timeout=30)
+                    elapsed_ms = (time.perf_counter() - began) * 1000
+                    response.raise_for_status()
+                    if sample >= 3:
+                        took[name].append(elapsed_ms)
+        finally:
+            for session in sessions.values():
+                session.close()
+        direct, proxy = median(took["direct"]), median(took["proxy_on"])
+        return {"rows": LARGE_BATCH_ROWS, "body_bytes": len(body), "answer_bytes": len(response.content),
+                "direct_ms": direct, "proxy_ms": proxy, "ratio": proxy / direct, "added_ms": proxy - direct,
+                "within_criterion": proxy <= 1.2 * direct + 5, "samples_ms": took}
 
     def measure_quality(self) -> dict:
         """Proxy CPU per request with quality telemetry on and off, 1 row and QUALITY_ROWS rows."""
@@ -377,8 +412,16 @@ def quality_lines(quality: dict) -> list[str]:
     return lines
 
 
+def large_batch_lines(batch: dict) -> list[str]:
+    return ["", f"Large batch ({batch['rows']:,} rows, {batch['body_bytes'] / 1000:.0f} KB in, "
+            f"{batch['answer_bytes'] / 1000:.0f} KB out; medians of {LARGE_BATCH_SAMPLES}, interleaved): direct "
+            f"{batch['direct_ms']:.1f} ms, through the proxy {batch['proxy_ms']:.1f} ms, ratio {batch['ratio']:.2f} "
+            f"(+{batch['added_ms']:.1f} ms; first: x{LARGE_BATCH_FIRST['ratio']:.2f}, +{LARGE_BATCH_FIRST['added_ms']} ms); "
+            f"within 1.2 x direct + 5 ms: {'yes' if batch['within_criterion'] else 'NO'}."]
+
+
 def markdown(table: dict, checks: dict, scrapes: dict, visibility: dict, facts: dict, ceiling: dict,
-             quality: dict | None = None) -> str:
+             quality: dict | None = None, batch: dict | None = None) -> str:
     lines = ["| concurrency | target | req/s | p50 ms | p95 ms | p99 ms | proxy CPU ms/req | errors |",
              "|---|---|---|---|---|---|---|---|"]
     for level, by_target in table.items():
@@ -393,6 +436,7 @@ def markdown(table: dict, checks: dict, scrapes: dict, visibility: dict, facts: 
                          f"off/direct {off['rps'] / direct['rps']:.3f}, on/off {on['rps'] / off['rps']:.3f}, "
                          f"2 workers/1 {w2['rps'] / on['rps']:.3f} "
                          f"| | | | CPU on/off {on['cpu_ms_per_request'] / off['cpu_ms_per_request']:.2f} | |")
+    lines += large_batch_lines(batch) if batch else []
     lines += quality_lines(quality) if quality else []
     lines += ["", "| goal | target | first | latest | met |", "|---|---|---|---|---|"]
     lines += [f"| {c['what']} | {c['goal']} | {c['first']} | {c['measured']} | {'yes' if c['met'] else 'NO'} |"
@@ -422,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench.start()
         runs = bench.measure_load()
+        batch = bench.measure_large_batch()
         quality = bench.measure_quality()
         scrapes = bench.measure_scrapes()
         visibility = bench.measure_visibility()
@@ -433,10 +478,11 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = summarize_ceiling(ceiling_runs)
     checks = goals(table, scrapes, quality)
     facts = machine_facts()
-    report = markdown(table, checks, scrapes, visibility, facts, ceiling, quality)
+    report = markdown(table, checks, scrapes, visibility, facts, ceiling, quality, batch)
     (out / "results.md").write_text(report + "\n")
     (out / "results.json").write_text(json.dumps(
-        {"runs": runs, "table": table, "quality": quality, "ceiling_runs": ceiling_runs, "ceiling": ceiling,
+        {"runs": runs, "table": table, "large_batch": batch, "quality": quality, "ceiling_runs": ceiling_runs,
+         "ceiling": ceiling,
          "goals": checks, "scrapes": scrapes, "visibility": visibility,
          "machine": facts, "settings": vars(args) | {"out": str(out)}}, indent=2, default=str))
     print(report)

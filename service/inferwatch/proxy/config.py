@@ -13,10 +13,11 @@ environment variable                       flag                           defaul
 ``INFERWATCH_CONNECT_TIMEOUT``             ``--connect-timeout``          ``2.0`` (seconds)
 ``INFERWATCH_READ_TIMEOUT``                ``--read-timeout``             ``30.0`` (seconds)
 ``INFERWATCH_MAX_BODY_BYTES``              ``--max-body-bytes``           ``1048576``
-``INFERWATCH_THREADS``                     ``--threads``                  ``16``
 ``INFERWATCH_CLIENT_TIMEOUT``              ``--client-timeout``           ``10`` (seconds)
+``INFERWATCH_BODY_TIMEOUT``                ``--body-timeout``             ``30`` (seconds)
 ``INFERWATCH_KEEPALIVE_TIMEOUT``           ``--keepalive-timeout``        ``75`` (seconds)
 ``INFERWATCH_THREADS``                     ``--threads``                  ``16`` (per worker)
+``INFERWATCH_BODY_THREADS``                ``--body-threads``             ``64`` (per worker)
 ``INFERWATCH_WORKERS``                     ``--workers``                  ``1`` (processes)
 ``INFERWATCH_READY_TIMEOUT``               ``--ready-timeout``            ``1.0`` (seconds)
 ``INFERWATCH_HOST_METRICS_INTERVAL``       ``--host-metrics-interval``    ``5.0`` (seconds)
@@ -52,7 +53,11 @@ environment variable                       flag                           defaul
 A client may stay silent for ``INFERWATCH_CLIENT_TIMEOUT`` seconds while it sends a request
 (headers or body) and ``INFERWATCH_KEEPALIVE_TIMEOUT`` seconds idle between two requests on one
 connection; then its connection is closed (a body cut off by the timeout is answered 408). Both
-are rounded up to whole seconds.
+are rounded up to whole seconds. A request body must have arrived in full
+``INFERWATCH_BODY_TIMEOUT`` seconds after the request's headers, however steadily it trickles;
+then the client gets 408 and the connection closes. Each worker runs ``INFERWATCH_THREADS`` +
+``INFERWATCH_BODY_THREADS`` threads: that many clients may trickle their bodies at once while
+``INFERWATCH_THREADS`` requests still find a thread (see :mod:`inferwatch.proxy.body_deadline`).
 
 ``/metrics`` can be kept from clients: on a port of its own (``INFERWATCH_METRICS_PORT``, on
 ``INFERWATCH_METRICS_HOST``; the main port then answers 404 for it), and/or behind a bearer
@@ -261,7 +266,9 @@ class Settings:
     read_timeout: float = 30.0
     max_body_bytes: int = 1024 * 1024
     threads: int = 16
+    body_threads: int = 64
     client_timeout: float = 10.0
+    body_timeout: float = 30.0
     keepalive_timeout: float = 75.0
     workers: int = 1
     ready_timeout: float = 1.0
@@ -322,7 +329,9 @@ PARSERS: Mapping[str, Callable[[str], Any]] = {
     "read_timeout": _positive_float,
     "max_body_bytes": _positive_int,
     "threads": _positive_int,
+    "body_threads": _positive_int,
     "client_timeout": _positive_float,
+    "body_timeout": _positive_float,
     "keepalive_timeout": _positive_float,
     "workers": _positive_int,
     "ready_timeout": _positive_float,

@@ -96,5 +96,15 @@ def client_timeout(seconds: float) -> ProxyError:
     )
 
 
+def body_timeout(seconds: float, crowded: bool = False) -> ProxyError:
+    """408 for a body still arriving ``seconds`` after its headers, however steadily it came, or
+    sooner when more slow bodies came than the proxy waits for at once (``crowded``)."""
+    message = (
+        "the request body arrived too slowly: more slow request bodies are arriving than the proxy waits for"
+        if crowded else f"the request body did not arrive in full within {seconds:g} s"
+    )
+    return ProxyError(408, "client_timeout", message, PredictionOutcome.CLIENT_TIMEOUT)
+
+
 def internal_error() -> ProxyError:
     return ProxyError(500, "internal_error", "the proxy failed to handle the request", PredictionOutcome.INTERNAL_ERROR)

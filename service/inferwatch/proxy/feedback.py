@@ -123,7 +123,7 @@ class FeedbackTokens:
     def __init__(self, key: bytes, identity: ModelIdentity, max_rows: int, max_age: float):
         self._key = key
         self._identity = identity
-        self._max_rows = max_rows
+        self.max_rows = max_rows  # an answer with more predictions gets no token
         self._max_age = max_age
         prediction = identity.profile.prediction if identity.profile else None
         self._task = None if prediction is None else (CLASSIFICATION if prediction.kind == CLASSES else REGRESSION)
@@ -138,7 +138,7 @@ class FeedbackTokens:
         ``expected``: each row's expected correctness (the calibrated probability of its predicted
         class), carried for the estimate on the labelled rows.
         """
-        if not predictions or len(predictions) > self._max_rows:
+        if not predictions or len(predictions) > self.max_rows:
             return None
         task = self._task or (CLASSIFICATION if all(type(p) in (str, int, bool) for p in predictions) else REGRESSION)
         if task == CLASSIFICATION:
@@ -336,6 +336,8 @@ class FeedbackEndpoint:
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
             raise _rejected(400, "invalid_json", f"request body is not valid JSON: {error}") from None
+        except RecursionError:  # as deep as the interpreter's stack allows, give or take the frames above
+            raise _rejected(400, "invalid_json", "the JSON is nested too deeply") from None
         if not isinstance(document, dict) or "token" not in document:
             raise _rejected(400, "invalid_feedback", 'expected {"token": ..., "labels": [...]}')
         claims = self._tokens.verify(document["token"])

@@ -641,7 +641,10 @@ class AnswerObserver:
         self._tokens = tokens
         self._scores = ScoreReader(probabilities) if probabilities is not None else None
         self._estimator = recorder.estimator if recorder is not None else None
-        self._reads_answers = tokens is not None or (recorder is not None and recorder.reads_answers)
+        # Answers are parsed only when their predictions are counted (the profile's answer bins, the
+        # estimate) or can get a token: a large batch's answer (a megabyte of JSON takes over a
+        # millisecond) often needs neither.
+        self._counts_answers = (recorder is not None and recorder.reads_answers) or self._estimator is not None
 
     def after(self, prediction: PredictionRequest, response: Response) -> None:
         """Count the request; give an answered one its feedback token. Never raises.
@@ -659,7 +662,8 @@ class AnswerObserver:
                     self._recorder.observe(prediction, answered, None)
                 return
             predictions = expected = None
-            if answered and self._reads_answers:
+            if answered and (self._counts_answers or (self._tokens is not None and (
+                    prediction.rows is None or prediction.rows <= self._tokens.max_rows))):
                 try:
                     predictions, expected = self._read_answer(response.get_data())
                 except Unreadable:

@@ -10,8 +10,11 @@ uWSGI hands the app a request as soon as its headers are complete; the body is r
   interim answer for the final one and keeps no keep-alive);
 * a ``Transfer-Encoding: chunked`` body (no Content-Length) is decoded, up to the limit; a
   request with both headers, or with another transfer coding, is refused (400);
-* a client that sends nothing for ``client_timeout`` seconds in the middle of its body is answered
-  408 ``client_timeout``, one whose body ends before its Content-Length 400 ``incomplete_body``.
+* a client that sends nothing for ``client_timeout`` seconds in the middle of its body, or whose
+  body is not in full ``body_timeout`` seconds after its headers, is answered 408
+  ``client_timeout``; one whose body ends before its Content-Length 400 ``incomplete_body``.
+
+Each blocking body read runs under the body's deadline (:mod:`inferwatch.proxy.body_deadline`).
 
 What a request leaves unread is read and thrown away, for ``client_timeout`` seconds at most:
 
@@ -30,7 +33,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 
-from inferwatch.proxy import errors
+from inferwatch.proxy import body_deadline, errors
 
 try:
     import uwsgi  # present only inside uWSGI
@@ -95,12 +98,20 @@ def _send_continue(environ: dict) -> None:
 def _read_exact(environ: dict, length: int, timeout: float) -> bytes:
     if length == 0:
         return b""
+    body, failure = b"", ""
+    wait = body_deadline.begin(environ)
     try:
         body = environ["wsgi.input"].read(length)
     except OSError as error:  # uWSGI: "timeout during read(...)" or "error during read(...)"
-        if "timeout" in str(error):
-            raise errors.client_timeout(timeout) from None
-        raise errors.incomplete_body(f"the request body ended before its Content-Length of {length} bytes") from None
+        failure = str(error) or "error"
+    finally:
+        cut = wait.end()  # a deadline that passed as the last byte came changes nothing: the body is in
+    if failure:
+        if cut:
+            raise errors.body_timeout(wait.timeout, wait.crowded)
+        if "timeout" in failure:
+            raise errors.client_timeout(timeout)
+        raise errors.incomplete_body(f"the request body ended before its Content-Length of {length} bytes")
     if len(body) < length:
         raise errors.incomplete_body(f"the request body ended after {len(body)} of its {length} bytes")
     return body
@@ -114,12 +125,22 @@ def _read_chunked(environ: dict, limit: int, timeout: float) -> bytes:
         if len(body) > limit:
             raise too_large(environ, limit)
         return body
+    wait = body_deadline.begin(environ)
+    try:
+        return _chunks(environ, limit, timeout, wait)
+    finally:
+        wait.end()
+
+
+def _chunks(environ: dict, limit: int, timeout: float, wait: body_deadline.BodyWait) -> bytes:
     parts, size = [], 0
     while True:
         began = time.monotonic()
         try:
             chunk = uwsgi.chunked_read(int(timeout))
         except OSError:
+            if wait.expired:
+                raise errors.body_timeout(wait.timeout, wait.crowded) from None
             if time.monotonic() - began >= int(timeout):
                 raise errors.client_timeout(timeout) from None
             raise errors.incomplete_body(
@@ -163,6 +184,7 @@ def discard_unread(environ: dict, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     stream = environ.get("wsgi.input")
+    wait = body_deadline.begin(environ)
     try:
         while time.monotonic() < deadline:
             if chunked:
@@ -172,6 +194,8 @@ def discard_unread(environ: dict, timeout: float) -> None:
                 return
     except (OSError, ValueError):
         pass  # the client has gone, or stopped sending: nothing left to keep clean
+    finally:
+        wait.end()
 
 
 class DiscardAfterAnswer:

@@ -2,7 +2,7 @@
 
 ::
 
-    client ──HTTP──▶ uWSGI http router (C, one event loop) ──uwsgi protocol, unix socket──▶ worker (16 threads, the app)
+    client ──HTTP──▶ uWSGI http router (C, one event loop) ──uwsgi protocol, unix socket──▶ worker (threads, the app)
 
 The router owns every client connection: it reads request headers, keeps idle keep-alive
 connections and writes answers out, without a thread. A worker thread is taken only once a
@@ -10,6 +10,18 @@ request's headers are complete, so clients that connect and stay silent, trickle
 sit idle between requests cannot hold the threads that serve predictions. The router drops a
 connection that stays silent longer than its timeout (the ``client_timeout`` and
 ``keepalive_timeout`` settings, :func:`router_timeouts`).
+
+The router streams a request body to the worker as it arrives; it cannot buffer one, so a
+thread reading a slow body waits for it. Such a thread waits in the kernel (no CPU, not holding
+the interpreter lock): the worker runs ``threads + body_threads`` threads, so ``body_threads``
+clients trickling their bodies at once leave ``threads`` threads for everyone else, and each body
+has a deadline, ``body_timeout`` after its headers, then 408 (:mod:`inferwatch.proxy.body_deadline`).
+
+The listening sockets are made here, with ``TCP_NODELAY``, and handed to the router as
+``fd://N`` (:func:`listening_socket`): the router has no option for it, writes an answer in
+4 KiB pieces, and without it each piece after the first waited for the client's delayed ACK
+(Nagle's algorithm, about 40 ms a piece on Linux). Linux gives every accepted connection the
+listening socket's ``TCP_NODELAY``.
 
 One worker process by default keeps every metric exact on /metrics: with several, each holds its
 own counters and a scrape would see only one of them. Threads carry the concurrency (the work per
@@ -33,8 +45,10 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +63,8 @@ MAX_HEADER_BYTES = 65535
 MAX_HEADER_LINES = 200
 # The worker socket's directory: SOCKET_DIR_PREFIX + the master's pid + "-" + random.
 SOCKET_DIR_PREFIX = "inferwatch-"
+# Connections waiting to be accepted, on each listening socket and on the worker socket.
+LISTEN_BACKLOG = 1024
 
 
 @dataclass(frozen=True)
@@ -62,9 +78,10 @@ class RouterTimeouts:
 
 def router_timeouts(settings: Settings) -> RouterTimeouts:
     # While a request is in the worker the router hears nothing from it until the answer: the
-    # body read (client_timeout per silence) and the model call (connect + read timeouts) must
-    # fit, or the router would cut off a slow model's 504.
-    exchange = math.ceil(settings.client_timeout + settings.connect_timeout + settings.read_timeout) + 5
+    # body (body_timeout at most) and the model call (connect + read timeouts) must fit, or the
+    # router would cut off a slow model's 504.
+    body = max(settings.body_timeout, settings.client_timeout)
+    exchange = math.ceil(body + settings.connect_timeout + settings.read_timeout) + 5
     return RouterTimeouts(
         headers=math.ceil(settings.client_timeout),
         keepalive=math.ceil(settings.keepalive_timeout),
@@ -88,16 +105,45 @@ def worker_options(settings: Settings) -> list[str]:
     ]
 
 
-def uwsgi_command(settings: Settings, socket_dir: str) -> list[str]:
+def http_addresses(settings: Settings) -> list[tuple[str, int]]:
+    """Where the router listens: the main port, and the metrics port when it has one."""
+    addresses = [(settings.host, settings.port)]
+    if settings.metrics_address is not None:
+        addresses.append(settings.metrics_address)
+    return addresses
+
+
+def listening_socket(host: str, port: int, defer_accept_s: int) -> socket.socket:
+    """A listening TCP socket with ``TCP_NODELAY``, which every connection it accepts inherits.
+
+    The rest is what uWSGI's own ``--http host:port`` would set: ``SO_REUSEADDR``, and
+    ``TCP_DEFER_ACCEPT`` so that a connection that sends nothing is not even handed to the
+    router before ``defer_accept_s`` seconds. Inheritable: it is passed to uWSGI across ``exec``.
+    """
+    host = host.strip("[]")
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, defer_accept_s)
+        listener.bind(address)
+        listener.listen(LISTEN_BACKLOG)
+    except OSError:
+        listener.close()
+        raise
+    listener.set_inheritable(True)
+    return listener
+
+
+def uwsgi_command(settings: Settings, socket_dir: str, listening_fds: Sequence[int]) -> list[str]:
+    """The uWSGI command line; ``listening_fds`` are the sockets of :func:`http_addresses`, in order."""
     timeouts = router_timeouts(settings)
     socket_path = str(Path(socket_dir) / "app.sock")
-    routers = [f"{settings.host}:{settings.port}"]
-    if settings.metrics_address is not None:
-        host, port = settings.metrics_address
-        routers.append(f"{host}:{port}")
     return [
         str(Path(sys.executable).parent / "uwsgi"),
-        *(part for address in routers for part in ("--http", address)),
+        *(part for fd in listening_fds for part in ("--http", f"fd://{fd}")),
         "--http-keepalive=" + str(timeouts.keepalive),
         "--http-headers-timeout", str(timeouts.headers),
         "--http-timeout", str(timeouts.exchange),
@@ -108,12 +154,13 @@ def uwsgi_command(settings: Settings, socket_dir: str) -> list[str]:
         "--hook-as-user-atexit", f"exec:rm -rf {socket_dir}",  # the socket and its directory
         "--master",
         *worker_options(settings),
-        "--threads", str(settings.threads),
+        # Threads for requests, and more for requests whose bodies arrive slowly (inferwatch.proxy.body_deadline).
+        "--threads", str(settings.threads + settings.body_threads),
         "--enable-threads",
         "--lazy-apps",  # import the app in the worker, after the fork: its threads live there
         "--need-app",
         "--single-interpreter",
-        "--listen", "1024",
+        "--listen", str(LISTEN_BACKLOG),
         # SIGTERM and SIGINT: stop accepting, let in-flight requests finish, then exit.
         "--hook-master-start", "unix_signal:15 gracefully_kill_them_all",
         "--hook-master-start", "unix_signal:2 gracefully_kill_them_all",
@@ -154,9 +201,15 @@ def _alive(pid: int) -> bool:
 
 
 def serve(settings: Settings) -> None:
-    """Exec uWSGI with the settings passed on through the environment."""
+    """Listen, then exec uWSGI with the sockets and with the settings passed on through the environment."""
     environ = dict(os.environ)
     for field, value in vars(settings).items():
         environ[env_name(field)] = str(value)
-    command = uwsgi_command(settings, socket_dir())
+    listeners = []
+    for host, port in http_addresses(settings):
+        try:
+            listeners.append(listening_socket(host, port, math.ceil(settings.client_timeout)))
+        except OSError as error:
+            raise SystemExit(f"inferwatch: cannot listen on {host}:{port}: {error.strerror or error}") from None
+    command = uwsgi_command(settings, socket_dir(), [listener.fileno() for listener in listeners])
     os.execve(command[0], command, environ)

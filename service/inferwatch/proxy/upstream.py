@@ -111,7 +111,7 @@ class UpstreamClient:
         # a request that reached the model is never retried.
         adapter = _OneServerAdapter(
             pool_connections=1,
-            pool_maxsize=settings.threads,
+            pool_maxsize=settings.threads + settings.body_threads,  # one connection per worker thread at most
             max_retries=Retry(total=1, connect=1, read=False, status=0, other=0, redirect=0, allowed_methods=None),
         )
         self._session = requests.Session()

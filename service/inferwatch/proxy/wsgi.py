@@ -5,6 +5,10 @@ uWSGI with several workers (``INFERWATCH_WORKERS``) each worker imports this mod
 fork and learns its number from uWSGI; another server must run one process, since it would not
 give each its own instance id. When the server stops, the app's telemetry is flushed (uWSGI's
 atexit hook, or Python's elsewhere).
+
+Every request finds the worker's body deadlines in its environ
+(:mod:`inferwatch.proxy.body_deadline`), whose thread starts with the app and parks the worker's
+spare threads until slow bodies need them.
 """
 
 import atexit
@@ -15,6 +19,7 @@ from contextlib import contextmanager
 
 from inferwatch.proxy.access_log import configure_logging
 from inferwatch.proxy.app import close_app, create_app
+from inferwatch.proxy.body_deadline import BodyDeadlines, SpareThreads
 from inferwatch.proxy.config import load_settings
 
 try:
@@ -43,9 +48,15 @@ def _stop_signals_kept_from_new_threads() -> Iterator[None]:
 
 _settings = load_settings()
 _worker = uwsgi.worker_id() if uwsgi is not None else 1
+# The body threads wait parked until slow bodies need them (inferwatch.proxy.body_deadline).
+_spares = SpareThreads(_settings.body_threads)
+_body_deadlines = BodyDeadlines(_settings.body_timeout, _spares if _spares.register() else None,
+                                _settings.body_threads)
 with _stop_signals_kept_from_new_threads():
     _log_listener = configure_logging(_settings.log_level)
-    application = create_app(_settings, worker=_worker)
+    _app = create_app(_settings, worker=_worker)
+    _body_deadlines.start()
+application = _body_deadlines.serve(_app)
 logging.getLogger("inferwatch").info(
     "listening",
     extra={"fields": {
@@ -53,6 +64,7 @@ logging.getLogger("inferwatch").info(
         "url": f"http://{_settings.host}:{_settings.port}",
         "upstream": _settings.upstream,
         "threads": _settings.threads,
+        "body_threads": _settings.body_threads,
         "worker": _worker,
         "workers": _settings.workers,
     }},
@@ -60,7 +72,8 @@ logging.getLogger("inferwatch").info(
 
 
 def _shutdown() -> None:
-    close_app(application)
+    _body_deadlines.stop()
+    close_app(_app)
     _log_listener.stop()
 
 
