@@ -73,7 +73,8 @@ PARK_ASKED_S = 1.0
 class BodyWait:
     """One request waiting for its body; :meth:`end` says whether its deadline cut it off."""
 
-    __slots__ = ("began", "deadline", "timeout", "expired", "crowded", "fd", "_deadlines", "_reader", "_seen")
+    __slots__ = ("began", "deadline", "timeout", "expired", "crowded", "fd", "_deadlines", "_reader", "_seen",
+                 "_looked")
 
     def __init__(self, deadlines: BodyDeadlines | None, fd: int):
         self.timeout = deadlines.timeout if deadlines is not None else 0.0
@@ -85,6 +86,7 @@ class BodyWait:
         self._deadlines = deadlines
         self._reader = threading.get_native_id()  # the thread that reads the body
         self._seen = -1
+        self._looked = 0.0  # when the count was last read
 
     def end(self) -> bool:
         """The read is over (done or failed); True when the deadline cut it off."""
@@ -97,6 +99,10 @@ class BodyWait:
 
     def watched(self) -> bool:
         return self._seen >= 0
+
+    def looked_within(self, seconds: float, now: float) -> bool:
+        """The byte count was read at most ``seconds`` ago: "quiet" then spans that short a time."""
+        return now - self._looked <= seconds
 
     def quiet(self) -> bool:
         """No body byte read since the last call (the first call always says no; where the count
@@ -113,7 +119,7 @@ class BodyWait:
         except (OSError, StopIteration, ValueError):
             self._seen = max(self._seen, 0)
             return True
-        quiet, self._seen = read == self._seen, read
+        quiet, self._seen, self._looked = read == self._seen, read, time.monotonic()
         return quiet
 
     def cut(self) -> None:
@@ -281,8 +287,10 @@ class BodyDeadlines:
                 if now - wait.began > SLOW_S:
                     wait.watch_progress()  # so that its first quiet tick, once due, can be told
                 pause = min(pause, wait.deadline - now)
-            elif not wait.watched():
-                wait.watch_progress()
+            elif not wait.watched() or not wait.looked_within(2 * TICK_S, now):
+                # Look again, and judge one tick from now: no byte over a long stretch would mean
+                # the client's next byte is near, the worst moment to cut.
+                wait.watch_progress() if not wait.watched() else wait.quiet()
                 pause = TICK_S
             elif not wait.quiet() and now < wait.deadline + QUIET_GRACE_S:
                 pause = TICK_S  # a byte came since the last look: wait for a quiet tick
