@@ -151,3 +151,17 @@ def test_a_model_is_given_by_its_directory_or_a_file_uri_not_both(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_settings({"model_dir": str(tmp_path), "model_uri": str(tmp_path)}, environ={})
     assert "not both" in str(caught.value)
+
+
+def test_every_setting_declares_its_help_and_the_help_lists_each_with_its_variable(capsys):
+    import dataclasses
+
+    from inferwatch.proxy.config import HELP, PARSE, env_name, flag_name
+
+    fields = dataclasses.fields(Settings)
+    assert all(field.metadata[HELP] and callable(field.metadata[PARSE]) for field in fields)
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for field in fields:
+        assert flag_name(field.name) in text and env_name(field.name) in text, field.name

@@ -20,7 +20,8 @@ ROOMS = ("contract", "proxy", "render", "stack")
 ALLOWED: dict[str, tuple[str, ...]] = {
     "contract": ("inferwatch.contract",),
     "proxy": ("inferwatch.contract", "inferwatch.proxy", "inferwatch"),
-    "render": ("inferwatch.contract", "inferwatch.render", "inferwatch"),
+    # render: also the proxy's settings, whose declarations make the docs' settings table
+    "render": ("inferwatch.contract", "inferwatch.render", "inferwatch.proxy.config", "inferwatch"),
     "stack": ("inferwatch.contract", "inferwatch.render", "inferwatch.stack", "inferwatch.proxy.config", "inferwatch"),
 }
 

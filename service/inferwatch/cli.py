@@ -26,7 +26,7 @@ import os
 import sys
 
 from inferwatch import __version__
-from inferwatch.proxy.config import ConfigError, Settings, env_name, flag_name, load_settings
+from inferwatch.proxy.config import HELP, ConfigError, Settings, env_name, flag_name, load_settings, plain, shown_default
 from inferwatch.stack.up import DEFAULT_TRAFFIC_RATE, StackPorts
 
 
@@ -36,14 +36,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the monitoring proxy")
-    defaults = Settings()
     for field in dataclasses.fields(Settings):
         serve.add_argument(
             flag_name(field.name),
             dest=field.name,
             default=None,
             metavar=field.name.upper(),
-            help=f"env {env_name(field.name)}, default {getattr(defaults, field.name)}",
+            help=f"{plain(field.metadata[HELP])} (env {env_name(field.name)}; default {plain(shown_default(field))})"
+                 .replace("%", "%%"),
         )
 
     demo = commands.add_parser("demo-model", help="train and save the demo model")

@@ -4,51 +4,9 @@ Every setting has a command-line flag and an environment variable; a flag beats 
 environment, the environment beats the default. A bad value fails at start-up with a message
 that names the variable.
 
-=========================================  =============================  ========================
-environment variable                       flag                           default
-=========================================  =============================  ========================
-``INFERWATCH_UPSTREAM``                    ``--upstream``                 ``http://127.0.0.1:5005``
-``INFERWATCH_HOST``                        ``--host``                     ``127.0.0.1``
-``INFERWATCH_PORT``                        ``--port``                     ``8000``
-``INFERWATCH_CONNECT_TIMEOUT``             ``--connect-timeout``          ``2.0`` (seconds)
-``INFERWATCH_READ_TIMEOUT``                ``--read-timeout``             ``30.0`` (seconds)
-``INFERWATCH_MAX_BODY_BYTES``              ``--max-body-bytes``           ``1048576``
-``INFERWATCH_CLIENT_TIMEOUT``              ``--client-timeout``           ``10`` (seconds)
-``INFERWATCH_BODY_TIMEOUT``                ``--body-timeout``             ``30`` (seconds)
-``INFERWATCH_KEEPALIVE_TIMEOUT``           ``--keepalive-timeout``        ``75`` (seconds)
-``INFERWATCH_THREADS``                     ``--threads``                  ``16`` (per worker)
-``INFERWATCH_BODY_THREADS``                ``--body-threads``             ``64`` (per worker)
-``INFERWATCH_WORKERS``                     ``--workers``                  ``1`` (processes)
-``INFERWATCH_READY_TIMEOUT``               ``--ready-timeout``            ``1.0`` (seconds)
-``INFERWATCH_HOST_METRICS_INTERVAL``       ``--host-metrics-interval``    ``5.0`` (seconds)
-``INFERWATCH_DISK_PATH``                   ``--disk-path``                ``/``
-``INFERWATCH_LOG_LEVEL``                   ``--log-level``                ``INFO``
-``INFERWATCH_METRICS_PORT``                ``--metrics-port``             ``0`` (same port)
-``INFERWATCH_METRICS_HOST``                ``--metrics-host``             the ``--host``
-``INFERWATCH_METRICS_TOKEN_FILE``          ``--metrics-token-file``       none (no token)
-``INFERWATCH_METRICS_MAX_AGE``             ``--metrics-max-age``          ``1.0`` (seconds; 0: always fresh)
-``INFERWATCH_MODEL_NAME``                  ``--model-name``               the profile's, else ``unknown``
-``INFERWATCH_MODEL_VERSION``               ``--model-version``            the profile's, else ``unknown``
-``INFERWATCH_MODEL_DIR``                   ``--model-dir``                none
-``INFERWATCH_MODEL_URI``                   ``--model-uri``                none (``file:`` URIs only)
-``INFERWATCH_MODEL_PROFILE``               ``--model-profile``            ``inferwatch-profile.json`` in the model dir
-``INFERWATCH_MODEL_QUALITY``               ``--model-quality``            ``true``
-``INFERWATCH_FEEDBACK_KEY_FILE``           ``--feedback-key-file``        none (a key per process)
-``INFERWATCH_FEEDBACK_MAX_AGE``            ``--feedback-max-age``         ``86400`` (seconds)
-``INFERWATCH_FEEDBACK_MAX_ROWS``           ``--feedback-max-rows``        ``100``
-``INFERWATCH_FEEDBACK_SCORE_MAX``          ``--feedback-score-max``       ``5`` (GenAI ratings: scores 1 to this)
-``INFERWATCH_GENAI_CAPTURE_CONTENT``       ``--genai-capture-content``    ``false`` (prompt and answer text on spans)
-``INFERWATCH_PAYLOAD_LOG_DIR``             ``--payload-log-dir``          none (no files)
-``INFERWATCH_PAYLOAD_LOG_OTLP``            ``--payload-log-otlp``         ``false``
-``INFERWATCH_PAYLOAD_LOG_SAMPLE``          ``--payload-log-sample``       ``1.0`` (share of requests)
-``INFERWATCH_PAYLOAD_LOG_FAILURES``        ``--payload-log-failures``     ``true`` (all failures logged)
-``INFERWATCH_PAYLOAD_LOG_REDACT``          ``--payload-log-redact``       none (``name[:drop|hash],...``)
-``INFERWATCH_PAYLOAD_LOG_MASK``            ``--payload-log-mask``         ``email,digits`` (or ``none``)
-``INFERWATCH_PAYLOAD_LOG_KEY_FILE``        ``--payload-log-key-file``     none (needed by ``:hash``)
-``INFERWATCH_PAYLOAD_LOG_FILE_BYTES``      ``--payload-log-file-bytes``   ``67108864``
-``INFERWATCH_PAYLOAD_LOG_FILE_AGE``        ``--payload-log-file-age``     ``3600`` (seconds)
-``INFERWATCH_PAYLOAD_LOG_QUEUE``           ``--payload-log-queue``        ``10000`` (records)
-=========================================  =============================  ========================
+Every setting, its flag, variable, default and meaning is declared once, on :class:`Settings`;
+``inferwatch serve --help`` and the table in docs/configuration.md are made from it
+(``python -m inferwatch.render --write``).
 
 A client may stay silent for ``INFERWATCH_CLIENT_TIMEOUT`` seconds while it sends a request
 (headers or body) and ``INFERWATCH_KEEPALIVE_TIMEOUT`` seconds idle between two requests on one
@@ -101,6 +59,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,49 +216,171 @@ def _log_level(text: str) -> str:
     return level
 
 
+PARSE, HELP, SHOWN = "parse", "help", "shown"
+
+
+def setting(default: Any, parse: Callable[[str], Any], help: str, shown: str | None = None) -> Any:
+    """A field of :class:`Settings`: ``parse`` turns the flag's or variable's text into the value
+    (a ValueError says why it cannot), ``help`` is the sentence the docs and ``--help`` show,
+    ``shown`` the default as the docs say it when the value alone does not."""
+    return dataclasses.field(default=default, metadata={PARSE: parse, HELP: help, SHOWN: shown})
+
+
+def plain(markdown: str) -> str:
+    """Help or a default as plain text (``--help``): links become their text, code loses its ticks."""
+    return re.sub(r"\[([^]]*)\]\([^)]*\)", r"\1", markdown).replace("`", "")
+
+
+def shown_default(field: dataclasses.Field) -> str:
+    """The default as docs/configuration.md shows it (markdown)."""
+    if field.metadata[SHOWN] is not None:
+        return field.metadata[SHOWN]
+    if isinstance(field.default, bool):
+        return f"`{str(field.default).lower()}`"
+    return "none" if field.default == "" else f"`{field.default}`"
+
+
 @dataclass(frozen=True)
 class Settings:
-    upstream: str = "http://127.0.0.1:5005"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    connect_timeout: float = 2.0
-    read_timeout: float = 30.0
-    max_body_bytes: int = 1024 * 1024
-    threads: int = 16
-    body_threads: int = 64
-    client_timeout: float = 10.0
-    body_timeout: float = 30.0
-    keepalive_timeout: float = 75.0
-    workers: int = 1
-    ready_timeout: float = 1.0
-    host_metrics_interval: float = 5.0
-    disk_path: str = "/"
-    log_level: str = "INFO"
-    metrics_port: int = 0
-    metrics_host: str = ""
-    metrics_token_file: str = ""
-    metrics_max_age: float = 1.0
-    model_name: str = ""
-    model_version: str = ""
-    model_dir: str = ""
-    model_uri: str = ""
-    model_profile: str = ""
-    model_quality: bool = True
-    feedback_key_file: str = ""
-    feedback_max_age: float = 86400.0
-    feedback_max_rows: int = 100
-    feedback_score_max: int = 5
-    genai_capture_content: bool = False
-    payload_log_dir: str = ""
-    payload_log_otlp: bool = False
-    payload_log_sample: float = 1.0
-    payload_log_failures: bool = True
-    payload_log_redact: str = ""
-    payload_log_mask: str = "email,digits"
-    payload_log_key_file: str = ""
-    payload_log_file_bytes: int = 64 * 1024 * 1024
-    payload_log_file_age: float = 3600.0
-    payload_log_queue: int = 10_000
+    """Every setting of the proxy: its default, its parser and a sentence of help (markdown, as
+    docs/configuration.md shows it). The flag is ``--<name>``, the environment variable
+    ``INFERWATCH_<NAME>`` (:func:`flag_name`, :func:`env_name`)."""
+
+    upstream: str = setting(
+        "http://127.0.0.1:5005", _upstream_url,
+        'the MLflow model server')
+    host: str = setting(
+        "127.0.0.1", str,
+        'listen address')
+    port: int = setting(
+        8000, _port,
+        'listen port')
+    connect_timeout: float = setting(
+        2.0, _positive_float,
+        'seconds to connect to MLflow')
+    read_timeout: float = setting(
+        30.0, _positive_float,
+        "seconds to wait for the model's answer")
+    max_body_bytes: int = setting(
+        1024 * 1024, _positive_int,
+        'larger bodies get 413')
+    threads: int = setting(
+        16, _positive_int,
+        'request threads per worker process')
+    body_threads: int = setting(
+        64, _positive_int,
+        'more threads per worker, for clients whose request bodies arrive slowly ([process model](#process-model))')
+    client_timeout: float = setting(
+        10.0, _positive_float,
+        'seconds a client may stay silent while sending a request (headers or body); [below](#limits-and-timeouts-what-a-slow-or-hostile-client-gets)')
+    body_timeout: float = setting(
+        30.0, _positive_float,
+        'seconds after its headers by which a request body must be in full, however steadily it arrives; then 408')
+    keepalive_timeout: float = setting(
+        75.0, _positive_float,
+        'seconds a keep-alive connection may stay idle between two requests')
+    workers: int = setting(
+        1, _positive_int,
+        'worker processes; above 1 needs OTLP metric export ([below](#several-workers---workers))')
+    ready_timeout: float = setting(
+        1.0, _positive_float,
+        "seconds `/readyz` waits for MLflow's `/ping`")
+    host_metrics_interval: float = setting(
+        5.0, _positive_float,
+        'seconds between host samples')
+    disk_path: str = setting(
+        "/", str,
+        'filesystem reported by `system_disk_usage`')
+    log_level: str = setting(
+        "INFO", _log_level,
+        '`WARNING` silences the per-request lines')
+    metrics_port: int = setting(
+        0, _port,
+        'serve /metrics on a port of its own (below)',
+        shown='`0` (same port)')
+    metrics_host: str = setting(
+        "", str,
+        'listen address of that port',
+        shown='the `--host`')
+    metrics_token_file: str = setting(
+        "", _token_file,
+        'file holding the bearer token /metrics requires',
+        shown='none (no token)')
+    metrics_max_age: float = setting(
+        1.0, _non_negative_float,
+        'seconds: while requests are in flight, a scrape may be answered from a snapshot this old ([performance](performance.md#the-scrape)); `0` collects on every scrape')
+    model_name: str = setting(
+        "", str,
+        'the `model` label of every prediction series',
+        shown="the profile's, else the model dir's name, else `unknown`")
+    model_version: str = setting(
+        "", str,
+        'the `model_version` label',
+        shown="the profile's, else `model_uuid`[:8], else `unknown`")
+    model_dir: str = setting(
+        "", _model_dir,
+        'the MLflow model directory (with `MLmodel`): flavor, signature, `inferwatch-profile.json`',
+        shown='none')
+    model_uri: str = setting(
+        "", _model_uri,
+        'the same as a path or `file:` URI; remote URIs are refused',
+        shown='none')
+    model_profile: str = setting(
+        "", _readable_file,
+        'the reference profile file alone',
+        shown='`inferwatch-profile.json` in the model dir')
+    model_quality: bool = setting(
+        True, _boolean,
+        '`false`: no per-prediction quality counting, no feedback tokens, no `/feedback`')
+    feedback_key_file: str = setting(
+        "", _token_file,
+        'the key that signs feedback tokens; share it across instances',
+        shown='none (a random key per process)')
+    feedback_max_age: float = setting(
+        86400.0, _positive_float,
+        'seconds a prediction takes feedback')
+    feedback_max_rows: int = setting(
+        100, _positive_int,
+        'predictions with more rows get no feedback token')
+    feedback_score_max: int = setting(
+        5, _score_max,
+        'GenAI answers are rated up/down or with a score from 1 to this ([genai.md](genai.md#ratings-post-feedback))')
+    genai_capture_content: bool = setting(
+        False, _boolean,
+        "record prompt and answer text on the MLflow call's span (also `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`); see [genai.md](genai.md#prompt-and-answer-text-opt-in)")
+    payload_log_dir: str = setting(
+        "", _log_directory,
+        'the inference log: JSON Lines files of each worker here ([inference-logging.md](inference-logging.md))',
+        shown='none (off)')
+    payload_log_otlp: bool = setting(
+        False, _boolean,
+        'the inference log as OTLP logs to the collector (needs `OTEL_EXPORTER_OTLP_ENDPOINT`)')
+    payload_log_sample: float = setting(
+        1.0, _share,
+        'share of requests logged, chosen by a hash of the request id')
+    payload_log_failures: bool = setting(
+        True, _boolean,
+        'log every failed prediction, sampled or not')
+    payload_log_redact: str = setting(
+        "", _redaction_spec,
+        '`NAME[:drop|hash],...`: columns and JSON fields removed or hashed in the log',
+        shown='none')
+    payload_log_mask: str = setting(
+        "email,digits", _mask_spec,
+        'patterns masked in logged text; `none` turns masking off')
+    payload_log_key_file: str = setting(
+        "", _token_file,
+        'the secret of `:hash` (required by it)',
+        shown='none')
+    payload_log_file_bytes: int = setting(
+        64 * 1024 * 1024, _positive_int,
+        'a log file is rotated before it grows past this')
+    payload_log_file_age: float = setting(
+        3600.0, _positive_float,
+        '... or once it is this many seconds old')
+    payload_log_queue: int = setting(
+        10_000, _positive_int,
+        "records waiting for the log's writer before new ones are dropped (counted)")
 
     @property
     def payload_log(self) -> bool:
@@ -320,50 +401,8 @@ class Settings:
         return self.upstream + "/ping"
 
 
-# field name -> parser; the environment variable is INFERWATCH_<FIELD>, the flag --<field>.
-PARSERS: Mapping[str, Callable[[str], Any]] = {
-    "upstream": _upstream_url,
-    "host": str,
-    "port": _port,
-    "connect_timeout": _positive_float,
-    "read_timeout": _positive_float,
-    "max_body_bytes": _positive_int,
-    "threads": _positive_int,
-    "body_threads": _positive_int,
-    "client_timeout": _positive_float,
-    "body_timeout": _positive_float,
-    "keepalive_timeout": _positive_float,
-    "workers": _positive_int,
-    "ready_timeout": _positive_float,
-    "host_metrics_interval": _positive_float,
-    "disk_path": str,
-    "log_level": _log_level,
-    "metrics_port": _port,
-    "metrics_host": str,
-    "metrics_token_file": _token_file,
-    "metrics_max_age": _non_negative_float,
-    "model_name": str,
-    "model_version": str,
-    "model_dir": _model_dir,
-    "model_uri": _model_uri,
-    "model_profile": _readable_file,
-    "model_quality": _boolean,
-    "feedback_key_file": _token_file,
-    "feedback_max_age": _positive_float,
-    "feedback_max_rows": _positive_int,
-    "feedback_score_max": _score_max,
-    "genai_capture_content": _boolean,
-    "payload_log_dir": _log_directory,
-    "payload_log_otlp": _boolean,
-    "payload_log_sample": _share,
-    "payload_log_failures": _boolean,
-    "payload_log_redact": _redaction_spec,
-    "payload_log_mask": _mask_spec,
-    "payload_log_key_file": _token_file,
-    "payload_log_file_bytes": _positive_int,
-    "payload_log_file_age": _positive_float,
-    "payload_log_queue": _positive_int,
-}
+# field name -> parser, from the settings' own declarations.
+PARSERS: Mapping[str, Callable[[str], Any]] = {field.name: field.metadata[PARSE] for field in dataclasses.fields(Settings)}
 
 
 def otlp_export_enabled(environ: Mapping[str, str], signal: str) -> bool:

@@ -36,6 +36,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from inferwatch.contract.metrics import MAPPINGS, MetricMapping, PrometheusType, Source
+from inferwatch.render import files
 
 COLLECTOR_CONFIG = Path("otel-collector/config.yaml")
 TRANSFORM_PROCESSOR = "transform/metric_contract"
@@ -202,22 +203,9 @@ def render_processors(mappings: Sequence[MetricMapping] = MAPPINGS) -> str:
     return "".join(f"{INDENT}{line}\n" for line in lines)
 
 
-class MarkersNotFoundError(ValueError):
-    """The config file lacks the BEGIN/END marker lines that delimit the generated block."""
-
-    def __init__(self, path: Path):
-        super().__init__(f"{path}: no '{BEGIN_MARKER}' ... '{END_MARKER}' block to replace")
-        self.path = path
-
-
 def replace_generated_block(config_text: str, block: str, path: Path) -> str:
     """``config_text`` with the lines from BEGIN to END marker replaced by ``block``."""
-    lines = config_text.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.strip() == BEGIN_MARKER]
-    ends = [i for i, line in enumerate(lines) if line.strip() == END_MARKER]
-    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
-        raise MarkersNotFoundError(path)
-    return "".join(lines[: starts[0]]) + block + "".join(lines[ends[0] + 1 :])
+    return files.replace_block(config_text, BEGIN_MARKER, END_MARKER, block, path)
 
 
 def committed_files(root: Path) -> dict[Path, str]:

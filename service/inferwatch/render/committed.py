@@ -10,7 +10,8 @@ The files: the Prometheus rule files (:mod:`~inferwatch.render.prometheus_rules`
 ``observability/alertmanager/alertmanager.yml`` (:mod:`~inferwatch.render.alertmanager`), the
 Grafana provisioning files and dashboard (:mod:`~inferwatch.render.grafana`), the same dashboard
 as Prometheus console pages (:mod:`~inferwatch.render.consoles`), the generated block of
-``otel-collector/config.yaml`` (:mod:`~inferwatch.render.collector`), and the Helm chart's copies
+``otel-collector/config.yaml`` (:mod:`~inferwatch.render.collector`), the settings table of
+``docs/configuration.md`` (:mod:`~inferwatch.render.settings`), and the Helm chart's copies
 of the rule files, dashboards and collector config (:mod:`~inferwatch.render.kubernetes`).
 
 The Grafana renderer needs grafana-foundation-sdk (the ``render`` extra), so the renderers are
@@ -29,7 +30,7 @@ from pathlib import Path
 from inferwatch.render import alertmanager, files
 
 COMMAND = "python -m inferwatch.render"
-RENDERERS = ("prometheus_rules", "alertmanager", "grafana", "consoles", "collector")
+RENDERERS = ("prometheus_rules", "alertmanager", "grafana", "consoles", "collector", "settings")
 
 
 def committed_files(root: Path) -> dict[Path, str]:

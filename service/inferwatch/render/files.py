@@ -38,3 +38,22 @@ def check_or_write(files: Mapping[Path, str], write: bool, command: str) -> int:
     for path in outdated:
         print(f"{path} differs from the rendering: run {command} --write", file=sys.stderr)
     return 1 if outdated else 0
+
+
+class MarkersNotFoundError(ValueError):
+    """A file lacks the BEGIN/END marker lines that delimit its generated block."""
+
+    def __init__(self, path: Path, begin: str, end: str):
+        super().__init__(f"{path}: no '{begin}' ... '{end}' block to replace")
+        self.path = path
+
+
+def replace_block(text: str, begin: str, end: str, block: str, path: Path) -> str:
+    """``text`` with the lines from the ``begin`` marker line to the ``end`` one replaced by ``block``
+    (which holds the markers itself)."""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.strip() == begin]
+    ends = [i for i, line in enumerate(lines) if line.strip() == end]
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise MarkersNotFoundError(path, begin, end)
+    return "".join(lines[: starts[0]]) + block + "".join(lines[ends[0] + 1 :])
