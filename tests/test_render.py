@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 from alerting_stack import REPO
-from inferwatch.render import collector, committed, grafana, kubernetes, prometheus_rules
+from inferwatch.render import collector, committed, grafana, kubernetes, prometheus_rules, settings
 
 
 def rendered_copy(root: Path) -> None:
-    """Every generated file written under ``root`` (the collector's block needs its config there)."""
-    (root / collector.COLLECTOR_CONFIG).parent.mkdir(parents=True)
-    shutil.copy(REPO / collector.COLLECTOR_CONFIG, root / collector.COLLECTOR_CONFIG)
+    """Every generated file written under ``root`` (the generated blocks need their files there)."""
+    for block_file in (collector.COLLECTOR_CONFIG, settings.CONFIGURATION_DOC):
+        (root / block_file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / block_file, root / block_file)
     assert committed.main(["--write", "--root", str(root)]) == 0
 
 
