@@ -21,7 +21,7 @@ from flask import Flask, Response
 
 from inferwatch.contract import inference_log as il
 from inferwatch.contract.inputs import InputFormat
-from inferwatch.proxy.errors import PredictionOutcome
+from inferwatch.contract.outcomes import PredictionOutcome
 from inferwatch.proxy.inference_log import InferenceLog, InferenceLogCounts, encode
 from inferwatch.proxy.inference_records import answer_of, inputs_of, prediction_record
 from inferwatch.proxy.log_files import RollingFiles

@@ -17,7 +17,8 @@ from mlflow.pyfunc import scoring_server
 from mlflow.pyfunc.utils.serving_data_parser import is_unified_llm_input
 
 from inferwatch.contract.inputs import InputFormat
-from inferwatch.proxy.errors import PredictionOutcome, ProxyError
+from inferwatch.contract.outcomes import PredictionOutcome
+from inferwatch.proxy.errors import ProxyError
 from inferwatch.proxy.predictor import relay
 from inferwatch.proxy.prediction import format_of_content_type, json_format, read_prediction
 from inferwatch.proxy.upstream import UpstreamAnswer

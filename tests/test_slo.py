@@ -53,7 +53,7 @@ from inferwatch.contract.slo import (
 )
 from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings, Thresholds
 from inferwatch.proxy import errors
-from inferwatch.proxy.errors import FAILURES, PredictionOutcome
+from inferwatch.contract.outcomes import FAILURES, PredictionOutcome
 from inferwatch.render import slo_rules
 from inferwatch.render.alertmanager import SmtpSettings, render_alertmanager_config
 from inferwatch.render.prometheus_rules import rule_files
@@ -116,16 +116,14 @@ def test_every_window_an_alert_reads_is_recorded_for_every_slo():
 
 
 def test_client_errors_do_not_burn_the_budget_and_every_other_failure_does():
-    """The client's errors are exactly those the proxy answers itself with a 4xx, before MLflow
-    is asked; model_rejected (MLflow's 4xx, raised inside the model too) and every upstream
-    failure burn the budget, and so would a reason added later (the rule excludes, not lists)."""
-    client = {outcome.value for outcome in FAILURES if outcome.value in CLIENT_ERROR_REASONS}
-    assert client == set(CLIENT_ERROR_REASONS), "a client reason that is no PredictionOutcome"
+    """The client's faults are answered with a 4xx; model_rejected (MLflow's 4xx, raised inside the
+    model too) and every upstream failure burn the budget, and so would a reason added later (the
+    rule excludes, not lists)."""
     for make in (lambda: errors.payload_too_large(1), lambda: errors.unsupported_media_type("text/xml"),
                  lambda: errors.invalid_json("x"), lambda: errors.invalid_input("x")):
         error = make()
-        assert error.outcome.value in CLIENT_ERROR_REASONS and 400 <= error.status < 500
-    burning = {outcome.value for outcome in FAILURES} - client
+        assert error.outcome.client_fault and error.outcome.value in CLIENT_ERROR_REASONS and 400 <= error.status < 500
+    burning = {outcome.value for outcome in FAILURES if not outcome.client_fault}
     assert {"model_rejected", "upstream_error", "upstream_unavailable", "upstream_timeout"} <= burning
     assert PredictionOutcome.MODEL_REJECTED.value in burning
     [rule] = [r for r in records_of(SLO_RULES.read_text()) if r["record"] == "slo:sli_error:rate5m"

@@ -28,7 +28,7 @@ import time
 from flask import Flask, Response
 
 from inferwatch.contract import inference_log as il
-from inferwatch.proxy.errors import PredictionOutcome
+from inferwatch.contract.outcomes import PredictionOutcome
 from inferwatch.proxy.inference_log import InferenceLog, InferenceLogCounts
 from inferwatch.proxy.log_files import RollingFiles
 from inferwatch.proxy.prediction import read_prediction

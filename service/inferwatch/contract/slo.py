@@ -39,11 +39,12 @@ import re
 from dataclasses import dataclass
 
 from inferwatch.contract.metrics import LATENCY_BUCKETS_SECONDS
+from inferwatch.contract.outcomes import PredictionOutcome
 
-# Failure reasons (the `reason` label of prediction_failure_by_reason_total, the values of
-# inferwatch.proxy.errors.PredictionOutcome) that are the client's fault: the proxy answers them
-# itself, before MLflow is asked. The availability SLO leaves them out of good and bad alike.
-CLIENT_ERROR_REASONS = ("payload_too_large", "unsupported_media_type", "invalid_json", "invalid_input")
+# Failure reasons (the `reason` label of prediction_failure_by_reason_total) that are the client's
+# fault (PredictionOutcome.client_fault): the client sent something no model could answer. The
+# availability SLO leaves them out of good and bad alike.
+CLIENT_ERROR_REASONS = tuple(outcome.value for outcome in PredictionOutcome if outcome.client_fault)
 
 PAGE = "page"
 TICKET = "ticket"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from inferwatch.contract.inputs import PREDICTION_ROUTES
 from inferwatch.contract.slo import SLO, SLOS
 
 
@@ -55,7 +56,7 @@ class Thresholds:
     # ... for this long. The window already smooths; this stops one slow burst from paging.
     latency_for: str = "2m"
     # ... counting only the prediction routes (scanners' 404s are fast and would hide slowness).
-    latency_routes: str = 'route=~"/predict|/invocations"'
+    latency_routes: str = f'route=~"{"|".join(PREDICTION_ROUTES)}"'
 
     # HighPredictionFailureRate: failed share of predictions above this ...
     failure_ratio: float = 0.10

@@ -1,4 +1,7 @@
-"""Prediction outcomes and the one JSON error shape of the proxy.
+"""The one JSON error shape of the proxy, and the errors a prediction is refused with.
+
+The outcomes themselves (:class:`~inferwatch.contract.outcomes.PredictionOutcome`) are the
+contract's; each refusal here carries one, and its code is that outcome's value.
 
 Every error the proxy itself makes is ``{"error": {"code": "...", "message": "..."}}`` with the
 status below. Messages are written for the client and never carry internal URLs.
@@ -6,29 +9,9 @@ status below. Messages are written for the client and never carry internal URLs.
 
 from __future__ import annotations
 
-import enum
 import json
 
-
-class PredictionOutcome(enum.Enum):
-    """How a prediction request ended; the value is the ``error.type``/``reason`` of failures."""
-
-    SUCCESS = "success"
-    PAYLOAD_TOO_LARGE = "payload_too_large"
-    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
-    INVALID_JSON = "invalid_json"
-    INVALID_INPUT = "invalid_input"
-    INCOMPLETE_BODY = "incomplete_body"
-    CLIENT_TIMEOUT = "client_timeout"
-    MODEL_REJECTED = "model_rejected"
-    UPSTREAM_ERROR = "upstream_error"
-    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
-    UPSTREAM_TIMEOUT = "upstream_timeout"
-    # Anything the proxy did not foresee: still a counted failure with a JSON answer (500).
-    INTERNAL_ERROR = "internal_error"
-
-
-FAILURES = tuple(outcome for outcome in PredictionOutcome if outcome is not PredictionOutcome.SUCCESS)
+from inferwatch.contract.outcomes import PredictionOutcome
 
 
 class ProxyError(Exception):
@@ -45,55 +28,52 @@ class ProxyError(Exception):
         return error_body(self.code, self.message)
 
 
+def refusal(status: int, outcome: PredictionOutcome, message: str) -> ProxyError:
+    """A prediction refused with ``outcome``: its code is the outcome's value."""
+    return ProxyError(status, outcome.value, message, outcome)
+
+
 def error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
 def payload_too_large(limit: int) -> ProxyError:
-    return ProxyError(
-        413, "payload_too_large", f"request body exceeds the limit of {limit} bytes",
-        PredictionOutcome.PAYLOAD_TOO_LARGE,
-    )
+    return refusal(413, PredictionOutcome.PAYLOAD_TOO_LARGE, f"request body exceeds the limit of {limit} bytes")
 
 
 def unsupported_media_type(content_type: str | None) -> ProxyError:
     given = content_type or "none"
-    return ProxyError(
-        415, "unsupported_media_type",
-        f"content type {given!r} is not supported; send application/json or text/csv",
-        PredictionOutcome.UNSUPPORTED_MEDIA_TYPE,
-    )
+    return refusal(415, PredictionOutcome.UNSUPPORTED_MEDIA_TYPE,
+                   f"content type {given!r} is not supported; send application/json or text/csv")
 
 
 def invalid_json(detail: str) -> ProxyError:
-    return ProxyError(400, "invalid_json", f"request body is not valid JSON: {detail}", PredictionOutcome.INVALID_JSON)
+    return refusal(400, PredictionOutcome.INVALID_JSON, f"request body is not valid JSON: {detail}")
 
 
 def invalid_input(detail: str) -> ProxyError:
-    return ProxyError(400, "invalid_input", detail, PredictionOutcome.INVALID_INPUT)
+    return refusal(400, PredictionOutcome.INVALID_INPUT, detail)
 
 
 def upstream_unavailable() -> ProxyError:
-    return ProxyError(503, "upstream_unavailable", "the model server is not reachable", PredictionOutcome.UPSTREAM_UNAVAILABLE)
+    return refusal(503, PredictionOutcome.UPSTREAM_UNAVAILABLE, "the model server is not reachable")
 
 
 def upstream_timeout() -> ProxyError:
-    return ProxyError(504, "upstream_timeout", "the model server did not answer in time", PredictionOutcome.UPSTREAM_TIMEOUT)
+    return refusal(504, PredictionOutcome.UPSTREAM_TIMEOUT, "the model server did not answer in time")
 
 
 def upstream_error(detail: str) -> ProxyError:
-    return ProxyError(502, "upstream_error", f"the model server failed: {detail}", PredictionOutcome.UPSTREAM_ERROR)
+    return refusal(502, PredictionOutcome.UPSTREAM_ERROR, f"the model server failed: {detail}")
 
 
 def incomplete_body(detail: str) -> ProxyError:
-    return ProxyError(400, "incomplete_body", detail, PredictionOutcome.INCOMPLETE_BODY)
+    return refusal(400, PredictionOutcome.INCOMPLETE_BODY, detail)
 
 
 def client_timeout(seconds: float) -> ProxyError:
-    return ProxyError(
-        408, "client_timeout", f"the request body did not arrive: nothing was received for {seconds:g} s",
-        PredictionOutcome.CLIENT_TIMEOUT,
-    )
+    return refusal(408, PredictionOutcome.CLIENT_TIMEOUT,
+                   f"the request body did not arrive: nothing was received for {seconds:g} s")
 
 
 def body_timeout(seconds: float, crowded: bool = False) -> ProxyError:
@@ -103,8 +83,8 @@ def body_timeout(seconds: float, crowded: bool = False) -> ProxyError:
         "the request body arrived too slowly: more slow request bodies are arriving than the proxy waits for"
         if crowded else f"the request body did not arrive in full within {seconds:g} s"
     )
-    return ProxyError(408, "client_timeout", message, PredictionOutcome.CLIENT_TIMEOUT)
+    return refusal(408, PredictionOutcome.CLIENT_TIMEOUT, message)
 
 
 def internal_error() -> ProxyError:
-    return ProxyError(500, "internal_error", "the proxy failed to handle the request", PredictionOutcome.INTERNAL_ERROR)
+    return refusal(500, PredictionOutcome.INTERNAL_ERROR, "the proxy failed to handle the request")

@@ -71,11 +71,13 @@ from flask import Response, request
 from opentelemetry.metrics import Meter
 
 from inferwatch.contract import metrics as mm
+from inferwatch.contract.outcomes import FEEDBACK_REJECTION_REASONS, FeedbackRejection, PredictionOutcome
 from inferwatch.contract.genai import GEN_AI_OPERATION_NAME, GEN_AI_RATINGS, GEN_AI_SATISFACTION, OPERATIONS
 from inferwatch.contract.profile import CLASSES, category_key
 from inferwatch.proxy import request_body
 from inferwatch.proxy.config import Settings
-from inferwatch.proxy.errors import ProxyError
+from inferwatch.proxy import errors
+from inferwatch.proxy.errors import ProxyError, refusal
 from inferwatch.proxy.inference_log import InferenceLog
 from inferwatch.proxy.model import ModelIdentity
 
@@ -90,12 +92,6 @@ RATINGS = {"up": 1.0, "down": 0.0}
 # Decimals of a row's expected correctness in the token (a millionth of a label per row).
 EXPECTED_DIGITS = 6
 
-REJECTION_REASONS = (
-    "payload_too_large", "unsupported_media_type", "invalid_json", "invalid_feedback", "invalid_label",
-    "invalid_token", "unknown_prediction", "wrong_model", "token_expired", "invalid_rating",
-    # the body itself, as proxy.request_body reads it
-    "invalid_input", "incomplete_body", "client_timeout",
-)
 
 
 def load_key(settings: Settings) -> bytes:
@@ -113,8 +109,8 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _rejected(status: int, reason: str, message: str) -> ProxyError:
-    return ProxyError(status, reason, message)
+def _rejected(status: int, reason: FeedbackRejection, message: str) -> ProxyError:
+    return ProxyError(status, reason.value, message)
 
 
 class FeedbackTokens:
@@ -166,49 +162,56 @@ class FeedbackTokens:
     def verify(self, token: object, now: float | None = None) -> dict:
         """The token's claims; :class:`ProxyError` (the refusal) when it is not a valid one."""
         if not isinstance(token, str) or token.count(".") != 2 or not token.startswith(TOKEN_VERSION + "."):
-            raise _rejected(400, "invalid_token", f"token must be the {TOKEN_HEADER} header of a prediction answer")
+            raise _rejected(400, FeedbackRejection.INVALID_TOKEN,
+                            f"token must be the {TOKEN_HEADER} header of a prediction answer")
         signed, _, mac = token.rpartition(".")
         try:
             given = _unb64(mac)
         except (ValueError, UnicodeEncodeError):
-            raise _rejected(400, "invalid_token", "the token's signature is not base64url") from None
+            raise _rejected(400, FeedbackRejection.INVALID_TOKEN, "the token's signature is not base64url") from None
         if not hmac.compare_digest(given, self._mac(signed)):
-            raise _rejected(404, "unknown_prediction", "no prediction of this deployment has this token "
+            raise _rejected(404, FeedbackRejection.UNKNOWN_PREDICTION,
+                            "no prediction of this deployment has this token "
                             "(forged, altered, or signed with another feedback key)")
         claims = json.loads(_unb64(signed.split(".")[1]))
         if (claims["m"], claims["v"]) != (self._identity.name, self._identity.version):
-            raise _rejected(409, "wrong_model", f"the token is for model {claims['m']} version {claims['v']}; "
+            raise _rejected(409, FeedbackRejection.WRONG_MODEL,
+                            f"the token is for model {claims['m']} version {claims['v']}; "
                             "send it to that model's proxy")
         age = (time.time() if now is None else now) - claims["t"]
         if age > self._max_age:
-            raise _rejected(410, "token_expired", f"the prediction is {int(age)} s old; feedback is taken "
+            raise _rejected(410, FeedbackRejection.TOKEN_EXPIRED,
+                            f"the prediction is {int(age)} s old; feedback is taken "
                             f"for {int(self._max_age)} s")
         return claims
 
 
 def _labels(document: object, rows: int) -> list:
     if not isinstance(document, dict) or "token" not in document or ("labels" in document) == ("label" in document):
-        raise _rejected(400, "invalid_feedback", 'expected {"token": ..., "labels": [...]} or {"token": ..., "label": ...}')
+        raise _rejected(400, FeedbackRejection.INVALID_FEEDBACK,
+                        'expected {"token": ..., "labels": [...]} or {"token": ..., "label": ...}')
     labels = document["labels"] if "labels" in document else [document["label"]]
     if not isinstance(labels, list):
-        raise _rejected(400, "invalid_feedback", "labels must be a list, one label (or null) per row")
+        raise _rejected(400, FeedbackRejection.INVALID_FEEDBACK, "labels must be a list, one label (or null) per row")
     if len(labels) != rows:
-        raise _rejected(400, "invalid_feedback", f"{len(labels)} labels for a prediction of {rows} rows")
+        raise _rejected(400, FeedbackRejection.INVALID_FEEDBACK,
+                        f"{len(labels)} labels for a prediction of {rows} rows")
     return labels
 
 
 def satisfaction(document: dict, score_max: int) -> float:
     """A rating as a share from 0 to 1: thumbs up 1, down 0; a score s of 1..max is (s - 1) / (max - 1)."""
     if ("rating" in document) == ("score" in document) or "labels" in document or "label" in document:
-        raise _rejected(400, "invalid_feedback", 'a GenAI answer takes {"token": ..., "rating": "up" or "down"} '
+        raise _rejected(400, FeedbackRejection.INVALID_FEEDBACK,
+                        'a GenAI answer takes {"token": ..., "rating": "up" or "down"} '
                         f'or {{"token": ..., "score": 1 to {score_max}}}')
     if "rating" in document:
         if document["rating"] not in RATINGS:
-            raise _rejected(400, "invalid_rating", 'rating must be "up" or "down"')
+            raise _rejected(400, FeedbackRejection.INVALID_RATING, 'rating must be "up" or "down"')
         return RATINGS[document["rating"]]
     score = document["score"]
     if type(score) not in (int, float) or not 1 <= score <= score_max:
-        raise _rejected(400, "invalid_rating", f"score must be a number from 1 to {score_max}")
+        raise _rejected(400, FeedbackRejection.INVALID_RATING, f"score must be a number from 1 to {score_max}")
     return (score - 1) / (score_max - 1)
 
 
@@ -237,7 +240,8 @@ def _judge(claims: dict, labels: list, scored: frozenset[str]) -> Judged:
             continue
         if claims["k"] == CLASSIFICATION:
             if type(label) not in (str, int, float, bool):
-                raise _rejected(400, "invalid_label", f"labels[{i}]: a class must be a string, number or boolean")
+                raise _rejected(400, FeedbackRejection.INVALID_LABEL,
+                                f"labels[{i}]: a class must be a string, number or boolean")
             actual = category_key(label)
             right = actual == predicted
             judged.correct += right
@@ -251,7 +255,8 @@ def _judge(claims: dict, labels: list, scored: frozenset[str]) -> Judged:
                 judged.actual[actual] = judged.actual.get(actual, 0) + 1
         else:
             if type(label) not in (int, float) or not math.isfinite(label):
-                raise _rejected(400, "invalid_label", f"labels[{i}]: a regression label must be a finite number")
+                raise _rejected(400, FeedbackRejection.INVALID_LABEL,
+                                f"labels[{i}]: a regression label must be a finite number")
             judged.errors.append(abs(predicted - label))
         judged.given += 1
     return judged
@@ -280,7 +285,7 @@ class FeedbackEndpoint:
             explicit_bucket_boundaries_advisory=[float(b) for b in buckets])
         self._rejected = meter.create_counter(mm.MODEL_FEEDBACK_REJECTED, unit="{request}",
                                               description="Feedback requests refused, by reason.")
-        self._reason_attributes = {reason: {**model, mm.ERROR_TYPE: reason} for reason in REJECTION_REASONS}
+        self._reason_attributes = {reason: {**model, mm.ERROR_TYPE: reason} for reason in FEEDBACK_REJECTION_REASONS}
         self._ratings = meter.create_counter(GEN_AI_RATINGS, unit="{rating}", description="Ratings of GenAI answers.")
         self._satisfaction = meter.create_counter(GEN_AI_SATISFACTION, unit="1",
                                                   description="Sum of GenAI answers' ratings, each from 0 to 1.")
@@ -330,16 +335,16 @@ class FeedbackEndpoint:
         if length is not None and length > MAX_BODY_BYTES:
             raise request_body.too_large(environ, MAX_BODY_BYTES)
         if request.mimetype != "application/json":
-            raise _rejected(415, "unsupported_media_type", "send feedback as application/json")
+            raise refusal(415, PredictionOutcome.UNSUPPORTED_MEDIA_TYPE, "send feedback as application/json")
         body = request_body.read_body(environ, length, MAX_BODY_BYTES, self._client_timeout)
         try:
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
-            raise _rejected(400, "invalid_json", f"request body is not valid JSON: {error}") from None
+            raise errors.invalid_json(str(error)) from None
         except RecursionError:  # as deep as the interpreter's stack allows, give or take the frames above
-            raise _rejected(400, "invalid_json", "the JSON is nested too deeply") from None
+            raise errors.invalid_json("the JSON is nested too deeply") from None
         if not isinstance(document, dict) or "token" not in document:
-            raise _rejected(400, "invalid_feedback", 'expected {"token": ..., "labels": [...]}')
+            raise _rejected(400, FeedbackRejection.INVALID_FEEDBACK, 'expected {"token": ..., "labels": [...]}')
         claims = self._tokens.verify(document["token"])
         if claims["k"] == GENAI:
             return self._rate(claims, document)

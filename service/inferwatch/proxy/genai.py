@@ -42,7 +42,7 @@ from opentelemetry.trace import Span
 
 from inferwatch.contract import genai as g
 from inferwatch.contract.metrics import ERROR_TYPE
-from inferwatch.proxy.errors import PredictionOutcome
+from inferwatch.contract.outcomes import PredictionOutcome
 from inferwatch.proxy.model import ModelIdentity
 from inferwatch.proxy.prediction import PredictionRequest
 

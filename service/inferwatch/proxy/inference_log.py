@@ -46,7 +46,7 @@ from inferwatch.contract import inference_log as il
 from inferwatch.contract.inputs import InputFormat
 from inferwatch.contract.metrics import ERROR_TYPE, INFERENCE_LOG_DESTINATION, INFERENCE_LOG_DROPPED, INFERENCE_LOG_RECORDS
 from inferwatch.proxy.config import Settings, mask_kinds, redaction_rules
-from inferwatch.proxy.errors import PredictionOutcome
+from inferwatch.contract.outcomes import PredictionOutcome
 from inferwatch.proxy.inference_records import feedback_record, prediction_record
 from inferwatch.proxy.log_files import RollingFiles
 from inferwatch.proxy.prediction import PredictionRequest

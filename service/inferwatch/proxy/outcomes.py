@@ -28,7 +28,7 @@ from inferwatch.contract.metrics import (
     PREDICTION_REQUESTS,
     PREDICTION_SUCCESSES,
 )
-from inferwatch.proxy.errors import FAILURES, PredictionOutcome
+from inferwatch.contract.outcomes import FAILURES, PredictionOutcome
 
 OUTCOMES = tuple(PredictionOutcome)
 FORMATS = tuple(InputFormat)

@@ -37,7 +37,8 @@ from inferwatch.contract.inputs import InputFormat
 from inferwatch.contract.metrics import ERROR_TYPE
 from inferwatch.proxy import errors, request_body
 from inferwatch.proxy.config import Settings
-from inferwatch.proxy.errors import PredictionOutcome, ProxyError, error_body
+from inferwatch.contract.outcomes import PredictionOutcome
+from inferwatch.proxy.errors import ProxyError, error_body
 from inferwatch.proxy.genai import GenAiTelemetry
 from inferwatch.proxy.inference_log import InferenceLog
 from inferwatch.proxy.outcomes import PredictionCounts
