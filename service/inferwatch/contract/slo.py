@@ -38,6 +38,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from inferwatch.contract import durations
 from inferwatch.contract.metrics import LATENCY_BUCKETS_SECONDS
 from inferwatch.contract.outcomes import PredictionOutcome
 
@@ -50,8 +51,6 @@ PAGE = "page"
 TICKET = "ticket"
 SEVERITIES = (PAGE, TICKET)
 
-_DURATION = re.compile(r"([0-9]+)(m|h|d|w)")
-_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class InvalidSLOError(ValueError):
@@ -65,11 +64,8 @@ class InvalidSLOError(ValueError):
 
 
 def seconds(duration: str) -> int:
-    """``"30d"`` -> 2592000; one unit, minutes or longer (every window here)."""
-    match = _DURATION.fullmatch(duration)
-    if not match:
-        raise ValueError(f"{duration!r} is not a duration like 5m, 6h or 30d")
-    return int(match.group(1)) * _SECONDS[match.group(2)]
+    """``"30d"`` -> 2592000 (:func:`inferwatch.contract.durations.seconds`, whole seconds)."""
+    return int(durations.seconds(duration))
 
 
 @dataclass(frozen=True)

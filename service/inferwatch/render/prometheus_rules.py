@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from inferwatch.contract import durations
 from inferwatch.contract.genai import LENGTH
 from inferwatch.contract.profile import PERFORMANCE_METRICS, upper_normal_quantile
 from inferwatch.contract.thresholds import THRESHOLDS, Thresholds
@@ -118,9 +119,6 @@ def _percentile_name(quantile: float) -> str:
 TRACE_SEARCH_LIMIT = 20
 
 
-def _min_duration(t: Thresholds) -> str:
-    seconds = float(t.latency_seconds)
-    return f"{number(seconds)}s" if seconds.is_integer() else f"{round(seconds * 1000)}ms"
 
 
 def jaeger_slow_traces_url(t: Thresholds, service: str, start: str | None = None, end: str | None = None, *,
@@ -131,7 +129,7 @@ def jaeger_slow_traces_url(t: Thresholds, service: str, start: str | None = None
     the search; without them it covers the last hour. ``api`` gives the query API's
     ``/api/traces`` (JSON, what the native stack's Jaeger serves) instead of the UI's ``/search``.
     """
-    query = f"service={service}&minDuration={_min_duration(t)}"
+    query = f"service={service}&minDuration={durations.short(t.latency_seconds)}"
     if start is None:
         window = "&lookback=1h"
     else:
@@ -145,9 +143,6 @@ def _eval_time_us(offset: str = "") -> str:
     return f'{{{{ with query "{expr}" }}}}{{{{ . | first | value | printf "%.0f" }}}}{{{{ end }}}}'
 
 
-def _seconds(text: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return int(text[:-1]) * units[text[-1]]
 
 
 def upstream_quantile_expr(t: Thresholds, *matchers: str) -> str:
@@ -212,7 +207,7 @@ def predictions_group(t: Thresholds) -> RuleGroup:
     latency = number(t.latency_seconds)
     ratio_percent = percent(t.failure_ratio)
     # The slow traces of the alert's window: the quantile's window up to the evaluation.
-    start, end = _eval_time_us(str(_seconds(t.latency_window))), _eval_time_us()
+    start, end = _eval_time_us(str(int(durations.seconds(t.latency_window)))), _eval_time_us()
     traces = jaeger_slow_traces_url(t, JOB, start, end)
     return RuleGroup("inferwatch.predictions", "predictions.yml", (
         AlertRule(

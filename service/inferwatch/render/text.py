@@ -1,7 +1,9 @@
 """Text helpers shared by the renderers: numbers as PromQL shows them, durations, a small YAML writer.
 
-The YAML writer keeps the committed files readable (block scalars for multi-line PromQL) without a
-YAML library at run time.
+The YAML writer keeps the committed files readable: multi-line PromQL as block scalars, keys in the
+order the renderers give them, durations and plain words unquoted. PyYAML's dumper (a dependency)
+would need a representer for each of those; this writer is forty lines, and every file it writes is
+read back with PyYAML by the tests.
 """
 
 from __future__ import annotations
@@ -9,23 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-# Prometheus duration syntax (one unit; enough for every value here).
-_DURATION = re.compile(r"[0-9]+(ms|s|m|h|d|w|y)")
+from inferwatch.contract import durations
 
-
-class InvalidDurationError(ValueError):
-    """A duration that Prometheus or Alertmanager would refuse."""
-
-    def __init__(self, where: str, value: str):
-        self.where = where
-        self.value = value
-        super().__init__(f"{where}: {value!r} is not a duration like 30s, 5m or 4h")
-
-
-def duration(where: str, value: str) -> str:
-    if not _DURATION.fullmatch(value):
-        raise InvalidDurationError(where, value)
-    return value
+# Durations are checked by the contract's one duration module.
+InvalidDurationError = durations.InvalidDurationError
+duration = durations.checked
 
 
 def number(value: float) -> str:
@@ -49,7 +39,7 @@ def _scalar(value: object) -> str:
     if isinstance(value, (int, float)):
         return number(value)
     text = str(value)
-    if (_PLAIN.fullmatch(text) and text.lower() not in _YAML_WORDS) or _DURATION.fullmatch(text):
+    if (_PLAIN.fullmatch(text) and text.lower() not in _YAML_WORDS) or durations.is_duration(text):
         return text
     return "'" + text.replace("'", "''") + "'"
 

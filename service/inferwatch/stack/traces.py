@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from inferwatch.contract import durations
 from inferwatch.contract.metrics import DEFAULT_SERVICE_NAME
 from inferwatch.contract.thresholds import THRESHOLDS
 
@@ -37,20 +38,14 @@ DEFAULT_JAEGER_URL = "http://127.0.0.1:16686"
 # At most this many traces of the window are fetched to pick the slowest or the failed ones.
 SEARCH_DEPTH = 1000
 SERVER, CLIENT = "server", "client"
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_SECONDS_PER_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class TraceStoreError(RuntimeError):
     """The trace store did not answer, or answered something that is not Jaeger's query API."""
 
 
-def parse_since(text: str) -> float:
-    """Seconds in a duration such as ``15m``, ``1h30m``, ``90s``; ``ValueError`` otherwise."""
-    parts = _DURATION.findall(text)
-    if not parts or "".join(number + unit for number, unit in parts) != text:
-        raise ValueError(f"{text!r} is not a duration such as 15m, 1h or 90s")
-    return sum(float(number) * _SECONDS_PER_UNIT[unit] for number, unit in parts)
+# Seconds in a duration such as ``15m``, ``1h30m``, ``90s``; ``ValueError`` otherwise.
+parse_since = durations.seconds
 
 
 @dataclass(frozen=True)
@@ -170,9 +165,8 @@ class JaegerQuery:
         return [parse_trace(data, service) for data in answer.get("data") or []]
 
 
-def min_duration(seconds: float) -> str:
-    """Jaeger's duration syntax for a threshold: ``2s``, ``2500ms``."""
-    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{round(seconds * 1000)}ms"
+# Jaeger's duration syntax for a threshold: ``2s``, ``2500ms``.
+min_duration = durations.short
 
 
 def humanize_us(microseconds: int) -> str:
