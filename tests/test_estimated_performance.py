@@ -28,7 +28,8 @@ from conftest import total
 from inferwatch.contract.profile import PROFILE_FILE_NAME, classification_performance, read_profile
 from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.proxy.feedback import TOKEN_HEADER
-from inferwatch.render.prometheus_rules import PerformanceRecords, rule_files
+from inferwatch.render.prometheus_rules import rule_files
+from inferwatch.render.rules import PerformanceRecords
 from mlflow_models import MIXED_CITIES, MIXED_NAME, PROBABILITY_NAME, PROBABILITY_VERSION, probability_rows
 
 pytestmark = pytest.mark.slow

@@ -43,7 +43,8 @@ from dashboard_queries import (
 from inferwatch.contract.metrics import MAPPINGS, PrometheusType
 from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings, Thresholds
 from inferwatch.render import grafana
-from inferwatch.render.prometheus_rules import RecordingRule, rule_groups
+from inferwatch.render.prometheus_rules import rule_groups
+from inferwatch.render.rules import RecordingRule
 from inferwatch.proxy.feedback import TOKEN_HEADER
 from inferwatch.render.text import number
 from inferwatch.stack.demo_model import SEED_EXAMPLE

@@ -44,7 +44,8 @@ from inferwatch.proxy.correlation import REQUEST_ID_HEADER
 from inferwatch.proxy.feedback import TOKEN_HEADER, FeedbackTokens
 from inferwatch.proxy.model import load_model_identity
 from inferwatch.render.alertmanager import SmtpSettings, render_alertmanager_config
-from inferwatch.render.prometheus_rules import QualityRecords, rule_files
+from inferwatch.render.prometheus_rules import rule_files
+from inferwatch.render.rules import QualityRecords
 from inferwatch.stack.demo_model import DEMO_MODEL_NAME, DEMO_MODEL_VERSION, PIMA_COLUMNS, SEED_EXAMPLE
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,8 @@ from inferwatch.contract import thresholds
 from inferwatch.contract.metrics import LATENCY_BUCKETS_SECONDS, MAPPINGS, MARKER_METRIC
 from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.render.alertmanager import group_by
-from inferwatch.render.prometheus_rules import UnknownAlertError, rule_files, rule_groups
+from inferwatch.render.prometheus_rules import rule_files, rule_groups
+from inferwatch.render.rules import UnknownAlertError
 from inferwatch.render.text import InvalidDurationError
 
 RULES_DIR = PROMETHEUS_DIR / "rules"

@@ -1,6 +1,6 @@
 """The metric contract: OpenTelemetry names in, the dashboards' Prometheus names out.
 
-This table is the single source of truth for the translation described in DESIGN.md. It is
+This table is the single source of truth for the translation docs/metrics.md describes. It is
 applied in two places and must never be written down a second time:
 
 * in-process, by :func:`inferwatch.proxy.translate.to_prometheus`, which the service's

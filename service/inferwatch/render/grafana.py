@@ -70,14 +70,8 @@ from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings, Thresholds
 from inferwatch.render import panels
 from inferwatch.render.alertmanager import group_by
 from inferwatch.render.panels import DASHBOARD_TITLE, DASHBOARD_UID, Board, Panel, Row, Step, Variable
-from inferwatch.render.prometheus_rules import (
-    AlertRule,
-    cpu_expr,
-    failure_ratio_expr,
-    jaeger_slow_traces_url,
-    latency_quantile_expr,
-    rule_groups,
-)
+from inferwatch.render.prometheus_rules import cpu_expr, failure_ratio_expr, latency_quantile_expr, rule_groups
+from inferwatch.render.rules import AlertRule, jaeger_slow_traces_url
 from inferwatch.render.text import number, percent, to_yaml
 
 GRAFANA_DIR = Path("observability/grafana")

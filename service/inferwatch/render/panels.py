@@ -29,15 +29,8 @@ from inferwatch.contract.genai import LENGTH
 from inferwatch.contract.slo import BURN_RATE_WINDOWS, PAGE, SLO
 from inferwatch.contract.thresholds import THRESHOLDS, Thresholds
 from inferwatch.render import promql, slo_rules
-from inferwatch.render.prometheus_rules import (
-    GenAiRecords,
-    QualityRecords,
-    class_metric_exprs,
-    failure_ratio_expr,
-    jaeger_slow_traces_url,
-    latency_quantile_expr,
-    recording_group,
-)
+from inferwatch.render.prometheus_rules import class_metric_exprs
+from inferwatch.render.rules import GenAiRecords, QualityRecords, RecordingRecords, jaeger_slow_traces_url
 from inferwatch.render.text import number, percent
 
 DASHBOARD_UID = "inferwatch-ml-model-service"
@@ -234,10 +227,9 @@ def legend(t: Thresholds, *labels: str) -> str:
     return " ".join("{{" + label + "}}" for label in (*t.model_labels, *labels))
 
 
-def recorded(t: Thresholds, expr: str) -> str:
-    """The recording rule that records exactly ``expr`` (what an alert evaluates), as a query of
-    the models chosen on the dashboard (the rule keeps inferwatch's series only already)."""
-    record = next(rule.record for rule in recording_group(t).rules if rule.expr == expr)
+def recorded(t: Thresholds, record: str) -> str:
+    """A recording rule's series of the models chosen on the dashboard (the rule keeps
+    inferwatch's series only already)."""
     return promql.series(t, record, JOB_CHOSEN)
 
 
@@ -285,14 +277,14 @@ def at_a_glance(t: Thresholds) -> Row:
             f"{t.latency_window} per model, every instance summed: the alert's own expression (recording "
             f"rule). Red from {number(t.latency_seconds)} s; the alert fires above it for {t.latency_for}. "
             "Ignores the instance and route selectors, as the alert does.",
-            "s", Query(recorded(t, latency_quantile_expr(t)), legend(t)), steps=above(t.latency_seconds)),
+            "s", Query(recorded(t, RecordingRecords(t).latency_quantile), legend(t)), steps=above(t.latency_seconds)),
         stat(
             failure_alert_panel_title(t),
             f"Would HighPredictionFailureRate fire? The failed share of predictions over "
             f"{t.failure_window} per model, every instance summed: the alert's own expression (recording "
             f"rule). Red from {percent(t.failure_ratio)}%; the alert fires above it for {t.failure_for}. "
             "Empty while there are no predictions (0/0).",
-            "percentunit", Query(recorded(t, failure_ratio_expr(t)), legend(t)), steps=above(t.failure_ratio)),
+            "percentunit", Query(recorded(t, RecordingRecords(t).failure_ratio), legend(t)), steps=above(t.failure_ratio)),
         stat(
             "Failed predictions in range",
             "How many predictions failed in the selected time range, per model? Every reason counted "

@@ -25,71 +25,35 @@ from inferwatch.contract.genai import LENGTH
 from inferwatch.contract.profile import PERFORMANCE_METRICS, upper_normal_quantile
 from inferwatch.contract.thresholds import THRESHOLDS, Thresholds
 from inferwatch.render import promql
+from inferwatch.render.rules import (
+    CLASS_METRICS,
+    DASHBOARD_WINDOW,
+    FEATURE,
+    INSTANCE,
+    JOB,
+    MODEL,
+    PSI_VALUE,
+    RATIO_VALUE,
+    VALUE,
+    VALUE_DURATION,
+    VALUE_PERCENTAGE,
+    AlertRule,
+    GenAiRecords,
+    PerformanceRecords,
+    QualityRecords,
+    RecordingRecords,
+    RecordingRule,
+    RuleGroup,
+    UnknownAlertError,
+    jaeger_slow_traces_url,
+    percentile_name,
+)
+from inferwatch.render.slo_rules import slo_group
 from inferwatch.render.text import duration, number, percent, to_yaml
 
 RULES_DIR = Path("observability/prometheus/rules")
 
 
-class UnknownAlertError(ValueError):
-    """A ``for`` override names an alert no rule defines."""
-
-    def __init__(self, names: Iterable[str], known: Iterable[str]):
-        self.names = sorted(names)
-        self.known = sorted(known)
-        super().__init__(f"no alert named {', '.join(self.names)}; alerts are {', '.join(self.known)}")
-
-
-
-@dataclass(frozen=True)
-class AlertRule:
-    alert: str
-    expr: str
-    for_: str
-    labels: Mapping[str, str]
-    annotations: Mapping[str, str]
-
-    def as_yaml(self) -> dict:
-        return {
-            "alert": self.alert,
-            "expr": self.expr,
-            "for": self.for_,
-            "labels": dict(self.labels),
-            "annotations": dict(self.annotations),
-        }
-
-
-@dataclass(frozen=True)
-class RecordingRule:
-    record: str
-    expr: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    def as_yaml(self) -> dict:
-        return {"record": self.record, "expr": self.expr, **({"labels": dict(self.labels)} if self.labels else {})}
-
-
-@dataclass(frozen=True)
-class RuleGroup:
-    name: str
-    file_name: str
-    rules: tuple[AlertRule | RecordingRule, ...]
-
-
-# Prometheus template snippets used in the annotations.
-VALUE = "{{ $value | humanize }}"
-VALUE_DURATION = "{{ $value | humanizeDuration }}"
-VALUE_PERCENTAGE = "{{ $value | humanizePercentage }}"
-JOB = "{{ $labels.job }}"
-INSTANCE = "{{ $labels.instance }}"
-MODEL = "{{ $labels.model }} {{ $labels.model_version }}"
-FEATURE = "{{ $labels.feature }}"
-# PSI as a plain decimal: humanize would print 0.4159 as 415.9m.
-PSI_VALUE = '{{ $value | printf "%.3f" }}'
-# A ratio to three decimals (an estimated accuracy, a precision).
-RATIO_VALUE = PSI_VALUE
-
-# Window of the recording rules that no alert shares (request rate, latency buckets).
-DASHBOARD_WINDOW = "5m"
 
 
 def failure_ratio_expr(t: Thresholds) -> str:
@@ -111,30 +75,7 @@ def cpu_expr(t: Thresholds) -> str:
     return f"({promql.of_inferwatch(t, promql.series(t, 'system_cpu_usage'))})"
 
 
-def _percentile_name(quantile: float) -> str:
-    return "p" + percent(quantile).replace(".", "_")
 
-
-# Traces a slow-trace link asks Jaeger for.
-TRACE_SEARCH_LIMIT = 20
-
-
-
-
-def jaeger_slow_traces_url(t: Thresholds, service: str, start: str | None = None, end: str | None = None, *,
-                           api: bool = False) -> str:
-    """A Jaeger search for ``service``'s traces at least the latency threshold long.
-
-    ``start``/``end`` (microseconds since the epoch, or template text that renders them) bound
-    the search; without them it covers the last hour. ``api`` gives the query API's
-    ``/api/traces`` (JSON, what the native stack's Jaeger serves) instead of the UI's ``/search``.
-    """
-    query = f"service={service}&minDuration={durations.short(t.latency_seconds)}"
-    if start is None:
-        window = "&lookback=1h"
-    else:
-        window = f"&start={start}&end={end}" if api else f"&lookback=custom&start={start}&end={end}"
-    return f"{t.jaeger_url}{'/api/traces' if api else '/search'}?{query}{window}&limit={TRACE_SEARCH_LIMIT}"
 
 
 def _eval_time_us(offset: str = "") -> str:
@@ -159,7 +100,7 @@ def _model_time_text(t: Thresholds) -> str:
     arguments = " ".join(f"$labels.{label}" for label in t.model_labels)
     model = upstream_quantile_expr(t, *matchers)
     share = f"{model} / {latency_quantile_expr(t, *matchers)}"
-    q = _percentile_name(t.latency_quantile)
+    q = percentile_name(t.latency_quantile)
     return (
         f"{{{{ with printf `{model}` {arguments} | query }}}} Model time: the MLflow call's {q} is "
         f"{{{{ . | first | value | humanizeDuration }}}}{{{{ end }}}}"
@@ -171,17 +112,15 @@ def _model_time_text(t: Thresholds) -> str:
 def recording_group(t: Thresholds) -> RuleGroup:
     # Dashboards read these; the alerts below keep their own expressions so that an alert never
     # waits for another group's evaluation.
-    p = _percentile_name(t.latency_quantile)
-    window = t.failure_window
+    r, window = RecordingRecords(t), t.failure_window
     return RuleGroup("inferwatch.recording", "recording.yml", (
-        RecordingRule(f"job:http_requests:rate{DASHBOARD_WINDOW}",
-                      promql.sum_rate(t, "http_requests_total", DASHBOARD_WINDOW)),
-        RecordingRule(f"job:http_request_duration_seconds_bucket:rate{DASHBOARD_WINDOW}",
+        RecordingRule(r.requests, promql.sum_rate(t, "http_requests_total", DASHBOARD_WINDOW)),
+        RecordingRule(r.duration_buckets,
                       promql.sum_rate(t, "http_request_duration_seconds_bucket", DASHBOARD_WINDOW, by_extra=("le",))),
-        RecordingRule(f"job:http_request_duration_seconds:{p}_{t.latency_window}", latency_quantile_expr(t)),
-        RecordingRule(f"job:prediction_success:rate{window}", promql.sum_rate(t, "prediction_success_total", window)),
-        RecordingRule(f"job:prediction_failure:rate{window}", promql.sum_rate(t, "prediction_failure_total", window)),
-        RecordingRule(f"job:prediction_failure:ratio_rate{window}", failure_ratio_expr(t)),
+        RecordingRule(r.latency_quantile, latency_quantile_expr(t)),
+        RecordingRule(r.successes, promql.sum_rate(t, "prediction_success_total", window)),
+        RecordingRule(r.failures, promql.sum_rate(t, "prediction_failure_total", window)),
+        RecordingRule(r.failure_ratio, failure_ratio_expr(t)),
     ))
 
 
@@ -203,7 +142,7 @@ def host_group(t: Thresholds) -> RuleGroup:
 
 
 def predictions_group(t: Thresholds) -> RuleGroup:
-    q = _percentile_name(t.latency_quantile)
+    q = percentile_name(t.latency_quantile)
     latency = number(t.latency_seconds)
     ratio_percent = percent(t.failure_ratio)
     # The slow traces of the alert's window: the quantile's window up to the evaluation.
@@ -307,25 +246,6 @@ def availability_group(t: Thresholds) -> RuleGroup:
 # (a per-process score would not add up).
 
 
-class QualityRecords:
-    """Names of the model-quality recording rules (dashboards and alerts read them)."""
-
-    def __init__(self, t: Thresholds):
-        w, v = t.drift_window, t.violation_window
-        self.feature_rows = f"job_model_feature:model_feature_values:increase{w}"
-        self.feature_share = f"job_model_feature_bin:model_feature_share:ratio{w}"
-        self.feature_psi = f"job_model_feature:model_feature_psi:{w}"
-        self.feature_bins = "job_model_feature:model_feature_reference_bins:count"
-        self.feature_psi_critical = f"job_model_feature:model_feature_psi_critical:{w}"
-        self.prediction_rows = f"job_model:model_prediction_values:increase{w}"
-        self.prediction_share = f"job_model_bin:model_prediction_share:ratio{w}"
-        self.prediction_psi = f"job_model:model_prediction_psi:{w}"
-        self.prediction_bins = "job_model:model_prediction_reference_bins:count"
-        self.prediction_psi_critical = f"job_model:model_prediction_psi_critical:{w}"
-        self.feedback_labels = f"job_model:model_feedback_labels:increase{t.accuracy_window}"
-        self.accuracy = f"job_model:model_feedback_accuracy:ratio{t.accuracy_window}"
-        self.violation_ratio = f"job_model_column_kind:model_input_violation:ratio_rate{v}"
-        self.issue_ratio = f"job_model_feature_issue:model_input_issue:ratio_rate{t.data_quality_window}"
 
 
 def _sum_increase(t: Thresholds, counter: str, window: str, *by_extra: str) -> str:
@@ -492,20 +412,6 @@ def quality_group(t: Thresholds) -> RuleGroup:
 # summed (docs/genai.md).
 
 
-class GenAiRecords:
-    """Names of the GenAI recording rules (the dashboard's GenAI row and the alerts read them)."""
-
-    def __init__(self, t: Thresholds):
-        w, r = t.genai_window, t.genai_satisfaction_window
-        q = _percentile_name(t.latency_quantile)
-        self.tokens = f"job_model_token_type:gen_ai_tokens:rate{w}"
-        self.tokens_per_request = f"job_model_token_type:gen_ai_tokens_per_request:ratio_rate{w}"
-        self.duration = f"job_model_operation:gen_ai_client_operation_duration_seconds:{q}_{w}"
-        self.errors = f"job_model_error_type:gen_ai_errors:rate{w}"
-        self.choices = f"job_model:gen_ai_choices:increase{w}"
-        self.cutoff = f"job_model:gen_ai_cutoff:ratio{w}"
-        self.ratings = f"job_model:gen_ai_ratings:increase{r}"
-        self.satisfaction = f"job_model:gen_ai_satisfaction:ratio{r}"
 
 
 def genai_duration_quantile_expr(t: Thresholds) -> str:
@@ -572,21 +478,6 @@ def genai_group(t: Thresholds) -> RuleGroup:
 # Estimated performance: a classifier's expected confusion-matrix cells, summed over every instance
 # before any ratio, against the realized ones from feedback labels (docs/model-quality.md).
 
-# The estimated and realized classification metrics that are averaged over classes (macro).
-CLASS_METRICS = tuple(m for m in PERFORMANCE_METRICS if m != "accuracy")
-
-
-class PerformanceRecords:
-    """Names of the estimated-performance recording rules (dashboards and the alert read them)."""
-
-    def __init__(self, t: Thresholds):
-        w, a = t.estimate_window, t.accuracy_window
-        self.estimated_rows = f"job_model:model_estimated_rows:increase{w}"
-        self.estimated_class = {m: f"job_model_class:model_estimated_{m}:ratio{w}" for m in CLASS_METRICS}
-        self.estimated = f"job_model_metric:model_estimated_performance:ratio{w}"
-        self.realized_class = {m: f"job_model_class:model_feedback_{m}:ratio{a}" for m in CLASS_METRICS}
-        self.realized = f"job_model_metric:model_feedback_performance:ratio{a}"
-        self.accuracy_gap = f"job_model:model_estimated_accuracy_gap:ratio{a}"
 
 
 def class_metric_exprs(t: Thresholds, prefix: str, window: str, summed=None) -> dict[str, str]:
@@ -657,8 +548,6 @@ def performance_group(t: Thresholds) -> RuleGroup:
 
 def rule_groups(t: Thresholds = THRESHOLDS, for_overrides: Mapping[str, str] | None = None) -> tuple[RuleGroup, ...]:
     """Every rule group; ``for_overrides`` ({alert name: duration}) changes only ``for``."""
-    from inferwatch.render.slo_rules import slo_group  # builds on this module's rule types
-
     groups = (recording_group(t), host_group(t), predictions_group(t), availability_group(t), quality_group(t),
               performance_group(t), genai_group(t), slo_group(t))
     overrides = dict(for_overrides or {})

@@ -42,7 +42,7 @@ from inferwatch.contract.slo import (
 )
 from inferwatch.contract.thresholds import THRESHOLDS, Thresholds
 from inferwatch.render import promql
-from inferwatch.render.prometheus_rules import AlertRule, RecordingRule, RuleGroup, jaeger_slow_traces_url
+from inferwatch.render.rules import AlertRule, RecordingRule, RuleGroup, jaeger_slow_traces_url
 from inferwatch.render.text import number, percent
 
 GROUP = "inferwatch.slo"
