@@ -122,7 +122,7 @@ def _default(value: str) -> str:
 
 
 def test_the_sampler_keeps_the_traces_the_proxy_marks_as_exemplars():
-    from inferwatch.proxy.exemplars import ATTR_EXEMPLAR
+    from inferwatch.contract.spans import EXEMPLAR as ATTR_EXEMPLAR
 
     policies = load_config()["processors"]["tail_sampling/errors_slow_sample"]["policies"]
     [marked] = [p for p in policies if p["type"] == "boolean_attribute"]

@@ -13,7 +13,8 @@ from opentelemetry.trace import SpanKind
 
 from inferwatch.proxy.app import close_app, create_app
 from inferwatch.proxy.config import Settings
-from inferwatch.proxy.correlation import ATTR_REQUEST_ID, request_id
+from inferwatch.contract.spans import REQUEST_ID as ATTR_REQUEST_ID
+from inferwatch.proxy.correlation import request_id
 from inferwatch.proxy.telemetry import setup_telemetry
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 

@@ -28,10 +28,11 @@ from conftest import otlp_env, tunable_payload
 from inferwatch.contract.metrics import HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION
 from inferwatch.proxy.app import close_app, create_app
 from inferwatch.proxy.config import Settings
-from inferwatch.proxy.exemplars import ATTR_EXEMPLAR, ExemplarMarks
-from inferwatch.proxy.exposition import render, wants_openmetrics
+from inferwatch.contract.spans import EXEMPLAR as ATTR_EXEMPLAR
+from inferwatch.proxy.telemetry.exemplars import ExemplarMarks
+from inferwatch.proxy.telemetry.exposition import render, wants_openmetrics
 from inferwatch.proxy.telemetry import setup_telemetry
-from inferwatch.proxy.translate import to_prometheus
+from inferwatch.proxy.telemetry.translate import to_prometheus
 
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
                      "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")  # what Prometheus 2.42 sends

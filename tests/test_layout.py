@@ -26,6 +26,12 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 }
 
 
+# Only proxy/telemetry/ may build providers, readers, exporters and instrumentations; the rest of
+# the package records through the OpenTelemetry API (opentelemetry.trace, opentelemetry.metrics).
+SDK_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter", "opentelemetry.instrumentation")
+SDK_ROOM = "proxy/telemetry/"
+
+
 def imported_modules(source: str) -> list[str]:
     """Every module an ``import`` or ``from ... import`` names, function-level imports included."""
     names = []
@@ -53,6 +59,15 @@ def violations(room: str, module_path: str, source: str) -> list[str]:
         elif room == "contract" and top != "inferwatch" and top not in sys.stdlib_module_names:
             problems.append(f"{module_path} (contract) imports the third-party {module}: the contract is data")
     return problems
+
+
+def sdk_violations(module_path: str, source: str) -> list[str]:
+    """``module_path`` (relative to the package) importing the SDK or an exporter outside proxy/telemetry/."""
+    if module_path.startswith(SDK_ROOM):
+        return []
+    return [f"{module_path} imports {module}: only {SDK_ROOM} touches the SDK and the exporters"
+            for module in imported_modules(source)
+            if any(module == sdk or module.startswith(sdk + ".") for sdk in SDK_MODULES)]
 
 
 def room_modules(room: str) -> list[Path]:
@@ -89,3 +104,21 @@ def test_the_checker_catches_an_import_going_the_wrong_way():
     assert violations("stack", "stack/x.py", "from inferwatch.proxy.app import create_app\n")
     assert not violations("proxy", "proxy/x.py", "from inferwatch import __version__\nfrom inferwatch.contract.metrics import MAPPINGS\n")
     assert not violations("stack", "stack/x.py", "from inferwatch.proxy.config import Settings\n")
+
+
+def test_only_the_telemetry_package_touches_the_sdk_and_the_exporters():
+    problems = [
+        problem
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for problem in sdk_violations(path.relative_to(PACKAGE).as_posix(), path.read_text())
+    ]
+    assert problems == []
+    assert (PACKAGE / SDK_ROOM / "setup.py").is_file()
+
+
+def test_the_sdk_checker_catches_the_sdk_outside_the_telemetry_package():
+    assert sdk_violations("proxy/app.py", "from opentelemetry.sdk.trace import TracerProvider\n")
+    assert sdk_violations("proxy/x.py", "def f():\n    import opentelemetry.exporter.prometheus\n")
+    assert sdk_violations("stack/x.py", "from opentelemetry.instrumentation.flask import FlaskInstrumentor\n")
+    assert not sdk_violations("proxy/telemetry/setup.py", "from opentelemetry.sdk.trace import TracerProvider\n")
+    assert not sdk_violations("proxy/predictor.py", "from opentelemetry import trace\nfrom opentelemetry.metrics import Meter\n")

@@ -6,7 +6,7 @@ from opentelemetry.sdk.metrics.export import Gauge, Histogram, InMemoryMetricRea
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from inferwatch.contract import metrics as mm
-from inferwatch.proxy.translate import to_prometheus
+from inferwatch.proxy.telemetry.translate import to_prometheus
 
 
 def collect(record):

@@ -18,7 +18,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import parse_samples, total, tunable_payload
-from inferwatch.proxy.exposition import Exposition
+from inferwatch.proxy.telemetry.exposition import Exposition
 from inferwatch.proxy.in_flight import InFlight
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,7 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from inferwatch.proxy.app import close_app, create_app
-from inferwatch.proxy.predictor import ATTR_OUTCOME, ATTR_ROW_COUNT
+from inferwatch.contract.spans import OUTCOME as ATTR_OUTCOME
+from inferwatch.contract.spans import ROW_COUNT as ATTR_ROW_COUNT
 from inferwatch.proxy.config import Settings
 from inferwatch.proxy.telemetry import setup_telemetry
 from inferwatch.stack.demo_model import SEED_EXAMPLE
@@ -115,3 +117,23 @@ def test_input_the_proxy_refuses_itself_makes_no_upstream_span(traced):
     (server,), clients = spans_by_kind(exporter)
     assert clients == [] and relay.seen == []
     assert server.attributes["error.type"] == "invalid_json"
+
+
+def test_the_stable_http_conventions_are_chosen_from_environ_without_writing_the_process_environment(monkeypatch):
+    from opentelemetry.instrumentation._semconv import (
+        _OpenTelemetrySemanticConventionStability as Stability,
+        _OpenTelemetryStabilitySignalType as Signal,
+        _StabilityMode as Mode,
+    )
+
+    monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
+    telemetry = setup_telemetry(environ={"OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup,gen_ai_latest_experimental"})
+    try:
+        assert "OTEL_SEMCONV_STABILITY_OPT_IN" not in os.environ
+        mode = Stability._get_opentelemetry_stability_opt_in_mode
+        assert mode(Signal.HTTP) is Mode.HTTP  # the contract's names, never the old ones beside them
+        assert mode(Signal.GEN_AI) is Mode.GEN_AI_LATEST_EXPERIMENTAL
+    finally:
+        telemetry.shutdown()
+        setup_telemetry(environ={}).shutdown()
+    assert Stability._get_opentelemetry_stability_opt_in_mode(Signal.GEN_AI) is Mode.DEFAULT

@@ -3,7 +3,7 @@
 This table is the single source of truth for the translation docs/metrics.md describes. It is
 applied in two places and must never be written down a second time:
 
-* in-process, by :func:`inferwatch.proxy.translate.to_prometheus`, which the service's
+* in-process, by :func:`inferwatch.proxy.telemetry.translate.to_prometheus`, which the service's
   ``/metrics`` reader runs on every collection before opentelemetry-exporter-prometheus renders
   the text format;
 * in the OpenTelemetry Collector, by the transform-processor statements that

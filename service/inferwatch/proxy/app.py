@@ -30,7 +30,8 @@ from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException
 
 from inferwatch.contract.inputs import PREDICTION_ROUTES, SCORING_API_ROUTES
-from inferwatch.proxy import correlation, errors, exposition, operational
+from inferwatch.proxy import correlation, errors, operational
+from inferwatch.proxy.telemetry import exposition
 from inferwatch.proxy.access_log import AccessLog
 from inferwatch.proxy.config import Settings, load_settings
 from inferwatch.proxy.errors import error_body

@@ -17,7 +17,7 @@ endpoints (``/healthz``, ``/readyz``, ``/metrics``) are answered in front of the
 log line, no correlation headers.
 
 The same hook marks about one request per second for the trace store to keep, so that ordinary
-requests have exemplars that resolve (see :mod:`inferwatch.proxy.exemplars`).
+requests have exemplars that resolve (see :mod:`inferwatch.proxy.telemetry.exemplars`).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import re
 from flask import Flask, Response, g, request
 from opentelemetry import trace
 
-from inferwatch.proxy.exemplars import ExemplarMarks
+from inferwatch.contract.spans import REQUEST_ID as ATTR_REQUEST_ID
+from inferwatch.proxy.telemetry.exemplars import ExemplarMarks
 
 REQUEST_ID_HEADER = "X-Request-Id"
 TRACEPARENT_HEADER = "traceparent"
-ATTR_REQUEST_ID = "inferwatch.request.id"
 MAX_REQUEST_ID_LENGTH = 128
 
 _WELL_FORMED_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/@-]{1,%d}" % MAX_REQUEST_ID_LENGTH)

@@ -5,7 +5,7 @@ in a plain integer per URL scheme, under a lock: two increments per request, whe
 up-down counter's ``add(1)`` and ``add(-1)`` were two measurements through the SDK for each
 metric reader. The gauge is an observable up-down counter whose callback reads the integers, so
 its value is exact at the moment of each collection, as the up-down counter's was; the series
-for ``http`` exists at 0 from start-up. :class:`~inferwatch.proxy.exposition.Exposition` reads the
+for ``http`` exists at 0 from start-up. :class:`~inferwatch.proxy.telemetry.exposition.Exposition` reads the
 same count to know whether the proxy is under load.
 """
 

@@ -8,7 +8,7 @@
     The metric contract in the Prometheus text format, or OpenMetrics with exemplars when the
     scraper's ``Accept`` lists ``application/openmetrics-text``, gzipped when it accepts gzip;
     under load from a snapshot at most ``INFERWATCH_METRICS_MAX_AGE`` old (see
-    :mod:`inferwatch.proxy.exposition`). 404 with several worker processes, whose metrics are
+    :mod:`inferwatch.proxy.telemetry.exposition`). 404 with several worker processes, whose metrics are
     exact only through the collector. Behind a bearer token when one is configured.
 
 Each endpoint is a WSGI app of a few lines with what it needs passed in, and they compose:
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from inferwatch.proxy import request_body
 from inferwatch.proxy.errors import error_body
-from inferwatch.proxy.exposition import Exposition
+from inferwatch.proxy.telemetry.exposition import Exposition
 from inferwatch.proxy.in_flight import InFlight
 from inferwatch.proxy.request_body import DiscardAfterAnswer
 from inferwatch.proxy.upstream import UpstreamClient

@@ -38,6 +38,10 @@ from inferwatch.contract.metrics import ERROR_TYPE
 from inferwatch.proxy import errors, request_body
 from inferwatch.proxy.config import Settings
 from inferwatch.contract.outcomes import PredictionOutcome
+from inferwatch.contract.spans import INPUT_FORMAT as ATTR_INPUT_FORMAT
+from inferwatch.contract.spans import MODEL_ROUTE as ATTR_MODEL_ROUTE
+from inferwatch.contract.spans import OUTCOME as ATTR_OUTCOME
+from inferwatch.contract.spans import ROW_COUNT as ATTR_ROW_COUNT
 from inferwatch.proxy.errors import ProxyError, error_body
 from inferwatch.proxy.genai import GenAiTelemetry
 from inferwatch.proxy.inference_log import InferenceLog
@@ -52,11 +56,6 @@ JSON = "application/json"
 # MLflow's text messages are kept in the wrapped error up to this many characters.
 MAX_WRAPPED_MESSAGE = 4096
 
-# Span attribute keys set on the server span of a prediction.
-ATTR_MODEL_ROUTE = "inferwatch.model.route"
-ATTR_ROW_COUNT = "inferwatch.prediction.rows"
-ATTR_OUTCOME = "inferwatch.prediction.outcome"
-ATTR_INPUT_FORMAT = "inferwatch.prediction.input_format"
 MODEL_ROUTE = "/invocations"
 
 

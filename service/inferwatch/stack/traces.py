@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from inferwatch.contract import durations
 from inferwatch.contract.metrics import DEFAULT_SERVICE_NAME
+from inferwatch.contract.spans import EXEMPLAR, OUTCOME, REQUEST_ID
 from inferwatch.contract.thresholds import THRESHOLDS
 
 DEFAULT_JAEGER_URL = "http://127.0.0.1:16686"
@@ -185,14 +186,14 @@ def format_list(traces: Sequence[Trace]) -> str:
     for t in traces:
         server = t.server
         status = str(server.tags.get("http.response.status_code", "-"))
-        outcome = str(server.tags.get("inferwatch.prediction.outcome", "error" if t.failed else "-"))
+        outcome = str(server.tags.get(OUTCOME, "error" if t.failed else "-"))
         lines.append(f"{t.trace_id:32}  {_utc(t.start_us):19}  {humanize_us(server.duration_us):>8}  "
                      f"{humanize_us(t.model_us):>8}  {humanize_us(t.proxy_us):>8}  {status:6}  {outcome}")
     return "\n".join(lines)
 
 
-SHOWN_TAGS = ("http.route", "http.response.status_code", "inferwatch.prediction.outcome", "error.type",
-              "inferwatch.request.id", "inferwatch.exemplar")
+SHOWN_TAGS = ("http.route", "http.response.status_code", OUTCOME, "error.type", REQUEST_ID,
+              EXEMPLAR)
 
 
 def format_tree(t: Trace) -> str:
@@ -242,7 +243,7 @@ def run(query: TracesQuery) -> tuple[int, str]:
     end = query.now if query.now is not None else time.time()
     start = end - query.since_s
     if query.request_id:
-        found = store.search(query.service, start, end, tags={"inferwatch.request.id": query.request_id},
+        found = store.search(query.service, start, end, tags={REQUEST_ID: query.request_id},
                              limit=query.limit)
         if not found:
             return 1, (f"no trace with request id {query.request_id!r} in the last {int(query.since_s)} s "

@@ -1,4 +1,4 @@
-"""OpenTelemetry set-up: the only module that touches the OpenTelemetry SDK.
+"""OpenTelemetry set-up: the providers, readers, exporters and instrumentations of one process.
 
 What it builds for one proxy process:
 
@@ -6,11 +6,11 @@ What it builds for one proxy process:
   ``service.version``, ``service.instance.id``, and ``telemetry.distro.name=inferwatch``, the
   marker that tells inferwatch's series from other jobs' in Prometheus, on ``target_info``);
 * a Prometheus reader that renders the metric contract for ``/metrics``: collections pass
-  through :func:`inferwatch.proxy.translate.to_prometheus` before
+  through :func:`inferwatch.proxy.telemetry.translate.to_prometheus` before
   opentelemetry-exporter-prometheus turns them into text, into a registry of its own, with the
-  histograms' exemplars attached for OpenMetrics scrapes (:mod:`inferwatch.proxy.exposition`);
+  histograms' exemplars attached for OpenMetrics scrapes (:mod:`inferwatch.proxy.telemetry.exposition`);
 * exemplars on the two latency histograms only, and only for traces the collector is certain to
-  keep (:mod:`inferwatch.proxy.exemplars`);
+  keep (:mod:`inferwatch.proxy.telemetry.exemplars`);
 * OTLP export of traces and metrics under semantic-convention names, when an endpoint is set;
 * the OTLP log export of the inference log, when it is asked for (``--payload-log-otlp``,
   :func:`inference_log_exporter`): each record one log record whose body is the record's JSON;
@@ -36,7 +36,8 @@ Environment (the standard OpenTelemetry variables):
                                        ``service.instance.id`` when set
 ``INFERWATCH_PORT``                    the port in the default ``service.instance.id``
 ``OTEL_SDK_DISABLED``                  ``true`` records nothing (the benchmark's telemetry-off mode)
-``OTEL_SEMCONV_STABILITY_OPT_IN``      ``http`` always (the contract is built on the stable HTTP names);
+``OTEL_SEMCONV_STABILITY_OPT_IN``      ``http`` always (the contract is built on the stable HTTP names;
+                                       read from ``environ``, never written: :func:`use_stable_http_conventions`);
                                        ``gen_ai_latest_experimental`` kept: the GenAI conventions'
                                        latest version (:mod:`inferwatch.contract.genai`)
 =====================================  ==========================================================
@@ -49,7 +50,7 @@ number, ``web-1:8000/1``, ``web-1:8000/2``: every worker exports its own counter
 collector keeps them apart by instance.
 
 ``OTEL_METRICS_EXEMPLAR_FILTER`` is not read: a measurement becomes an exemplar only when the
-collector will keep its trace (see :mod:`inferwatch.proxy.exemplars`).
+collector will keep its trace (see :mod:`inferwatch.proxy.telemetry.exemplars`).
 
 Example::
 
@@ -68,6 +69,7 @@ from dataclasses import dataclass, field
 from opentelemetry import metrics, trace
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.instrumentation import _semconv
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -101,13 +103,14 @@ from inferwatch.contract.metrics import (
 )
 from inferwatch.contract.inference_log import EVENT_NAMES, PREDICTION
 from inferwatch.contract.metrics import MODEL_NAME, MODEL_VERSION
+from inferwatch.contract.spans import INPUT_FORMAT as ATTR_INPUT_FORMAT
+from inferwatch.contract.spans import OUTCOME as ATTR_OUTCOME
+from inferwatch.contract.spans import REQUEST_ID as ATTR_REQUEST_ID
 from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.proxy.config import Settings, env_name, otlp_export_enabled, telemetry_disabled
-from inferwatch.proxy.correlation import ATTR_REQUEST_ID
-from inferwatch.proxy.exemplars import ExemplarMarks, KeptTraceExemplarFilter, latest_per_bucket
-from inferwatch.proxy.exposition import BucketExemplars, ExemplarCollector
-from inferwatch.proxy.predictor import ATTR_INPUT_FORMAT, ATTR_OUTCOME
-from inferwatch.proxy.translate import to_prometheus
+from inferwatch.proxy.telemetry.exemplars import ExemplarMarks, KeptTraceExemplarFilter, latest_per_bucket
+from inferwatch.proxy.telemetry.exposition import BucketExemplars, ExemplarCollector
+from inferwatch.proxy.telemetry.translate import to_prometheus
 from inferwatch.proxy.upstream import request_hook, response_hook
 
 log = logging.getLogger(__name__)
@@ -149,7 +152,7 @@ class MappedPrometheusMetricReader(PrometheusMetricReader):
     """A Prometheus reader that exposes the metric contract instead of the OTel names.
 
     The exporter renders into a registry of its own; ``registry`` gets an
-    :class:`~inferwatch.proxy.exposition.ExemplarCollector` over it, which adds the exemplars of
+    :class:`~inferwatch.proxy.telemetry.exposition.ExemplarCollector` over it, which adds the exemplars of
     each collection to the histogram buckets (written only in the OpenMetrics format).
     """
 
@@ -339,6 +342,27 @@ def worker_instance_id(instance: str, worker: int) -> str:
     return f"{instance}/{worker}"
 
 
+def use_stable_http_conventions(environ: Mapping[str, str]) -> None:
+    """Make the Flask and requests instrumentations emit the stable HTTP conventions, which the
+    metric contract is built on, whatever ``OTEL_SEMCONV_STABILITY_OPT_IN`` says of ``http``; its
+    other opt-ins (``gen_ai_latest_experimental``, ``database``) are taken from ``environ``.
+
+    The instrumentations read the opt-in once per process from ``os.environ`` into a class-level
+    mapping (``opentelemetry.instrumentation._semconv``, pinned in requirements.lock); setting that
+    mapping here passes ``environ`` through without writing the process environment.
+    """
+    stability = _semconv._OpenTelemetrySemanticConventionStability
+    signal, mode = _semconv._OpenTelemetryStabilitySignalType, _semconv._StabilityMode
+    opted_in = [part.strip() for part in environ.get(SEMCONV_OPT_IN, "").split(",")]
+    with stability._lock:
+        stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING = {
+            signal.HTTP: mode.HTTP,
+            signal.GEN_AI: stability._filter_mode(opted_in, mode.DEFAULT, mode.GEN_AI_LATEST_EXPERIMENTAL),
+            signal.DATABASE: stability._filter_mode(opted_in, mode.DATABASE, mode.DATABASE_DUP),
+        }
+        stability._initialized = True
+
+
 def setup_telemetry(
     *,
     resource: Resource | None = None,
@@ -355,10 +379,7 @@ def setup_telemetry(
     process-wide; it is re-bound to the newest providers, and undone by :meth:`Telemetry.shutdown`.
     """
     environ = os.environ if environ is None else environ
-    # The Flask and requests instrumentations read it from os.environ; the user's other opt-ins
-    # (gen_ai_latest_experimental) are kept.
-    opted_in = {part.strip() for part in os.environ.get(SEMCONV_OPT_IN, "").split(",")}
-    os.environ[SEMCONV_OPT_IN] = ",".join(sorted({p for p in opted_in if p and not p.startswith("http")} | {"http"}))
+    use_stable_http_conventions(environ)
     registry = CollectorRegistry(auto_describe=True)
     if telemetry_disabled(environ):
         return Telemetry(trace.NoOpTracerProvider(), metrics.NoOpMeterProvider(), registry, enabled=False)

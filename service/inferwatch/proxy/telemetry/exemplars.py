@@ -41,8 +41,8 @@ from opentelemetry.sdk.metrics import Exemplar, ExemplarFilter, ExemplarReservoi
 from opentelemetry.trace import StatusCode
 from opentelemetry.util.types import Attributes
 
-# Boolean attribute of a server span whose trace the collector keeps so that it can be an exemplar.
-ATTR_EXEMPLAR = "inferwatch.exemplar"
+from inferwatch.contract.spans import EXEMPLAR as ATTR_EXEMPLAR
+
 
 NANOS_PER_SECOND = 1_000_000_000
 
