@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import enum
 
-# The routes that take a prediction: MLflow's own, and the seed's name for it.
-PREDICTION_ROUTES = ("/predict", "/invocations")
+# MLflow's scoring route, where the proxy forwards every prediction.
+MLFLOW_INVOCATIONS = "/invocations"
+# The routes that take a prediction: the seed's name for it, and MLflow's own.
+PREDICTION_ROUTES = ("/predict", MLFLOW_INVOCATIONS)
 # MLflow's scoring API besides predictions, forwarded as they are (GET).
 SCORING_API_ROUTES = ("/ping", "/health", "/version")
 

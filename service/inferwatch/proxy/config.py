@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from inferwatch.contract.inputs import MLFLOW_INVOCATIONS
 from inferwatch.proxy.redaction import HASH, MASKS, MODES
 
 
@@ -394,7 +395,7 @@ class Settings:
 
     @property
     def invocations_url(self) -> str:
-        return self.upstream + "/invocations"
+        return self.upstream + MLFLOW_INVOCATIONS
 
     @property
     def ping_url(self) -> str:

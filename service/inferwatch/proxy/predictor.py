@@ -33,7 +33,7 @@ from flask import Response, g, request
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from inferwatch.contract.inputs import InputFormat
+from inferwatch.contract.inputs import MLFLOW_INVOCATIONS, InputFormat
 from inferwatch.contract.metrics import ERROR_TYPE
 from inferwatch.proxy import errors, request_body
 from inferwatch.proxy.config import Settings
@@ -56,7 +56,6 @@ JSON = "application/json"
 # MLflow's text messages are kept in the wrapped error up to this many characters.
 MAX_WRAPPED_MESSAGE = 4096
 
-MODEL_ROUTE = "/invocations"
 
 
 class PredictionResponse(Response):
@@ -128,7 +127,7 @@ def _format_before_the_body() -> InputFormat:
 
 
 def _annotate(span: trace.Span, outcome: PredictionOutcome, fmt: InputFormat, rows: int | None) -> None:
-    attributes = {ATTR_MODEL_ROUTE: MODEL_ROUTE, ATTR_INPUT_FORMAT: fmt.value, ATTR_OUTCOME: outcome.value}
+    attributes = {ATTR_MODEL_ROUTE: MLFLOW_INVOCATIONS, ATTR_INPUT_FORMAT: fmt.value, ATTR_OUTCOME: outcome.value}
     if rows is not None:
         attributes[ATTR_ROW_COUNT] = rows
     if outcome is not PredictionOutcome.SUCCESS:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from inferwatch.contract.genai import LENGTH
+from inferwatch.contract.inputs import InputFormat
 from inferwatch.contract.slo import BURN_RATE_WINDOWS, PAGE, SLO
 from inferwatch.contract.thresholds import THRESHOLDS, Thresholds
 from inferwatch.render import promql, slo_rules
@@ -406,9 +407,8 @@ def predictions(t: Thresholds) -> Row:
         timeseries(
             "Predictions by input format",
             "How do clients send their predictions? Prediction requests per second by model and input "
-            "format: dataframe_split, dataframe_records, instances, inputs, chat, completions, "
-            "embeddings, csv, parquet, and other (a body MLflow will refuse, or one the proxy refused "
-            "before reading it).",
+            f"format: {', '.join(f.value for f in InputFormat if f is not InputFormat.OTHER)}, and "
+            f"{InputFormat.OTHER.value} (a body MLflow will refuse, or one the proxy refused before reading it).",
             "reqps", [Query(sum_rate(t, "prediction_requests_by_format_total", chosen(), "format"),
                             legend(t, "format"))], width=24),
     ))
