@@ -33,6 +33,10 @@ def committed_pages() -> dict[str, str]:
     return {path.name: path.read_text() for path in sorted((REPO / consoles.CONSOLES_DIR).glob("*.html"))}
 
 
+def committed_library() -> str:
+    return (REPO / consoles.CONSOLE_LIBRARIES_DIR / consoles.DASHBOARD_LIBRARY_FILE).read_text()
+
+
 def specs() -> dict[str, tuple[str, dict]]:
     """{panel id: (page, what its script draws)} from the committed pages."""
     found = {}
@@ -50,6 +54,7 @@ def dashboard() -> dict:
 
 def test_the_committed_pages_are_the_rendering_one_per_row():
     assert committed_pages() == consoles.pages()
+    assert committed_library() == consoles.dashboard_library()
     assert list(consoles.pages())[0] == "inferwatch.html"
     assert len(consoles.pages()) == len(panels.board().rows)
 
@@ -94,24 +99,30 @@ def test_every_grafana_variable_a_query_uses_has_a_console_value():
     assert consoles.SUBSTITUTIONS == {"$job": None, "$instance": None, "$route": None,
                                       "$__rate_interval": "1m", "$__range": None}
     assert consoles.DEFAULT_RANGE == "1h" == panels.board().time_from.removeprefix("now-")
-    for text in committed_pages().values():
-        [raw] = SUBSTITUTIONS.findall(text)
-        # longest name first, so that $__range is not read as $__r + ange
-        assert json.loads(raw) == sorted(map(list, consoles.SUBSTITUTIONS.items()), key=lambda pair: -len(pair[0]))
+    # in the script every page includes (the dashboard library), longest name first, so that
+    # $__range is not read as $__r + ange
+    [raw] = SUBSTITUTIONS.findall(committed_library())
+    assert json.loads(raw) == sorted(map(list, consoles.SUBSTITUTIONS.items()), key=lambda pair: -len(pair[0]))
 
 
 def test_no_page_holds_template_actions_but_its_own():
     for name, text in committed_pages().items():
         actions = set(re.findall(r"\{\{.*?\}\}", text, re.S))
         assert all(consoles._OWN_ACTIONS.fullmatch(action) for action in actions), (name, actions)
+    # the library: its comment, one define and its end; its style and script hold no action
+    actions = re.findall(r"\{\{.*?\}\}", committed_library(), re.S)
+    assert actions[1:] == [f'{{{{ define "{consoles.DASHBOARD_TEMPLATE}" }}}}', "{{ end }}"], actions
 
 
 def test_the_pages_need_no_prometheus_2_console_library_and_no_classic_file():
     for name, text in committed_pages().items():
         assert "PromConsole" not in text and "/classic/" not in text, name
-        assert re.findall(r'\{\{ template "(\w+)"', text) == [consoles.LIBRARY_TEMPLATE], name
-        # the query API of the page's own origin, relative: a route prefix keeps working
-        assert 'new URL("../api/v1/", window.location.href)' in text, name
+        assert re.findall(r'\{\{ template "(\w+)"', text) == [consoles.LIBRARY_TEMPLATE,
+                                                               consoles.DASHBOARD_TEMPLATE], name
+    library = committed_library()
+    assert "PromConsole" not in library and "/classic/" not in library
+    # the query API of the page's own origin, relative: a route prefix keeps working
+    assert 'new URL("../api/v1/", window.location.href)' in library
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +160,9 @@ def test_every_pages_scripts_parse_as_javascript(tmp_path):
     runs on) parses them here in a second, the browser test draws them."""
     node = shutil.which("node") or shutil.which("nodejs")
     assert node, "node missing: scripts/system-deps.sh installs npm, which brings it"
-    for name, text in committed_pages().items():
+    sources = {**committed_pages(), consoles.DASHBOARD_LIBRARY_FILE: committed_library()}
+    assert len(re.findall(r"<script>(.*?)</script>", committed_library(), re.S)) == 1
+    for name, text in sources.items():
         for index, script in enumerate(re.findall(r"<script>(.*?)</script>", text, re.S)):
             path = tmp_path / f"{name}-{index}.js"
             path.write_text(script)

@@ -28,6 +28,7 @@ STACK_FILES = (
     "observability/prometheus/build.sh",
     "observability/prometheus/prometheus.yml",
     "observability/prometheus/consoles/*.html",
+    "observability/prometheus/console_libraries/*.lib",
     "observability/prometheus/chart-library/install.sh",
     "observability/prometheus/chart-library/package.json",
     "observability/prometheus/chart-library/package-lock.json",

@@ -50,7 +50,14 @@ from inferwatch.contract.metrics import DEFAULT_SERVICE_NAME
 from inferwatch.contract.profile import PROFILE_FILE_NAME
 from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.render.alertmanager import ALERTMANAGER_TEMPLATES, write_alertmanager_config
-from inferwatch.render.consoles import CONSOLES_DIR, LIBRARY_FILE, console_library, dashboard_path
+from inferwatch.render.consoles import (
+    CONSOLE_LIBRARIES_DIR,
+    CONSOLES_DIR,
+    DASHBOARD_LIBRARY_FILE,
+    LIBRARY_FILE,
+    console_library,
+    dashboard_path,
+)
 from inferwatch.render.prometheus_rules import rule_files
 from inferwatch.render.slo_rules import retention
 from inferwatch.stack.demo_model import save_demo_model
@@ -241,10 +248,12 @@ class Stack:
         return built
 
     def _console_libraries(self, chart_library: Path) -> Path:
-        """The console library folder: the chart library the pages include, inline."""
+        """The console library folder: the chart library the pages include, inline, beside the
+        committed library of the pages' shared style and script."""
         folder = self.run_dir / "console_libraries"
         folder.mkdir(exist_ok=True)
         (folder / LIBRARY_FILE).write_text(console_library(chart_library))
+        shutil.copyfile(STACK_ROOT / CONSOLE_LIBRARIES_DIR / DASHBOARD_LIBRARY_FILE, folder / DASHBOARD_LIBRARY_FILE)
         return folder
 
     @property
