@@ -168,6 +168,21 @@ def _error_message(document: object, body: bytes) -> str:
     return message[:MAX_ERROR_CHARS]
 
 
+def _header(kind: str, created: float, request_id: str, trace_id: int, span_id: int,
+            model: tuple[str, str]) -> dict:
+    """The fields every record starts with: what it is, when, which request and trace, which model."""
+    return {
+        "kind": kind,
+        "schema": il.SCHEMA_VERSION,
+        "time": utc_time(created),
+        "request_id": request_id,
+        "trace_id": format(trace_id, "032x") if trace_id else None,
+        "span_id": format(span_id, "016x") if span_id else None,
+        "model": model[0],
+        "model_version": model[1],
+    }
+
+
 def prediction_record(entry: tuple, model: tuple[str, str], redactor) -> dict:
     """The record of one prediction from the request path's entry (see InferenceLog.record)."""
     (created, request_id, trace_id, span_id, prediction, fmt, status, answer, content_type, outcome,
@@ -176,14 +191,7 @@ def prediction_record(entry: tuple, model: tuple[str, str], redactor) -> dict:
     predictions, error = answer_of(fmt, status, answer, content_type)
     inputs = redactor.columns(inputs) if columns else redactor.value(inputs)
     return {
-        "kind": il.PREDICTION,
-        "schema": il.SCHEMA_VERSION,
-        "time": utc_time(created),
-        "request_id": request_id,
-        "trace_id": format(trace_id, "032x") if trace_id else None,
-        "span_id": format(span_id, "016x") if span_id else None,
-        "model": model[0],
-        "model_version": model[1],
+        **_header(il.PREDICTION, created, request_id, trace_id, span_id, model),
         "format": fmt.value,
         "rows": prediction.rows if prediction is not None else None,
         "inputs": inputs,
@@ -202,14 +210,7 @@ def feedback_record(entry: tuple, model: tuple[str, str], redactor) -> dict:
     """The record of one accepted feedback (see InferenceLog.feedback)."""
     created, request_id, trace_id, span_id, labels, predictions = entry
     return {
-        "kind": il.FEEDBACK,
-        "schema": il.SCHEMA_VERSION,
-        "time": utc_time(created),
-        "request_id": request_id,
-        "trace_id": format(trace_id, "032x") if trace_id else None,
-        "span_id": format(span_id, "016x") if span_id else None,
-        "model": model[0],
-        "model_version": model[1],
+        **_header(il.FEEDBACK, created, request_id, trace_id, span_id, model),
         "labels": redactor.value(labels),
         "predictions": redactor.value(predictions),
     }
