@@ -116,7 +116,7 @@ def read_columns(payload: dict, fmt: InputFormat, wanted: Sequence[str], positio
     """
     key = fmt.value
     data = payload[key]
-    if key == "dataframe_split":
+    if fmt is InputFormat.DATAFRAME_SPLIT:
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
             raise Unreadable("dataframe_split without a data list")
         if "columns" not in data:
@@ -125,7 +125,7 @@ def read_columns(payload: dict, fmt: InputFormat, wanted: Sequence[str], positio
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise Unreadable("dataframe_split columns are not a list of names")
         return _table(data["data"], names, wanted, known)
-    if key == "dataframe_records":
+    if fmt is InputFormat.DATAFRAME_RECORDS:
         if not isinstance(data, list):
             raise Unreadable("dataframe_records is not a list")
         return _records(data, wanted, known)
