@@ -12,8 +12,8 @@ import psutil
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import otlp_env, parse_samples, total, tunable_payload
 from inferwatch.stack.demo_model import SEED_EXAMPLE
+from support import otlp_env, parse_samples, total, tunable_payload
 
 IGNORED_LABELS = {"job", "instance"}
 

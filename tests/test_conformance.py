@@ -30,9 +30,9 @@ import pandas as pd
 import pytest
 import requests
 
-from conftest import otlp_env, parse_samples, total
 from mlflow_models import GENAI_NAME, GENAI_VERSION, MIXED_COLUMNS, TENSOR_NAME, TENSOR_VERSION
 from inferwatch.stack.demo_model import PIMA_COLUMNS
+from support import otlp_env, parse_samples, total
 
 JSON = "application/json"
 CSV = "text/csv"

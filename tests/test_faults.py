@@ -15,7 +15,6 @@ its answer, which a real one does only by the luck of a kill's timing.
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import threading
 import time
@@ -27,10 +26,10 @@ from datetime import datetime
 import psutil
 import requests
 
-from alerting_stack import PROMETHEUS_DIR, PrometheusServer, poll, prometheus_test_config
-from conftest import MlflowServer, otlp_env, parse_samples, total, tunable_payload
+from alerting_stack import PrometheusServer, poll, prometheus_test_config, start_prometheus
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 from inferwatch.stack.processes import free_port
+from support import MlflowServer, otlp_env, parse_samples, total, tunable_payload
 from test_collector import wait_for, without_ignored_labels
 
 LOAD_THREADS = 4
@@ -260,9 +259,9 @@ def test_a_collector_killed_mid_load_is_invisible_to_clients_and_its_counters_re
 
 def test_a_prometheus_restart_resumes_scraping_and_rule_evaluation(mlflow_server, start_proxy, tmp_path):
     proxy = start_proxy(mlflow_server.url)
-    prometheus = PrometheusServer(committed_rules_config(tmp_path, f"127.0.0.1:{proxy.port}"), tmp_path)
+    # The committed rule files as they are; no Alertmanager: no alert fires in this test.
+    prometheus = start_prometheus(tmp_path, prometheus_test_config(f"127.0.0.1:{proxy.port}", "rules/*.yml", None))
     try:
-        prometheus.start()
         with SteadyLoad(proxy.url, SEED_EXAMPLE) as load:
             poll(lambda: scalar(prometheus, 'job:http_requests:rate5m{job="inferwatch"}'), 30,
                  "the recording rule to have a value")
@@ -293,15 +292,6 @@ def test_a_prometheus_restart_resumes_scraping_and_rule_evaluation(mlflow_server
         prometheus.stop()
     assert_alive(proxy)
     assert_counted_exactly(proxy.metrics(), answers)
-
-
-def committed_rules_config(workdir, scrape_target: str):
-    """prometheus.yml for the test (1 s scrape and evaluation) with the committed rule files as they are."""
-    shutil.copytree(PROMETHEUS_DIR / "rules", workdir / "rules")
-    config = workdir / "prometheus.yml"
-    nowhere = f"127.0.0.1:{free_port()}"  # no Alertmanager: no alert fires in this test
-    config.write_text(prometheus_test_config(scrape_target, "rules/*.yml", nowhere))
-    return config
 
 
 def scalar(prometheus: PrometheusServer, expr: str, at: float | None = None) -> float | None:

@@ -20,7 +20,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from conftest import otlp_env, parse_samples, total
 from mlflow_models import GENAI_NAME, GENAI_VERSION
 from inferwatch.contract import genai as g
 from inferwatch.proxy.app import close_app, create_app
@@ -28,6 +27,7 @@ from inferwatch.proxy.config import Settings
 from inferwatch.proxy.feedback import TOKEN_HEADER
 from inferwatch.proxy.genai import read_answer
 from inferwatch.proxy.telemetry import setup_telemetry
+from support import otlp_env, parse_samples, total
 
 OPERATION = {"messages": "chat", "prompt": "text_completion", "input": "embeddings"}
 WORDS = ["the quick brown fox", "jumps over", "a lazy dog again and again", "hello there", "Grüße aus 東京 heute"]

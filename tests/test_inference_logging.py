@@ -29,7 +29,6 @@ import pytest
 import requests
 
 from alerting_stack import poll
-from conftest import child_env, otlp_env, total
 from inferwatch.contract.inference_log import FILE_PREFIX, Sample
 from inferwatch.proxy.correlation import REQUEST_ID_HEADER
 from inferwatch.proxy.feedback import TOKEN_HEADER
@@ -37,6 +36,7 @@ from inferwatch.stack.demo_model import DEMO_MODEL_NAME, PIMA_COLUMNS, SEED_EXAM
 from inferwatch.stack.inference_logs import Reader
 from inferwatch.stack.processes import free_port
 from mlflow_models import MIXED_COLUMNS
+from support import child_env, otlp_env, total
 
 pytestmark = pytest.mark.slow
 

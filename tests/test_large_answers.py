@@ -23,8 +23,8 @@ import time
 import numpy as np
 import requests
 
-from conftest import REGRESSOR_COLUMNS, tunable_payload
 from inferwatch.stack.demo_model import SEED_EXAMPLE
+from support import REGRESSOR_COLUMNS, tunable_payload
 
 ROUNDS = 20
 WARM_UP = 2

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from conftest import parse_samples, total, tunable_payload
 from inferwatch.contract.metrics import LATENCY_BUCKETS_SECONDS
 from inferwatch.stack.demo_model import SEED_EXAMPLE
+from support import parse_samples, total, tunable_payload
 
 CONTRACT = {
     "http_requests_total": "counter",

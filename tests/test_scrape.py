@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import parse_samples, total, tunable_payload
 from inferwatch.proxy.telemetry.exposition import Exposition
 from inferwatch.proxy.in_flight import InFlight
 from inferwatch.stack.demo_model import SEED_EXAMPLE
+from support import parse_samples, total, tunable_payload
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 

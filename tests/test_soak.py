@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.soak import soak
-from conftest import otlp_env
+from support import otlp_env
 
 DURATION_S = 35.0
 WARMUP_S = 10.0  # imports, first connections and allocator pools settle here; left out of the growth

@@ -15,11 +15,11 @@ import pytest
 import requests
 
 from alerting_stack import poll
-from conftest import otlp_env, tunable_payload
 from inferwatch.cli import main
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 from inferwatch.stack.processes import http_ok
 from inferwatch.stack.traces import humanize_us, parse_since
+from support import otlp_env, tunable_payload
 
 pytestmark = pytest.mark.slow
 
