@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import psutil
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -200,6 +201,7 @@ def test_errors_and_slow_traces_are_always_kept_and_ordinary_ones_sampled_away(
     assert error_server["status"]["code"] == 2  # STATUS_CODE_ERROR
 
 
+@pytest.mark.slow  # kills the collector under load and waits for the exports to resume
 def test_a_collector_outage_is_invisible_to_clients_and_counters_resume_cumulative(
     mlflow_server, start_proxy, start_collector
 ):

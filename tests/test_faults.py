@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psutil
+import pytest
 import requests
 
 from alerting_stack import PrometheusServer, poll, prometheus_test_config, start_prometheus
@@ -133,6 +134,7 @@ def uwsgi_worker(proxy) -> psutil.Process:
     return worker
 
 
+@pytest.mark.slow  # a real component killed or slowed under a load of many seconds
 def test_a_model_server_killed_mid_load_gives_503s_and_recovers_without_restarting_the_proxy(
     demo_model, start_proxy, tmp_path
 ):
@@ -168,6 +170,7 @@ def test_a_model_server_killed_mid_load_gives_503s_and_recovers_without_restarti
                            upstream_error=0)
 
 
+@pytest.mark.slow  # a real component killed or slowed under a load of many seconds
 def test_a_model_slower_than_the_read_timeout_gives_504s_and_leaks_no_thread_or_connection(
     tunable_mlflow, start_proxy
 ):
@@ -222,6 +225,7 @@ def fast_direct_answer(mlflow_url: str) -> bool:
     return response.status_code == 200 and time.monotonic() - began < 0.3
 
 
+@pytest.mark.slow  # a real component killed or slowed under a load of many seconds
 def test_a_collector_killed_mid_load_is_invisible_to_clients_and_its_counters_resume_cumulative(
     mlflow_server, start_proxy, start_collector
 ):
@@ -257,6 +261,7 @@ def test_a_collector_killed_mid_load_is_invisible_to_clients_and_its_counters_re
         assert total(via_collector, name) == total(direct, name), name
 
 
+@pytest.mark.slow  # a real component killed or slowed under a load of many seconds
 def test_a_prometheus_restart_resumes_scraping_and_rule_evaluation(mlflow_server, start_proxy, tmp_path):
     proxy = start_proxy(mlflow_server.url)
     # The committed rule files as they are; no Alertmanager: no alert fires in this test.

@@ -109,6 +109,7 @@ def test_a_body_the_proxy_does_not_recognise_goes_to_the_model_which_decides(sta
     assert total(proxy.metrics(), "prediction_failure_by_reason_total", reason="upstream_unavailable") == 1
 
 
+@pytest.mark.slow  # starts an MLflow model server of its own, kills it and starts it again
 def test_model_server_down_is_503_and_recovers_without_restarting_the_proxy(demo_model, start_proxy, tmp_path):
     server = MlflowServer(demo_model, free_port(), tmp_path / "mlflow.log").start()
     proxy = start_proxy(server.url)
@@ -133,8 +134,8 @@ def test_model_server_down_is_503_and_recovers_without_restarting_the_proxy(demo
     assert total(samples, "upstream_request_duration_seconds_count", status="none") == 1
 
 
-def test_slow_model_beyond_the_read_timeout_is_504(tunable_mlflow, start_proxy):
-    proxy = start_proxy(tunable_mlflow.url, read_timeout=0.5)
+def test_slow_model_beyond_the_read_timeout_is_504(tunable_mlflow, start_app):
+    proxy = start_app(tunable_mlflow.url, read_timeout=0.5)
     response = proxy.post(json=tunable_payload(delay_s=1.5))
     assert response.status_code == 504
     assert error_of(response)["code"] == "upstream_timeout"
@@ -229,12 +230,12 @@ def test_a_text_error_keeps_its_status_and_message_in_the_proxys_json_shape(star
     assert total(proxy.metrics(), "prediction_failure_by_reason_total", reason="model_rejected") == 1
 
 
-def test_health_and_readiness(proxy, start_proxy):
-    assert requests.get(proxy.url + "/healthz", timeout=5).json() == {"status": "ok"}
-    assert requests.get(proxy.url + "/readyz", timeout=5).status_code == 200
-    orphan = start_proxy(f"http://127.0.0.1:{free_port()}")
-    assert requests.get(orphan.url + "/healthz", timeout=5).status_code == 200
-    not_ready = requests.get(orphan.url + "/readyz", timeout=5)
+def test_health_and_readiness(app_proxy, start_app):
+    assert app_proxy.get("/healthz").json == {"status": "ok"}
+    assert app_proxy.get("/readyz").status_code == 200
+    orphan = start_app(f"http://127.0.0.1:{free_port()}")
+    assert orphan.get("/healthz").status_code == 200
+    not_ready = orphan.get("/readyz")
     assert not_ready.status_code == 503
     assert error_of(not_ready)["code"] == "not_ready"
 
