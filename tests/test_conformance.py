@@ -289,7 +289,10 @@ def check_counts(samples: dict, cases: list[Case], where: str) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("model", MODELS)
+# The demo model's cases run in the fast tier; each other model needs an MLflow model server of
+# its own and many more cases.
+@pytest.mark.parametrize("model", [model if model == "demo" else pytest.param(model, marks=pytest.mark.slow)
+                                   for model in MODELS])
 def test_every_case_gets_mlflows_answer_through_the_proxy_and_is_counted_exactly(
         model, request, start_proxy, start_collector):
     server = request.getfixturevalue(SERVERS[model])

@@ -342,6 +342,7 @@ def test_the_charts_copies_follow_new_rule_groups_and_dashboards(tmp_path):
         tmp_path / kubernetes.CHART_FILES / "grafana-dashboards" / "drift.json": "{}\n"}
 
 
+@pytest.mark.slow  # a collector and a proxy of four workers, as the chart runs them
 def test_the_proxy_as_the_chart_configures_it_runs_four_workers_that_report_as_pod_and_worker(
         mlflow_server, start_collector, tmp_path):
     """The separate layout's proxy environment, run: only the addresses become this machine's."""
