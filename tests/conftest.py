@@ -172,13 +172,13 @@ def metric_reader(app_proxy) -> InMemoryMetricReader:
 
 
 @pytest.fixture
-def start_proxy(tmp_path, start_collector) -> Iterator:
+def start_proxy(tmp_path) -> Iterator:
     """Start ``inferwatch serve`` processes for this test: ``start_proxy(upstream_url, env={...},
     read_timeout=1, ...)`` (see support.start_proxy_process); stopped at teardown.
 
-    It asks for ``start_collector`` so that the test's collectors are torn down after its
-    proxies, whatever order the test names them in: a proxy stopped after its collector spends
-    its exporters' 10 s retry flushing to nothing."""
+    A test that also exports to a collector names ``start_collector`` first: fixtures are torn
+    down in reverse, and a proxy stopped after its collector spends its exporters' 10 s retry
+    flushing to nothing."""
     started: list[Proxy] = []
 
     def start(upstream: str, env: dict[str, str] | None = None, **settings: str) -> Proxy:

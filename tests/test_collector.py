@@ -72,8 +72,8 @@ def send_known_mix(proxy) -> int:
     return len(statuses)
 
 
-def test_service_metrics_and_collector_metrics_are_the_same_contract(mlflow_server, demo_model, start_proxy,
-                                                                     start_collector):
+def test_service_metrics_and_collector_metrics_are_the_same_contract(mlflow_server, demo_model, start_collector,
+                                                                     start_proxy):
     collector = start_collector()
     proxy = start_proxy(mlflow_server.url, env=otlp_env(collector), model_dir=str(demo_model))
     n = send_known_mix(proxy)
@@ -167,7 +167,7 @@ def access_lines(proxy) -> list[dict]:
 
 
 def test_errors_and_slow_traces_are_always_kept_and_ordinary_ones_sampled_away(
-    tunable_mlflow, start_proxy, start_collector
+    tunable_mlflow, start_collector, start_proxy
 ):
     collector = start_collector(OTELCOL_TRACES_SAMPLE_PERCENT="0", OTELCOL_TRACES_DECISION_WAIT="1s")
     proxy = start_proxy(tunable_mlflow.url, env=otlp_env(collector))
@@ -203,7 +203,7 @@ def test_errors_and_slow_traces_are_always_kept_and_ordinary_ones_sampled_away(
 
 @pytest.mark.slow  # kills the collector under load and waits for the exports to resume
 def test_a_collector_outage_is_invisible_to_clients_and_counters_resume_cumulative(
-    mlflow_server, start_proxy, start_collector
+    mlflow_server, start_collector, start_proxy
 ):
     collector = start_collector()
     proxy = start_proxy(mlflow_server.url, env=otlp_env(collector))

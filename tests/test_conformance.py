@@ -294,7 +294,7 @@ def check_counts(samples: dict, cases: list[Case], where: str) -> list[str]:
 @pytest.mark.parametrize("model", [model if model == "demo" else pytest.param(model, marks=pytest.mark.slow)
                                    for model in MODELS])
 def test_every_case_gets_mlflows_answer_through_the_proxy_and_is_counted_exactly(
-        model, request, start_proxy, start_collector):
+        model, request, start_collector, start_proxy):
     server = request.getfixturevalue(SERVERS[model])
     collector = start_collector()
     settings = {"model_dir": str(server.model_dir)}

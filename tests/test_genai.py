@@ -100,7 +100,7 @@ def check(samples: dict, truth: dict, where: str) -> list[str]:
     return problems
 
 
-def test_tokens_operations_and_finish_reasons_are_exact_on_both_scrape_paths(genai_mlflow, start_proxy, start_collector):
+def test_tokens_operations_and_finish_reasons_are_exact_on_both_scrape_paths(genai_mlflow, start_collector, start_proxy):
     collector = start_collector()
     proxy = start_proxy(genai_mlflow.url, env=otlp_env(collector), model_name=GENAI_NAME, model_version=GENAI_VERSION)
     started = time.monotonic()
