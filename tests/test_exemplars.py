@@ -121,11 +121,11 @@ def test_metrics_writes_exemplars_in_openmetrics_and_the_text_format_is_what_the
         assert 2 < exemplar.value <= 2.5 and abs(float(exemplar.timestamp) - time.time()) < 60
 
 
-def test_the_metrics_endpoint_follows_the_accept_header(proxy):
-    plain = requests.get(proxy.url + "/metrics", timeout=10)
+def test_the_metrics_endpoint_follows_the_accept_header(app_proxy):
+    plain = app_proxy.get("/metrics")
     assert plain.headers["Content-Type"] == "text/plain; version=1.0.0; charset=utf-8"
     assert "# EOF" not in plain.text and "# TYPE active_requests gauge" in plain.text
-    negotiated = requests.get(proxy.url + "/metrics", headers={"Accept": PROMETHEUS_ACCEPT}, timeout=10)
+    negotiated = app_proxy.get("/metrics", headers={"Accept": PROMETHEUS_ACCEPT})
     assert negotiated.headers["Content-Type"].startswith("application/openmetrics-text")
     assert negotiated.text.endswith("# EOF\n")
     assert wants_openmetrics("application/openmetrics-text") and wants_openmetrics("text/plain, application/openmetrics-text;q=0.2")

@@ -361,20 +361,20 @@ class FakeHalfAnswerUpstream:
                 time.sleep(self.stall_s)
 
 
-def test_a_model_server_dying_halfway_through_its_answer_is_a_counted_failure_not_a_500(start_proxy):
+def test_a_model_server_dying_halfway_through_its_answer_is_a_counted_failure_not_a_500(start_app):
     with FakeHalfAnswerUpstream() as upstream:
-        proxy = start_proxy(upstream.url)
+        proxy = start_app(upstream.url)
         response = proxy.post(json=SEED_EXAMPLE)
     assert response.status_code in (502, 503), response.text
-    assert set(response.json()["error"]) == {"code", "message"}
+    assert set(response.json["error"]) == {"code", "message"}
     samples = proxy.metrics()
     assert total(samples, "prediction_failure_total") == 1, "the failed prediction was not counted"
     assert total(samples, "http_requests_total", status="500") == 0
 
 
-def test_a_model_server_going_silent_halfway_through_its_answer_is_a_504(start_proxy):
+def test_a_model_server_going_silent_halfway_through_its_answer_is_a_504(start_app):
     with FakeHalfAnswerUpstream(stall_s=2.0) as upstream:
-        proxy = start_proxy(upstream.url, read_timeout=0.5)
+        proxy = start_app(upstream.url, read_timeout=0.5)
         response = proxy.post(json=SEED_EXAMPLE)
-    assert (response.status_code, response.json()["error"]["code"]) == (504, "upstream_timeout")
+    assert (response.status_code, response.json["error"]["code"]) == (504, "upstream_timeout")
     assert total(proxy.metrics(), "prediction_failure_by_reason_total", reason="upstream_timeout") == 1
