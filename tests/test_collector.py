@@ -166,6 +166,7 @@ def access_lines(proxy) -> list[dict]:
     return [json.loads(line) for line in proxy.log_lines() if '"inferwatch.access"' in line]
 
 
+@pytest.mark.slow  # a collector's tail sampling waits out its decision window on slow requests
 def test_errors_and_slow_traces_are_always_kept_and_ordinary_ones_sampled_away(
     tunable_mlflow, start_collector, start_proxy
 ):
