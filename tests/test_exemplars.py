@@ -164,7 +164,7 @@ def assert_resolves(jaeger, trace_id: str, span_id: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("scrape", ["collector", "service"])
 def test_every_exemplar_prometheus_stores_leads_to_a_kept_trace_with_its_mlflow_call(
-    scrape, tunable_mlflow, start_proxy, start_collector, start_jaeger, tmp_path
+    scrape, tunable_mlflow, start_collector, start_proxy, start_jaeger, tmp_path
 ):
     jaeger = start_jaeger()
     # Ordinary traces are all sampled away: only error, slow and marked traces reach Jaeger.

@@ -227,7 +227,7 @@ def fast_direct_answer(mlflow_url: str) -> bool:
 
 @pytest.mark.slow  # a real component killed or slowed under a load of many seconds
 def test_a_collector_killed_mid_load_is_invisible_to_clients_and_its_counters_resume_cumulative(
-    mlflow_server, start_proxy, start_collector
+    mlflow_server, start_collector, start_proxy
 ):
     collector = start_collector()
     proxy = start_proxy(mlflow_server.url, env=otlp_env(collector))

@@ -255,7 +255,7 @@ def test_feedback_labels_join_their_predictions_into_rows_pandas_reads(start_pro
 
 
 def test_otlp_logs_reach_the_collectors_file_and_two_workers_write_files_of_their_own(
-        start_proxy, start_collector, tunable_mlflow, tmp_path):
+        start_collector, start_proxy, tunable_mlflow, tmp_path):
     collector = start_collector()
     directory = tmp_path / "inference-log"
     proxy = start_proxy(tunable_mlflow.url, env=otlp_env(collector), workers="2", payload_log_dir=str(directory),

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_latency_alert_links_the_slow_traces_of_its_window_and_says_how_much_was_the_model(
-    tunable_mlflow, start_proxy, start_collector, start_jaeger, tmp_path
+    tunable_mlflow, start_collector, start_proxy, start_jaeger, tmp_path
 ):
     jaeger = start_jaeger()
     collector = start_collector(jaeger, OTELCOL_TRACES_SAMPLE_PERCENT="0", OTELCOL_TRACES_DECISION_WAIT="1s")

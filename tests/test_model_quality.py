@@ -253,7 +253,7 @@ def test_regression_feedback_gives_the_exact_absolute_and_squared_errors(regress
 
 
 def test_two_instances_drift_is_the_psi_of_all_their_rows_summed(
-    demo_model, mlflow_server, start_proxy, start_collector, tmp_path
+    demo_model, mlflow_server, start_collector, start_proxy, tmp_path
 ):
     profile = read_profile(demo_model / PROFILE_FILE_NAME)
     collector = start_collector()
