@@ -2,6 +2,11 @@
 
 Each server listens on a free port on 127.0.0.1 and keeps its data, configuration and log in the
 test's temporary directory. Every wait is bounded: :func:`poll` takes a deadline.
+
+This module is the one builder of that stack: :func:`start_prometheus` (a prometheus.yml text, the
+committed rule files or rendered ones beside it), :func:`start_alertmanager` (the rendered
+alertmanager.yml with the committed templates) and :func:`start_alerting_stack` (an SMTP sink,
+Alertmanager and Prometheus wired together). Tests do not write these files themselves.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import functools
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,6 +29,8 @@ import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from inferwatch.contract.thresholds import RouteTimings
+from inferwatch.render.alertmanager import SmtpSettings, render_alertmanager_config
 from inferwatch.stack.processes import (
     ManagedProcess,
     alertmanager_command,
@@ -37,6 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = REPO / "observability" / "prometheus"
 ALERTMANAGER_DIR = REPO / "observability" / "alertmanager"
 START_TIMEOUT = 60.0
+# Alertmanager's group timings shortened for tests: a notification a second after the alert.
+FAST_TIMINGS = RouteTimings(group_wait="1s", group_interval="1s", repeat_interval="1h")
 
 T = TypeVar("T")
 
@@ -66,24 +75,59 @@ def poll(check: Callable[[], T | None], timeout: float, what: str, interval: flo
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last answer: {last!r}")
 
 
-def prometheus_test_config(scrape_target: str, rule_files: str, alertmanager: str, interval: str = "1s",
-                           job_name: str = "inferwatch", extra_jobs: Sequence[dict] = ()) -> str:
+def prometheus_test_config(scrape_target: str | Sequence[str], rule_files: str, alertmanager: str | None,
+                           interval: str = "1s", job_name: str = "inferwatch", extra_jobs: Sequence[dict] = ()) -> str:
     """The committed prometheus.yml with test-only addresses and short scrape/evaluation intervals.
 
-    ``scrape_target`` is scraped as the job ``job_name`` (the rules take any name: "inferwatch"
-    for a proxy scraped directly, "otel-collector" as committed for the collector), beside
-    ``extra_jobs`` (scrape configs, e.g. another team's job).
+    ``scrape_target`` (one address or several) is scraped as the job ``job_name`` (the rules take
+    any name: "inferwatch" for a proxy scraped directly, "otel-collector" as committed for the
+    collector), beside ``extra_jobs`` (scrape configs, e.g. another team's job). Without
+    ``alertmanager`` the alerting section is left out: nothing listens to alerts.
     """
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"].update(scrape_interval=interval, evaluation_interval=interval)
     config["rule_files"] = [rule_files]
-    [alertmanagers] = config["alerting"]["alertmanagers"]
-    alertmanagers["static_configs"] = [{"targets": [alertmanager]}]
+    if alertmanager is None:
+        del config["alerting"]
+    else:
+        [alertmanagers] = config["alerting"]["alertmanagers"]
+        alertmanagers["static_configs"] = [{"targets": [alertmanager]}]
     [job] = config["scrape_configs"]
     job["job_name"] = job_name
-    job["static_configs"] = [{"targets": [scrape_target]}]
+    targets = [scrape_target] if isinstance(scrape_target, str) else list(scrape_target)
+    job["static_configs"] = [{"targets": targets}]
     config["scrape_configs"].extend(extra_jobs)
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def write_rules(rules_dir: Path, rules: Mapping[str, str] | None = None) -> Path:
+    """``rules`` (file name to text, e.g. ``rule_files(for_overrides=...)``) into ``rules_dir``;
+    without them the committed rule files, verbatim."""
+    rules_dir.mkdir(parents=True)
+    if rules is None:
+        rules = {path.name: path.read_text() for path in (PROMETHEUS_DIR / "rules").glob("*.yml")}
+    for name, text in rules.items():
+        (rules_dir / name).write_text(text)
+    return rules_dir
+
+
+def start_prometheus(workdir: Path, config: str, rules: Mapping[str, str] | None = None) -> PrometheusServer:
+    """Prometheus started in ``workdir`` with ``config`` as its prometheus.yml and the rule files
+    (see :func:`write_rules`) in ``workdir/rules``, which a config's ``rules/*.yml`` reads."""
+    write_rules(workdir / "rules", rules)
+    path = workdir / "prometheus.yml"
+    path.write_text(config)
+    return PrometheusServer(path, workdir).start()
+
+
+def start_alertmanager(workdir: Path, smtp: SmtpSettings, timings: RouteTimings = FAST_TIMINGS) -> AlertmanagerServer:
+    """Alertmanager started in ``workdir`` with the rendered alertmanager.yml (mail through
+    ``smtp``, the committed templates, ``timings``)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "alertmanager.yml"
+    config.write_text(render_alertmanager_config(smtp, timings,
+                                                 templates=str(ALERTMANAGER_DIR.resolve() / "templates" / "*.tmpl")))
+    return AlertmanagerServer(config, workdir).start()
 
 
 @dataclass
@@ -100,7 +144,11 @@ class PrometheusServer:
     def start(self) -> PrometheusServer:
         command = prometheus_command(tool("prometheus").parent, self.config_path, self.port, self.workdir / "data")
         self.process = ManagedProcess("prometheus", command, self.workdir / "prometheus.log", cwd=self.workdir).start()
-        self.process.wait_ready(self.url + "/-/ready", timeout=START_TIMEOUT)
+        try:
+            self.process.wait_ready(self.url + "/-/ready", timeout=START_TIMEOUT)
+        except BaseException:
+            self.process.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -145,7 +193,11 @@ class AlertmanagerServer:
         # no gossip port: a single instance
         command = alertmanager_command(tool("alertmanager").parent, self.config_path, self.port, self.workdir / "data")
         self.process = ManagedProcess("alertmanager", command, self.workdir / "alertmanager.log", cwd=self.workdir).start()
-        self.process.wait_ready(self.url + "/-/ready", timeout=START_TIMEOUT)
+        try:
+            self.process.wait_ready(self.url + "/-/ready", timeout=START_TIMEOUT)
+        except BaseException:
+            self.process.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -222,6 +274,43 @@ def text_body(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain",))
     assert part is not None, f"no text/plain part in:\n{message}"
     return part.get_content().replace("\r\n", "\n")
+
+
+@dataclass
+class AlertingStack:
+    """Prometheus (1 s scrapes and evaluations) sending alerts to Alertmanager, which mails an SMTP sink."""
+
+    prometheus: PrometheusServer
+    alertmanager: AlertmanagerServer
+    smtp: SmtpSink
+
+    def stop(self) -> None:
+        for component in (self.prometheus, self.alertmanager, self.smtp):
+            component.stop()
+
+
+def start_alerting_stack(workdir: Path, scrape_target: str | Sequence[str], *, smtp: SmtpSink | None = None,
+                         smtp_settings: SmtpSettings | None = None, rules: Mapping[str, str] | None = None,
+                         job_name: str = "inferwatch", extra_jobs: Sequence[dict] = (),
+                         timings: RouteTimings = FAST_TIMINGS) -> AlertingStack:
+    """The alerting stack in ``workdir``: ``smtp`` (default a new sink without login), Alertmanager
+    mailing it with ``smtp_settings`` (default: its address, no login), and Prometheus scraping
+    ``scrape_target`` as ``job_name`` with ``rules`` (default the committed ones). What started is
+    stopped again if a later part fails; the caller stops the stack."""
+    started: list = []
+    try:
+        smtp = smtp if smtp is not None else SmtpSink()
+        started.append(smtp.start())
+        settings = smtp_settings if smtp_settings is not None else SmtpSettings(smarthost=smtp.smarthost)
+        alertmanager = start_alertmanager(workdir / "alertmanager", settings, timings)
+        started.append(alertmanager)
+        prometheus = start_prometheus(workdir / "prometheus", prometheus_test_config(
+            scrape_target, "rules/*.yml", alertmanager.address, job_name=job_name, extra_jobs=extra_jobs), rules)
+        return AlertingStack(prometheus, alertmanager, smtp)
+    except BaseException:
+        for component in reversed(started):
+            component.stop()
+        raise
 
 
 class ForeignExporter:

@@ -1,76 +1,44 @@
-"""Fixtures that start the real components: an MLflow model server on the demo model, and proxies.
+"""Fixtures only; what they are built from lives in tests/support.py (and the alerting stack in
+tests/alerting_stack.py), which is where test modules import helpers from.
 
-Every server listens on 127.0.0.1 on a port picked here, logs to the test's temp directory, and
-is stopped at teardown.
+Two kinds of proxy fixture:
+
+- in process (``start_app``, ``app_proxy``, and its ``app``, ``client``, ``span_exporter``,
+  ``metric_reader``): the Flask app built by ``create_app`` with in-memory telemetry, in front of
+  a real MLflow model server. For app logic: validation, error shapes, counting, spans.
+- processes (``start_proxy``, ``proxy``): ``inferwatch serve`` under uWSGI, for what only the edge
+  shows: slow clients, body deadlines, large answers, workers, sockets, the process's own start.
+
+Session fixtures start one real MLflow model server per model, on demand.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
+from flask import Flask
+from flask.testing import FlaskClient
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import mlflow_models
 from inferwatch.stack.demo_model import save_demo_model
-from inferwatch.stack.processes import (
-    CollectorPorts,
-    JaegerPorts,
-    ManagedProcess,
-    build_collector,
-    build_jaeger,
-    collector_command,
-    collector_env,
-    free_port,
-    jaeger_command,
-    jaeger_env,
-    mlflow_serve_command,
+from inferwatch.stack.processes import build_collector, build_jaeger, free_port
+from support import (
+    Collector,
+    InProcessProxy,
+    Jaeger,
+    MlflowServer,
+    Proxy,
+    save_regressor_model,
+    save_tunable_model,
+    serve_model,
+    start_proxy_process,
+    stop_proxy,
 )
-from inferwatch.stack.traces import JaegerQuery
-
-VENV_BIN = str(Path(sys.executable).parent)
-TESTS = Path(__file__).parent
-ROOT = TESTS.parent
-MLFLOW_START_TIMEOUT = 120.0
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """Environment for child processes: the venv first on PATH (mlflow execs uvicorn)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "INFERWATCH_"))}
-    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "service"), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-@dataclass
-class MlflowServer:
-    model_dir: Path
-    port: int
-    log_path: Path
-    process: ManagedProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> MlflowServer:
-        self.process = ManagedProcess(
-            "mlflow", mlflow_serve_command(self.model_dir, self.port), self.log_path, env=child_env()
-        ).start()
-        self.process.wait_ready(self.url + "/ping", timeout=MLFLOW_START_TIMEOUT)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
 
 
 @pytest.fixture(scope="session")
@@ -89,63 +57,26 @@ def mlflow_server(demo_model, tmp_path_factory) -> Iterator[MlflowServer]:
 @pytest.fixture(scope="session")
 def tunable_mlflow(tmp_path_factory) -> Iterator[MlflowServer]:
     """A real MLflow model server whose model sleeps, raises or answers at length on request (see models/)."""
-    import mlflow.pyfunc
-    import pandas as pd
-    from mlflow.models import infer_signature
-
-    directory = tmp_path_factory.mktemp("tunable") / "model"
-    signature = infer_signature(pd.DataFrame({"x": [1.0]}), [0], params={"delay_s": 0.0, "fail": False, "answer_bytes": 0})
-    mlflow.pyfunc.save_model(str(directory), python_model=str(TESTS / "models" / "tunable_model.py"), signature=signature)
-    server = MlflowServer(directory, free_port(), directory.parent / "mlflow.log").start()
+    server = serve_model(save_tunable_model(tmp_path_factory.mktemp("tunable") / "model"))
     yield server
     server.stop()
-
-
-REGRESSOR_COLUMNS = ("Temperature", "Humidity", "Wind")
-REGRESSOR_NAME, REGRESSOR_VERSION = "demand-regressor", "3"
-
-
-def regressor_training_data(rows: int = 600, seed: int = 7):
-    """Standardized features and a linear target with noise (deterministic)."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    features = rng.standard_normal((rows, len(REGRESSOR_COLUMNS)))
-    target = features @ np.array([2.0, -1.0, 0.5]) + rng.normal(0.0, 0.3, rows)
-    return pd.DataFrame(features, columns=list(REGRESSOR_COLUMNS)), target
 
 
 @pytest.fixture(scope="session")
 def regressor_model(tmp_path_factory) -> Path:
     """A small sklearn LinearRegression saved with mlflow.sklearn, its profile beside it."""
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LinearRegression
-
-    from inferwatch.contract.profile import PROFILE_FILE_NAME, write_profile
-    from inferwatch.stack.profile import build_profile, read_signature
-
-    features, target = regressor_training_data()
-    model = LinearRegression().fit(features, target)
-    directory = tmp_path_factory.mktemp("regressor") / "model"
-    mlflow.sklearn.save_model(model, str(directory), signature=infer_signature(features, model.predict(features)))
-    profile = build_profile(features, model.predict(features).tolist(), signature=read_signature(directory),
-                            model={"name": REGRESSOR_NAME, "version": REGRESSOR_VERSION})
-    write_profile(profile, directory / PROFILE_FILE_NAME)
-    return directory
+    return save_regressor_model(tmp_path_factory.mktemp("regressor") / "model")
 
 
 @pytest.fixture(scope="session")
 def regressor_mlflow(regressor_model) -> Iterator[MlflowServer]:
-    server = MlflowServer(regressor_model, free_port(), regressor_model.parent / "mlflow.log").start()
+    server = serve_model(regressor_model)
     yield server
     server.stop()
 
 
 def _served(save, tmp_path_factory, name: str) -> Iterator[MlflowServer]:
-    directory = save(tmp_path_factory.mktemp(name) / "model")
-    server = MlflowServer(directory, free_port(), directory.parent / "mlflow.log").start()
+    server = serve_model(save(tmp_path_factory.mktemp(name) / "model"))
     yield server
     server.stop()
 
@@ -177,7 +108,7 @@ def probability_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def probability_mlflow(probability_model) -> Iterator[MlflowServer]:
-    server = MlflowServer(probability_model, free_port(), probability_model.parent / "mlflow.log").start()
+    server = serve_model(probability_model)
     yield server
     server.stop()
 
@@ -190,88 +121,74 @@ def demo_probability_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_probability_mlflow(demo_probability_model) -> Iterator[MlflowServer]:
-    server = MlflowServer(demo_probability_model, free_port(), demo_probability_model.parent / "mlflow.log").start()
+    server = serve_model(demo_probability_model)
     yield server
     server.stop()
 
 
-def tunable_payload(rows: int = 1, **params) -> dict:
-    """A request for the tunable model: ``delay_s`` makes it slow, ``fail=True`` makes it raise,
-    ``answer_bytes`` makes its answer that large."""
-    return {"dataframe_split": {"columns": ["x"], "data": [[1.0]] * rows}, "params": params}
-
-
-@dataclass
-class Proxy:
-    """A running ``inferwatch serve`` process."""
-
-    port: int
-    process: ManagedProcess
-    session: requests.Session = field(default_factory=requests.Session)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def post(self, path: str = "/predict", **kwargs) -> requests.Response:
-        return self.session.post(self.url + path, timeout=30, **kwargs)
-
-    def metrics_text(self) -> str:
-        response = requests.get(self.url + "/metrics", timeout=10)
-        response.raise_for_status()
-        return response.text
-
-    def metrics(self) -> dict[tuple[str, tuple], float]:
-        """Every sample on /metrics as {(name, sorted labels): value}."""
-        return parse_samples(self.metrics_text())
-
-    def log_lines(self) -> list[str]:
-        return self.process.log_path.read_text().splitlines()
-
-
-def parse_samples(text: str) -> dict[tuple[str, tuple], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def total(samples: dict[tuple[str, tuple], float], name: str, **labels: str) -> float:
-    """Sum of every sample of ``name`` whose labels include ``labels``."""
-    return sum(
-        value
-        for (sample_name, sample_labels), value in samples.items()
-        if sample_name == name and labels.items() <= dict(sample_labels).items()
-    )
-
-
 @pytest.fixture
-def start_proxy(tmp_path) -> Iterator:
-    """Start proxies for this test: ``start_proxy(upstream_url, env={...}, read_timeout=1, ...)``."""
-    started: list[Proxy] = []
+def start_app() -> Iterator:
+    """Build in-process proxies for this test: ``start_app(upstream_url, read_timeout=1, ...)``
+    (settings as ``start_proxy`` takes them; see support.InProcessProxy); closed at teardown."""
+    started: list[InProcessProxy] = []
 
-    def start(upstream: str, env: dict[str, str] | None = None, **settings: str) -> Proxy:
-        port = free_port()
-        env = child_env(
-            INFERWATCH_UPSTREAM=upstream,
-            INFERWATCH_PORT=str(port),
-            INFERWATCH_HOST_METRICS_INTERVAL="0.5",
-            **{f"INFERWATCH_{key.upper()}": str(value) for key, value in settings.items()},
-            **(env or {}),
-        )
-        process = ManagedProcess(
-            "inferwatch", [sys.executable, "-m", "inferwatch", "serve"], tmp_path / f"proxy-{port}.log", env=env
-        ).start()
-        proxy = Proxy(port, process)
+    def start(upstream: str, **settings: str) -> InProcessProxy:
+        proxy = InProcessProxy.start(upstream, **settings)
         started.append(proxy)
-        process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=30)
         return proxy
 
     yield start
     for proxy in started:
-        proxy.session.close()
-        proxy.process.stop()
+        proxy.close()
+
+
+@pytest.fixture
+def app_proxy(start_app, mlflow_server) -> InProcessProxy:
+    """A fresh in-process proxy in front of the session's MLflow model server."""
+    return start_app(mlflow_server.url)
+
+
+@pytest.fixture
+def app(app_proxy) -> Flask:
+    """The in-process proxy's Flask app."""
+    return app_proxy.app
+
+
+@pytest.fixture
+def client(app_proxy) -> FlaskClient:
+    return app_proxy.client
+
+
+@pytest.fixture
+def span_exporter(app_proxy) -> InMemorySpanExporter:
+    """The spans the in-process proxy finished."""
+    return app_proxy.spans
+
+
+@pytest.fixture
+def metric_reader(app_proxy) -> InMemoryMetricReader:
+    """The in-process proxy's metrics, read on demand (``metric_reader.get_metrics_data()``)."""
+    return app_proxy.metric_reader
+
+
+@pytest.fixture
+def start_proxy(tmp_path) -> Iterator:
+    """Start ``inferwatch serve`` processes for this test: ``start_proxy(upstream_url, env={...},
+    read_timeout=1, ...)`` (see support.start_proxy_process); stopped at teardown.
+
+    A test that also exports to a collector names ``start_collector`` first: fixtures are torn
+    down in reverse, and a proxy stopped after its collector spends its exporters' 10 s retry
+    flushing to nothing."""
+    started: list[Proxy] = []
+
+    def start(upstream: str, env: dict[str, str] | None = None, **settings: str) -> Proxy:
+        proxy = start_proxy_process(upstream, tmp_path, env=env, **{"host_metrics_interval": "0.5", **settings})
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        stop_proxy(proxy)
 
 
 @pytest.fixture
@@ -287,47 +204,6 @@ def otelcol_binary() -> str:
         return build_collector()
     except subprocess.CalledProcessError as error:
         raise AssertionError(f"the collector build failed:\n{error.stderr}") from None
-
-
-@dataclass
-class Collector:
-    """A running collector with config.yaml, on ports picked for this test; traces go to
-    ``jaeger`` when one is given, else to ``traces_file``."""
-
-    binary: str
-    workdir: Path
-    ports: CollectorPorts = field(default_factory=CollectorPorts)
-    process: ManagedProcess | None = None
-    jaeger: JaegerPorts | None = None
-
-    @property
-    def otlp_http(self) -> str:
-        return f"http://127.0.0.1:{self.ports.otlp_http}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.metrics}/metrics"
-
-    @property
-    def traces_file(self) -> Path:
-        return self.workdir / "traces.jsonl"
-
-    def start(self, **env: str) -> Collector:
-        self.process = ManagedProcess(
-            "otelcol", collector_command(self.binary), self.workdir / "otelcol.log",
-            env=child_env(**collector_env(self.ports, self.traces_file, self.jaeger), **env),
-        ).start()
-        self.process.wait_ready(f"http://127.0.0.1:{self.ports.health}/", timeout=30)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def metrics_text(self) -> str:
-        response = requests.get(self.metrics_url, timeout=10)
-        response.raise_for_status()
-        return response.text
 
 
 @pytest.fixture
@@ -347,15 +223,6 @@ def start_collector(otelcol_binary, tmp_path) -> Iterator:
         collector.stop()
 
 
-def otlp_env(collector: Collector, export_interval_ms: int = 300) -> dict[str, str]:
-    """Environment that makes a proxy export traces and metrics to ``collector`` quickly."""
-    return {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_http,
-        "OTEL_METRIC_EXPORT_INTERVAL": str(export_interval_ms),
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-    }
-
-
 @pytest.fixture(scope="session")
 def jaeger_binary() -> str:
     """Jaeger v2 built from its Go module (observability/jaeger/build.sh, cached)."""
@@ -363,35 +230,6 @@ def jaeger_binary() -> str:
         return build_jaeger()
     except subprocess.CalledProcessError as error:
         raise AssertionError(f"the Jaeger build failed:\n{error.stderr}") from None
-
-
-@dataclass
-class Jaeger:
-    """A running Jaeger (memory store, observability/jaeger/config.yaml) on ports picked for this test."""
-
-    binary: str
-    workdir: Path
-    ports: JaegerPorts = field(default_factory=JaegerPorts)
-    process: ManagedProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return self.ports.query_url
-
-    @property
-    def query(self) -> JaegerQuery:
-        return JaegerQuery(self.url)
-
-    def start(self) -> Jaeger:
-        self.process = ManagedProcess(
-            "jaeger", jaeger_command(self.binary), self.workdir / "jaeger.log", env=child_env(**jaeger_env(self.ports)),
-        ).start()
-        self.process.wait_ready(self.ports.health_url, timeout=30)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
 
 
 @pytest.fixture

@@ -29,25 +29,22 @@ import pytest
 import requests
 
 from alerting_stack import (
-    ALERTMANAGER_DIR,
-    AlertmanagerServer,
+    AlertingStack,
     ForeignExporter,
     PrometheusServer,
     SmtpSink,
     poll,
-    prometheus_test_config,
+    start_alerting_stack,
     text_body,
 )
-from conftest import MlflowServer, otlp_env
-from inferwatch.contract.thresholds import RouteTimings
-from inferwatch.render.alertmanager import SmtpSettings, render_alertmanager_config
+from inferwatch.render.alertmanager import SmtpSettings
 from inferwatch.render.prometheus_rules import rule_files
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 from inferwatch.stack.processes import free_port
+from support import MlflowServer, otlp_env
 
 ALERT = "HighPredictionFailureRate"
 TEST_FOR = "2s"
-TEST_TIMINGS = RouteTimings(group_wait="1s", group_interval="1s", repeat_interval="1h")
 SMTP_USER = "inferwatch-alerts"
 SMTP_PASSWORD = "correct horse battery staple"
 SENDER = "alerts@inferwatch.test"
@@ -59,55 +56,45 @@ EMAIL_TIMEOUT = 30.0
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class AlertingStack:
-    prometheus: PrometheusServer
-    alertmanager: AlertmanagerServer
-    smtp: SmtpSink
-
-    def diagnostics(self) -> str:
-        """What each component saw, for a failure message."""
-        try:
-            counters = {r["metric"]["__name__"]: r["value"][1] for r in
-                        self.prometheus.query('{__name__=~"prediction_(success|failure)_total"}')}
-            alerts = [(a["labels"]["alertname"], a["state"], a["value"]) for a in self.prometheus.alerts(ALERT)]
-        except Exception as error:  # the report must not hide the original failure
-            counters, alerts = f"(query failed: {error})", "(unknown)"
-        return "\n".join([
-            f"counters in Prometheus: {counters}",
-            f"{ALERT} in Prometheus: {alerts}",
-            f"emails: {[m['Subject'] for m in self.smtp.messages()]}; SMTP logins: {self.smtp.logins}",
-            "--- prometheus log ---", self.prometheus.process.log_tail(20),
-            "--- alertmanager log ---", self.alertmanager.process.log_tail(20),
-        ])
+def diagnostics(stack: AlertingStack) -> str:
+    """What each component saw, for a failure message."""
+    try:
+        counters = {r["metric"]["__name__"]: r["value"][1] for r in
+                    stack.prometheus.query('{__name__=~"prediction_(success|failure)_total"}')}
+        alerts = [(a["labels"]["alertname"], a["state"], a["value"]) for a in stack.prometheus.alerts(ALERT)]
+    except Exception as error:  # the report must not hide the original failure
+        counters, alerts = f"(query failed: {error})", "(unknown)"
+    return "\n".join([
+        f"counters in Prometheus: {counters}",
+        f"{ALERT} in Prometheus: {alerts}",
+        f"emails: {[m['Subject'] for m in stack.smtp.messages()]}; SMTP logins: {stack.smtp.logins}",
+        "--- prometheus log ---", stack.prometheus.process.log_tail(20),
+        "--- alertmanager log ---", stack.alertmanager.process.log_tail(20),
+    ])
 
 
 @pytest.fixture
 def start_alerting(tmp_path):
-    """``start_alerting(scrape_target, job_name, extra_jobs)``: SMTP sink, Alertmanager and
-    Prometheus scraping ``scrape_target`` as ``job_name``, stopped at teardown."""
-    started: list = []
+    """``start_alerting(scrape_target, job_name, extra_jobs)``: SMTP sink (login required),
+    Alertmanager and Prometheus scraping ``scrape_target`` as ``job_name``, stopped at teardown."""
+    started: list[AlertingStack] = []
 
     def start(scrape_target: str, job_name: str, extra_jobs: tuple[dict, ...] = ()) -> AlertingStack:
-        smtp = SmtpSink(SMTP_USER, SMTP_PASSWORD).start()
-        started.append(smtp)
-        alertmanager = AlertmanagerServer(_alertmanager_config(tmp_path / "alertmanager", smtp), tmp_path / "alertmanager")
-        started.append(alertmanager.start())
-        prometheus_dir = tmp_path / "prometheus"
-        _write_rules(prometheus_dir / "rules")
-        config = prometheus_dir / "prometheus.yml"
-        config.write_text(prometheus_test_config(scrape_target, "rules/*.yml", alertmanager.address,
-                                                 job_name=job_name, extra_jobs=extra_jobs))
-        prometheus = PrometheusServer(config, prometheus_dir)
-        started.append(prometheus.start())
-        return AlertingStack(prometheus, alertmanager, smtp)
+        smtp = SmtpSink(SMTP_USER, SMTP_PASSWORD)
+        stack = start_alerting_stack(tmp_path, scrape_target, smtp=smtp,
+                                     smtp_settings=_smtp_settings(tmp_path / "alertmanager", smtp),
+                                     rules=rule_files(for_overrides={ALERT: TEST_FOR}),
+                                     job_name=job_name, extra_jobs=extra_jobs)
+        started.append(stack)
+        assert SMTP_PASSWORD not in stack.alertmanager.config_path.read_text()
+        return stack
 
     yield start
-    for component in reversed(started):
-        component.stop()
+    for stack in started:
+        stack.stop()
 
 
-def _alertmanager_config(workdir: Path, smtp: SmtpSink) -> Path:
+def _smtp_settings(workdir: Path, smtp: SmtpSink) -> SmtpSettings:
     # The same path a deployment takes: settings from the environment, the password into a
     # 0600 file that only Alertmanager reads.
     env = {
@@ -118,18 +105,8 @@ def _alertmanager_config(workdir: Path, smtp: SmtpSink) -> Path:
         "INFERWATCH_SMTP_PASSWORD": SMTP_PASSWORD,
         "INFERWATCH_SMTP_REQUIRE_TLS": "false",  # the sink offers no STARTTLS
     }
-    settings = SmtpSettings.from_env(env, password_dir=workdir)
-    config = workdir / "alertmanager.yml"
-    templates = str(ALERTMANAGER_DIR.resolve() / "templates" / "*.tmpl")
-    config.write_text(render_alertmanager_config(settings, TEST_TIMINGS, templates=templates))
-    assert SMTP_PASSWORD not in config.read_text()
-    return config
-
-
-def _write_rules(rules_dir: Path) -> None:
-    rules_dir.mkdir(parents=True)
-    for name, text in rule_files(for_overrides={ALERT: TEST_FOR}).items():
-        (rules_dir / name).write_text(text)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return SmtpSettings.from_env(env, password_dir=workdir)
 
 
 def predict(proxy, prometheus: PrometheusServer, count: int, job: str) -> dict[int, int]:
@@ -229,7 +206,7 @@ def test_a_model_server_outage_fires_the_failure_alert_by_email_and_the_recovery
         assert "Resolved:" in text_body(resolved)
     except Exception:
         if stack is not None:
-            print(stack.diagnostics())
+            print(diagnostics(stack))
         raise
     finally:
         mlflow.stop()
@@ -332,7 +309,7 @@ def test_two_models_through_one_collector_count_apart_and_only_the_failing_one_a
         assert [m["Subject"] for m in stack.smtp.messages() if ALERT in m["Subject"]] == [message["Subject"]]
     except Exception:
         if stack is not None:
-            print(stack.diagnostics())
+            print(diagnostics(stack))
         raise
     finally:
         foreign.stop()
@@ -366,5 +343,5 @@ def test_failures_before_prometheus_first_scrapes_the_collector_still_fire_the_a
         stack.smtp.wait_for(is_email_about("FIRING", FAILING), EMAIL_TIMEOUT, f"the {ALERT} email")
     except Exception:
         if stack is not None:
-            print(stack.diagnostics())
+            print(diagnostics(stack))
         raise

@@ -9,11 +9,12 @@ import time
 from collections.abc import Callable
 
 import psutil
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import otlp_env, parse_samples, total, tunable_payload
 from inferwatch.stack.demo_model import SEED_EXAMPLE
+from support import otlp_env, parse_samples, total, tunable_payload
 
 IGNORED_LABELS = {"job", "instance"}
 
@@ -71,8 +72,8 @@ def send_known_mix(proxy) -> int:
     return len(statuses)
 
 
-def test_service_metrics_and_collector_metrics_are_the_same_contract(mlflow_server, demo_model, start_proxy,
-                                                                     start_collector):
+def test_service_metrics_and_collector_metrics_are_the_same_contract(mlflow_server, demo_model, start_collector,
+                                                                     start_proxy):
     collector = start_collector()
     proxy = start_proxy(mlflow_server.url, env=otlp_env(collector), model_dir=str(demo_model))
     n = send_known_mix(proxy)
@@ -165,8 +166,9 @@ def access_lines(proxy) -> list[dict]:
     return [json.loads(line) for line in proxy.log_lines() if '"inferwatch.access"' in line]
 
 
+@pytest.mark.slow  # a collector's tail sampling waits out its decision window on slow requests
 def test_errors_and_slow_traces_are_always_kept_and_ordinary_ones_sampled_away(
-    tunable_mlflow, start_proxy, start_collector
+    tunable_mlflow, start_collector, start_proxy
 ):
     collector = start_collector(OTELCOL_TRACES_SAMPLE_PERCENT="0", OTELCOL_TRACES_DECISION_WAIT="1s")
     proxy = start_proxy(tunable_mlflow.url, env=otlp_env(collector))
@@ -200,8 +202,9 @@ def test_errors_and_slow_traces_are_always_kept_and_ordinary_ones_sampled_away(
     assert error_server["status"]["code"] == 2  # STATUS_CODE_ERROR
 
 
+@pytest.mark.slow  # kills the collector under load and waits for the exports to resume
 def test_a_collector_outage_is_invisible_to_clients_and_counters_resume_cumulative(
-    mlflow_server, start_proxy, start_collector
+    mlflow_server, start_collector, start_proxy
 ):
     collector = start_collector()
     proxy = start_proxy(mlflow_server.url, env=otlp_env(collector))

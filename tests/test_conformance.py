@@ -30,9 +30,9 @@ import pandas as pd
 import pytest
 import requests
 
-from conftest import otlp_env, parse_samples, total
 from mlflow_models import GENAI_NAME, GENAI_VERSION, MIXED_COLUMNS, TENSOR_NAME, TENSOR_VERSION
 from inferwatch.stack.demo_model import PIMA_COLUMNS
+from support import otlp_env, parse_samples, total
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -289,9 +289,12 @@ def check_counts(samples: dict, cases: list[Case], where: str) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("model", MODELS)
+# The demo model's cases run in the fast tier; each other model needs an MLflow model server of
+# its own and many more cases.
+@pytest.mark.parametrize("model", [model if model == "demo" else pytest.param(model, marks=pytest.mark.slow)
+                                   for model in MODELS])
 def test_every_case_gets_mlflows_answer_through_the_proxy_and_is_counted_exactly(
-        model, request, start_proxy, start_collector):
+        model, request, start_collector, start_proxy):
     server = request.getfixturevalue(SERVERS[model])
     collector = start_collector()
     settings = {"model_dir": str(server.model_dir)}
@@ -341,31 +344,32 @@ def check_the_profiles_bins_counted_every_answered_row(samples: dict, cases: lis
 @pytest.mark.parametrize("name, body, content_type, mlflow_status, status, code", GUARDS,
                          ids=[guard[0] for guard in GUARDS])
 def test_what_mlflow_fails_on_or_needs_not_see_the_proxy_answers_itself(
-        mlflow_server, proxy, name, body, content_type, mlflow_status, status, code):
+        mlflow_server, app_proxy, name, body, content_type, mlflow_status, status, code):
     assert post(mlflow_server.url + "/invocations", body, content_type).status_code == mlflow_status
-    response = post(proxy.url + "/invocations", body, content_type)
+    headers = {"Content-Type": content_type} if content_type is not None else {}
+    response = app_proxy.post("/invocations", data=body, headers=headers)
     assert response.status_code == status
-    assert response.json()["error"]["code"] == code
-    samples = proxy.metrics()
+    assert response.json["error"]["code"] == code
+    samples = app_proxy.metrics()
     assert total(samples, "prediction_failure_by_reason_total", reason=code) == 1
     assert total(samples, "prediction_failure_total") == 1
 
 
 @pytest.mark.parametrize("path", ["/ping", "/health", "/version"])
-def test_mlflows_scoring_api_is_forwarded_and_counted_as_requests_not_predictions(mlflow_server, proxy, path):
+def test_mlflows_scoring_api_is_forwarded_and_counted_as_requests_not_predictions(mlflow_server, app_proxy, path):
     direct = requests.get(mlflow_server.url + path, timeout=10)
-    proxied = requests.get(proxy.url + path, timeout=10)
-    assert (proxied.status_code, proxied.headers["Content-Type"], proxied.content) == (
+    proxied = app_proxy.get(path)
+    assert (proxied.status_code, proxied.headers["Content-Type"], proxied.data) == (
         direct.status_code, direct.headers["Content-Type"], direct.content)
-    samples = proxy.metrics()
+    samples = app_proxy.metrics()
     assert total(samples, "http_requests_total", route=path, status="200") == 1
     assert total(samples, "prediction_success_total") + total(samples, "prediction_failure_total") == 0
 
 
-def test_the_scoring_api_answers_503_when_mlflow_is_down(start_proxy):
+def test_the_scoring_api_answers_503_when_mlflow_is_down(start_app):
     from inferwatch.stack.processes import free_port
 
-    proxy = start_proxy(f"http://127.0.0.1:{free_port()}")
-    response = requests.get(proxy.url + "/ping", timeout=10)
+    proxy = start_app(f"http://127.0.0.1:{free_port()}")
+    response = proxy.get("/ping")
     assert response.status_code == 503
-    assert response.json()["error"]["code"] == "upstream_unavailable"
+    assert response.json["error"]["code"] == "upstream_unavailable"

@@ -39,7 +39,6 @@ import pytest
 import requests
 
 from alerting_stack import REPO
-from conftest import Proxy, tunable_payload
 from dashboard_queries import query_panels
 from inferwatch.proxy.feedback import TOKEN_HEADER
 from inferwatch.render import consoles, grafana, panels
@@ -47,6 +46,7 @@ from inferwatch.stack.browser import Browser
 from inferwatch.stack.demo_model import PIMA_COLUMNS, SEED_EXAMPLE
 from inferwatch.stack.processes import free_port
 from inferwatch.stack.up import Stack, StackPorts
+from support import Proxy, start_proxy_process, stop_proxy, tunable_payload
 
 SLOW_JOB, REGRESSOR_JOB, SCORED_JOB = "slow-model", "demand-regressor", "diabetes-probabilities"
 GENAI_JOB = "echo-llm"
@@ -177,27 +177,18 @@ def native(tmp_path_factory, tunable_mlflow, regressor_mlflow, regressor_model, 
 
 @pytest.fixture(scope="module")
 def start_module_proxy(tmp_path_factory):
-    from conftest import child_env
-    from inferwatch.stack.processes import ManagedProcess
-    import sys
-
+    """``start_proxy`` for the module's stack: proxies that live as long as the module."""
     logs = tmp_path_factory.mktemp("proxies")
     started: list[Proxy] = []
 
     def start(upstream: str, env: dict[str, str]) -> Proxy:
-        port = free_port()
-        process = ManagedProcess("inferwatch", [sys.executable, "-m", "inferwatch", "serve"], logs / f"proxy-{port}.log",
-                                 env=child_env(INFERWATCH_UPSTREAM=upstream, INFERWATCH_PORT=str(port),
-                                               INFERWATCH_HOST_METRICS_INTERVAL="1", **env)).start()
-        proxy = Proxy(port, process)
+        proxy = start_proxy_process(upstream, logs, env=env, host_metrics_interval="1")
         started.append(proxy)
-        process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=30)
         return proxy
 
     yield start
     for proxy in started:
-        proxy.session.close()
-        proxy.process.stop()
+        stop_proxy(proxy)
 
 
 def wait_for_every_panel_query(native: NativeStack) -> None:

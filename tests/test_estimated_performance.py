@@ -21,16 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+import alerting_stack
 from alerting_stack import PrometheusServer, poll, prometheus_test_config
-from conftest import total
 from inferwatch.contract.profile import PROFILE_FILE_NAME, classification_performance, read_profile
 from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.proxy.feedback import TOKEN_HEADER
 from inferwatch.render.prometheus_rules import rule_files
 from inferwatch.render.rules import PerformanceRecords
 from mlflow_models import MIXED_CITIES, MIXED_NAME, PROBABILITY_NAME, PROBABILITY_VERSION, probability_rows
+from support import total
 
 pytestmark = pytest.mark.slow
 
@@ -40,14 +40,8 @@ BATCH = 100  # rows per prediction request (within --feedback-max-rows)
 
 
 def start_prometheus(workdir: Path, target: str, for_overrides: dict[str, str]) -> PrometheusServer:
-    rules = workdir / "rules"
-    rules.mkdir(parents=True)
-    for name, text in rule_files(for_overrides=for_overrides).items():
-        (rules / name).write_text(text)
-    config = yaml.safe_load(prometheus_test_config(target, "rules/*.yml", "127.0.0.1:1"))
-    del config["alerting"]
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return PrometheusServer(workdir / "prometheus.yml", workdir).start()
+    return alerting_stack.start_prometheus(workdir, prometheus_test_config(target, "rules/*.yml", None),
+                                           rule_files(for_overrides=for_overrides))
 
 
 def predict(proxy, rows) -> list[tuple[list[dict], str]]:

@@ -23,8 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
-from alerting_stack import PrometheusServer, poll
-from conftest import otlp_env, tunable_payload
+from alerting_stack import PrometheusServer, poll, start_prometheus
 from inferwatch.contract.metrics import HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION
 from inferwatch.proxy.app import close_app, create_app
 from inferwatch.proxy.config import Settings
@@ -33,6 +32,7 @@ from inferwatch.proxy.telemetry.exemplars import ExemplarMarks
 from inferwatch.proxy.telemetry.exposition import render, wants_openmetrics
 from inferwatch.proxy.telemetry import setup_telemetry
 from inferwatch.proxy.telemetry.translate import to_prometheus
+from support import otlp_env, tunable_payload
 
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
                      "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")  # what Prometheus 2.42 sends
@@ -121,11 +121,11 @@ def test_metrics_writes_exemplars_in_openmetrics_and_the_text_format_is_what_the
         assert 2 < exemplar.value <= 2.5 and abs(float(exemplar.timestamp) - time.time()) < 60
 
 
-def test_the_metrics_endpoint_follows_the_accept_header(proxy):
-    plain = requests.get(proxy.url + "/metrics", timeout=10)
+def test_the_metrics_endpoint_follows_the_accept_header(app_proxy):
+    plain = app_proxy.get("/metrics")
     assert plain.headers["Content-Type"] == "text/plain; version=1.0.0; charset=utf-8"
     assert "# EOF" not in plain.text and "# TYPE active_requests gauge" in plain.text
-    negotiated = requests.get(proxy.url + "/metrics", headers={"Accept": PROMETHEUS_ACCEPT}, timeout=10)
+    negotiated = app_proxy.get("/metrics", headers={"Accept": PROMETHEUS_ACCEPT})
     assert negotiated.headers["Content-Type"].startswith("application/openmetrics-text")
     assert negotiated.text.endswith("# EOF\n")
     assert wants_openmetrics("application/openmetrics-text") and wants_openmetrics("text/plain, application/openmetrics-text;q=0.2")
@@ -164,17 +164,14 @@ def assert_resolves(jaeger, trace_id: str, span_id: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("scrape", ["collector", "service"])
 def test_every_exemplar_prometheus_stores_leads_to_a_kept_trace_with_its_mlflow_call(
-    scrape, tunable_mlflow, start_proxy, start_collector, start_jaeger, tmp_path
+    scrape, tunable_mlflow, start_collector, start_proxy, start_jaeger, tmp_path
 ):
     jaeger = start_jaeger()
     # Ordinary traces are all sampled away: only error, slow and marked traces reach Jaeger.
     collector = start_collector(jaeger, OTELCOL_TRACES_SAMPLE_PERCENT="0", OTELCOL_TRACES_DECISION_WAIT="1s")
     proxy = start_proxy(tunable_mlflow.url, env=otlp_env(collector))
     target = f"127.0.0.1:{collector.ports.metrics}" if scrape == "collector" else f"127.0.0.1:{proxy.port}"
-    (tmp_path / "prometheus").mkdir()
-    config = tmp_path / "prometheus" / "prometheus.yml"
-    config.write_text(prometheus_config(target))
-    prometheus = PrometheusServer(config, tmp_path / "prometheus").start()
+    prometheus = start_prometheus(tmp_path / "prometheus", prometheus_config(target), rules={})
     try:
         began = time.time()
         fast = [proxy.post(json=tunable_payload()) for _ in range(10)]

@@ -15,7 +15,6 @@ its answer, which a real one does only by the luck of a kill's timing.
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import threading
 import time
@@ -25,12 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psutil
+import pytest
 import requests
 
-from alerting_stack import PROMETHEUS_DIR, PrometheusServer, poll, prometheus_test_config
-from conftest import MlflowServer, otlp_env, parse_samples, total, tunable_payload
+from alerting_stack import PrometheusServer, poll, prometheus_test_config, start_prometheus
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 from inferwatch.stack.processes import free_port
+from support import MlflowServer, otlp_env, parse_samples, total, tunable_payload
 from test_collector import wait_for, without_ignored_labels
 
 LOAD_THREADS = 4
@@ -134,6 +134,7 @@ def uwsgi_worker(proxy) -> psutil.Process:
     return worker
 
 
+@pytest.mark.slow  # a real component killed or slowed under a load of many seconds
 def test_a_model_server_killed_mid_load_gives_503s_and_recovers_without_restarting_the_proxy(
     demo_model, start_proxy, tmp_path
 ):
@@ -169,6 +170,7 @@ def test_a_model_server_killed_mid_load_gives_503s_and_recovers_without_restarti
                            upstream_error=0)
 
 
+@pytest.mark.slow  # a real component killed or slowed under a load of many seconds
 def test_a_model_slower_than_the_read_timeout_gives_504s_and_leaks_no_thread_or_connection(
     tunable_mlflow, start_proxy
 ):
@@ -223,8 +225,9 @@ def fast_direct_answer(mlflow_url: str) -> bool:
     return response.status_code == 200 and time.monotonic() - began < 0.3
 
 
+@pytest.mark.slow  # a real component killed or slowed under a load of many seconds
 def test_a_collector_killed_mid_load_is_invisible_to_clients_and_its_counters_resume_cumulative(
-    mlflow_server, start_proxy, start_collector
+    mlflow_server, start_collector, start_proxy
 ):
     collector = start_collector()
     proxy = start_proxy(mlflow_server.url, env=otlp_env(collector))
@@ -258,11 +261,12 @@ def test_a_collector_killed_mid_load_is_invisible_to_clients_and_its_counters_re
         assert total(via_collector, name) == total(direct, name), name
 
 
+@pytest.mark.slow  # a real component killed or slowed under a load of many seconds
 def test_a_prometheus_restart_resumes_scraping_and_rule_evaluation(mlflow_server, start_proxy, tmp_path):
     proxy = start_proxy(mlflow_server.url)
-    prometheus = PrometheusServer(committed_rules_config(tmp_path, f"127.0.0.1:{proxy.port}"), tmp_path)
+    # The committed rule files as they are; no Alertmanager: no alert fires in this test.
+    prometheus = start_prometheus(tmp_path, prometheus_test_config(f"127.0.0.1:{proxy.port}", "rules/*.yml", None))
     try:
-        prometheus.start()
         with SteadyLoad(proxy.url, SEED_EXAMPLE) as load:
             poll(lambda: scalar(prometheus, 'job:http_requests:rate5m{job="inferwatch"}'), 30,
                  "the recording rule to have a value")
@@ -293,15 +297,6 @@ def test_a_prometheus_restart_resumes_scraping_and_rule_evaluation(mlflow_server
         prometheus.stop()
     assert_alive(proxy)
     assert_counted_exactly(proxy.metrics(), answers)
-
-
-def committed_rules_config(workdir, scrape_target: str):
-    """prometheus.yml for the test (1 s scrape and evaluation) with the committed rule files as they are."""
-    shutil.copytree(PROMETHEUS_DIR / "rules", workdir / "rules")
-    config = workdir / "prometheus.yml"
-    nowhere = f"127.0.0.1:{free_port()}"  # no Alertmanager: no alert fires in this test
-    config.write_text(prometheus_test_config(scrape_target, "rules/*.yml", nowhere))
-    return config
 
 
 def scalar(prometheus: PrometheusServer, expr: str, at: float | None = None) -> float | None:
@@ -366,20 +361,20 @@ class FakeHalfAnswerUpstream:
                 time.sleep(self.stall_s)
 
 
-def test_a_model_server_dying_halfway_through_its_answer_is_a_counted_failure_not_a_500(start_proxy):
+def test_a_model_server_dying_halfway_through_its_answer_is_a_counted_failure_not_a_500(start_app):
     with FakeHalfAnswerUpstream() as upstream:
-        proxy = start_proxy(upstream.url)
+        proxy = start_app(upstream.url)
         response = proxy.post(json=SEED_EXAMPLE)
     assert response.status_code in (502, 503), response.text
-    assert set(response.json()["error"]) == {"code", "message"}
+    assert set(response.json["error"]) == {"code", "message"}
     samples = proxy.metrics()
     assert total(samples, "prediction_failure_total") == 1, "the failed prediction was not counted"
     assert total(samples, "http_requests_total", status="500") == 0
 
 
-def test_a_model_server_going_silent_halfway_through_its_answer_is_a_504(start_proxy):
+def test_a_model_server_going_silent_halfway_through_its_answer_is_a_504(start_app):
     with FakeHalfAnswerUpstream(stall_s=2.0) as upstream:
-        proxy = start_proxy(upstream.url, read_timeout=0.5)
+        proxy = start_app(upstream.url, read_timeout=0.5)
         response = proxy.post(json=SEED_EXAMPLE)
-    assert (response.status_code, response.json()["error"]["code"]) == (504, "upstream_timeout")
+    assert (response.status_code, response.json["error"]["code"]) == (504, "upstream_timeout")
     assert total(proxy.metrics(), "prediction_failure_by_reason_total", reason="upstream_timeout") == 1

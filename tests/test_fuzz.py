@@ -19,9 +19,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import total
 from inferwatch.contract.inputs import PREDICTION_ROUTES, SCORING_API_ROUTES
 from inferwatch.stack.demo_model import PIMA_COLUMNS
+from support import total
 
 SPEC = yaml.safe_load(resources.files("inferwatch.proxy").joinpath("openapi.yaml").read_text())
 OPERATIONAL = {"/metrics", "/healthz", "/readyz"}

@@ -20,7 +20,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from conftest import otlp_env, parse_samples, total
 from mlflow_models import GENAI_NAME, GENAI_VERSION
 from inferwatch.contract import genai as g
 from inferwatch.proxy.app import close_app, create_app
@@ -28,6 +27,7 @@ from inferwatch.proxy.config import Settings
 from inferwatch.proxy.feedback import TOKEN_HEADER
 from inferwatch.proxy.genai import read_answer
 from inferwatch.proxy.telemetry import setup_telemetry
+from support import otlp_env, parse_samples, total
 
 OPERATION = {"messages": "chat", "prompt": "text_completion", "input": "embeddings"}
 WORDS = ["the quick brown fox", "jumps over", "a lazy dog again and again", "hello there", "Grüße aus 東京 heute"]
@@ -100,7 +100,7 @@ def check(samples: dict, truth: dict, where: str) -> list[str]:
     return problems
 
 
-def test_tokens_operations_and_finish_reasons_are_exact_on_both_scrape_paths(genai_mlflow, start_proxy, start_collector):
+def test_tokens_operations_and_finish_reasons_are_exact_on_both_scrape_paths(genai_mlflow, start_collector, start_proxy):
     collector = start_collector()
     proxy = start_proxy(genai_mlflow.url, env=otlp_env(collector), model_name=GENAI_NAME, model_version=GENAI_VERSION)
     started = time.monotonic()
@@ -128,11 +128,11 @@ def test_tokens_operations_and_finish_reasons_are_exact_on_both_scrape_paths(gen
                      response_model="echo-llm-1") == sum(truth["measured"].values())
 
 
-def test_a_tabular_prediction_records_no_genai_metric(proxy):
+def test_a_tabular_prediction_records_no_genai_metric(app_proxy):
     from inferwatch.stack.demo_model import SEED_EXAMPLE
 
-    assert proxy.post(json=SEED_EXAMPLE).status_code == 200
-    samples = proxy.metrics()
+    assert app_proxy.post(json=SEED_EXAMPLE).status_code == 200
+    samples = app_proxy.metrics()
     assert total(samples, "gen_ai_client_operation_duration_seconds_count") == 0
     assert total(samples, "gen_ai_client_token_usage_count") == 0
 
@@ -202,8 +202,8 @@ def test_with_content_opted_in_the_text_is_recorded_as_each_version_records_it(t
         {"role": "assistant", "parts": [{"type": "text", "content": "echo: tell me"}], "finish_reason": "length"}]
 
 
-def test_ratings_of_genai_answers_are_counted_and_their_mean_is_the_satisfaction(genai_mlflow, start_proxy):
-    proxy = start_proxy(genai_mlflow.url, model_name=GENAI_NAME, feedback_score_max=5)
+def test_ratings_of_genai_answers_are_counted_and_their_mean_is_the_satisfaction(genai_mlflow, start_app):
+    proxy = start_app(genai_mlflow.url, model_name=GENAI_NAME, feedback_score_max=5)
     ratings = [{"rating": "up"}, {"rating": "down"}, {"score": 5}, {"score": 2}]
     for rating in ratings:
         answer = proxy.post("/invocations", json={"messages": [{"role": "user", "content": "rate me"}]})
@@ -213,7 +213,7 @@ def test_ratings_of_genai_answers_are_counted_and_their_mean_is_the_satisfaction
     for wrong, code in [({"rating": "meh"}, "invalid_rating"), ({"score": 6}, "invalid_rating"),
                         ({"label": 1}, "invalid_feedback")]:
         refused = proxy.post("/feedback", json={"token": answer.headers[TOKEN_HEADER], **wrong})
-        assert (refused.status_code, refused.json()["error"]["code"]) == (400, code)
+        assert (refused.status_code, refused.json["error"]["code"]) == (400, code)
     samples = proxy.metrics()
     assert total(samples, "gen_ai_feedback_ratings_total", operation="chat") == 4
     assert total(samples, "gen_ai_feedback_satisfaction_total", operation="chat") == 1 + 0 + 1 + 0.25

@@ -19,7 +19,6 @@ import configparser
 import importlib.metadata
 import math
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -29,8 +28,8 @@ import pytest
 import requests
 import yaml
 
+import alerting_stack
 from alerting_stack import PROMETHEUS_DIR, REPO, ForeignExporter, PrometheusServer, poll, prometheus_test_config
-from conftest import Proxy, child_env
 from dashboard_queries import (
     DashboardQueries,
     dashboard,
@@ -48,7 +47,7 @@ from inferwatch.render.rules import RecordingRule
 from inferwatch.proxy.feedback import TOKEN_HEADER
 from inferwatch.render.text import number
 from inferwatch.stack.demo_model import SEED_EXAMPLE
-from inferwatch.stack.processes import ManagedProcess, free_port
+from support import Proxy, start_proxy_process, stop_proxy
 
 GRAFANA_DIR = REPO / grafana.GRAFANA_DIR
 PROVISIONING_FILES = sorted((GRAFANA_DIR / "provisioning").rglob("*.yml"))
@@ -479,13 +478,8 @@ class LiveStack:
 
 
 def start_live_proxy(upstream: str, model_dir: Path, workdir: Path) -> Proxy:
-    port = free_port()
-    env = child_env(INFERWATCH_UPSTREAM=upstream, INFERWATCH_PORT=str(port), INFERWATCH_MODEL_DIR=str(model_dir),
-                    INFERWATCH_HOST_METRICS_INTERVAL="0.5", INFERWATCH_LOG_LEVEL="WARNING")
-    process = ManagedProcess("inferwatch", [sys.executable, "-m", "inferwatch", "serve"],
-                             workdir / f"proxy-{port}.log", env=env).start()
-    process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=30)
-    return Proxy(port, process)
+    return start_proxy_process(upstream, workdir, model_dir=str(model_dir), host_metrics_interval="0.5",
+                               log_level="WARNING")
 
 
 @pytest.fixture(scope="module")
@@ -519,22 +513,13 @@ def live(mlflow_server, demo_model, regressor_mlflow, regressor_model, demo_prob
             prometheus.stop()
         foreign.stop()
         for proxy in proxies:
-            proxy.session.close()
-            proxy.process.stop()
+            stop_proxy(proxy)
 
 
 def start_prometheus(targets: list[str], workdir: Path, foreign: ForeignExporter) -> PrometheusServer:
-    rules = workdir / "rules"
-    rules.mkdir(parents=True)
-    for path in (PROMETHEUS_DIR / "rules").glob("*.yml"):  # the recording rules the panels read
-        (rules / path.name).write_text(path.read_text())
-    config = yaml.safe_load(prometheus_test_config(targets[0], "rules/*.yml", alertmanager="127.0.0.1:1",
-                                                   job_name=LIVE_JOB, extra_jobs=[foreign.scrape_config]))
-    config["scrape_configs"][0]["static_configs"] = [{"targets": targets}]
-    del config["alerting"]  # nothing here listens to alerts
-    config_path = workdir / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return PrometheusServer(config_path, workdir).start()
+    # The committed rules: the recording rules the panels read. Nothing here listens to alerts.
+    return alerting_stack.start_prometheus(workdir, prometheus_test_config(
+        targets, "rules/*.yml", None, job_name=LIVE_JOB, extra_jobs=[foreign.scrape_config]))
 
 
 def send_traffic(stack: LiveStack) -> None:

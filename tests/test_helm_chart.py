@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +23,6 @@ import pytest
 import requests
 import yaml
 
-from conftest import ROOT, child_env, otlp_env, parse_samples, total
 from inferwatch import __version__
 from inferwatch.proxy.config import PARSERS, env_name, load_settings
 from inferwatch.render import kubernetes
@@ -32,8 +30,9 @@ from inferwatch.render.collector import COLLECTOR_CONFIG
 from inferwatch.render.grafana import DASHBOARD_FILE
 from inferwatch.render.prometheus_rules import RULES_DIR
 from inferwatch.stack.demo_model import SEED_EXAMPLE
-from inferwatch.stack.processes import ManagedProcess, free_port
+from inferwatch.stack.processes import free_port
 from kubernetes_schemas import KUBERNETES_VERSION, helm, helm_template, validate
+from support import ROOT, child_env, otlp_env, parse_samples, start_proxy_process, stop_proxy, total
 from test_collector import wait_for
 
 CHART = ROOT / kubernetes.CHART_DIR
@@ -343,6 +342,7 @@ def test_the_charts_copies_follow_new_rule_groups_and_dashboards(tmp_path):
         tmp_path / kubernetes.CHART_FILES / "grafana-dashboards" / "drift.json": "{}\n"}
 
 
+@pytest.mark.slow  # a collector and a proxy of four workers, as the chart runs them
 def test_the_proxy_as_the_chart_configures_it_runs_four_workers_that_report_as_pod_and_worker(
         mlflow_server, start_collector, tmp_path):
     """The separate layout's proxy environment, run: only the addresses become this machine's."""
@@ -353,16 +353,14 @@ def test_the_proxy_as_the_chart_configures_it_runs_four_workers_that_report_as_p
     env.update(INFERWATCH_UPSTREAM=mlflow_server.url, INFERWATCH_HOST="127.0.0.1", INFERWATCH_PORT=str(port),
                INFERWATCH_METRICS_HOST="127.0.0.1", INFERWATCH_METRICS_PORT=str(metrics_port),
                **otlp_env(collector))
-    proxy = ManagedProcess("proxy", [sys.executable, "-m", "inferwatch", "serve"], tmp_path / "proxy.log",
-                           env=child_env(**env)).start()
+    proxy = start_proxy_process(mlflow_server.url, tmp_path, port=port, env=env, ready_path="/readyz", timeout=60)
     try:
-        proxy.wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=60)
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(lambda _: requests.post(f"http://127.0.0.1:{port}/predict", json=SEED_EXAMPLE,
                                                              timeout=30).status_code, range(40)))
         assert statuses == [200] * 40
     finally:
-        proxy.stop()
+        stop_proxy(proxy)
     samples = wait_for(lambda: (s := parse_samples(collector.metrics_text()))
                        and total(s, "prediction_success_total") == 40 and s, 20, what="40 successes")
     pod = POD_FIELDS["metadata.name"]

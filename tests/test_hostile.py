@@ -19,11 +19,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import parse_samples, total
 from inferwatch.proxy.app import close_app, create_app
 from inferwatch.proxy.config import Settings
 from inferwatch.proxy.telemetry import setup_telemetry
 from inferwatch.stack.demo_model import SEED_EXAMPLE
+from support import parse_samples, total
 
 LIMIT = 1024 * 1024
 SEED = json.dumps(SEED_EXAMPLE)

@@ -29,7 +29,6 @@ import pytest
 import requests
 
 from alerting_stack import poll
-from conftest import child_env, otlp_env, total
 from inferwatch.contract.inference_log import FILE_PREFIX, Sample
 from inferwatch.proxy.correlation import REQUEST_ID_HEADER
 from inferwatch.proxy.feedback import TOKEN_HEADER
@@ -37,6 +36,7 @@ from inferwatch.stack.demo_model import DEMO_MODEL_NAME, PIMA_COLUMNS, SEED_EXAM
 from inferwatch.stack.inference_logs import Reader
 from inferwatch.stack.processes import free_port
 from mlflow_models import MIXED_COLUMNS
+from support import child_env, otlp_env, total
 
 pytestmark = pytest.mark.slow
 
@@ -255,7 +255,7 @@ def test_feedback_labels_join_their_predictions_into_rows_pandas_reads(start_pro
 
 
 def test_otlp_logs_reach_the_collectors_file_and_two_workers_write_files_of_their_own(
-        start_proxy, start_collector, tunable_mlflow, tmp_path):
+        start_collector, start_proxy, tunable_mlflow, tmp_path):
     collector = start_collector()
     directory = tmp_path / "inference-log"
     proxy = start_proxy(tunable_mlflow.url, env=otlp_env(collector), workers="2", payload_log_dir=str(directory),

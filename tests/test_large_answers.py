@@ -21,10 +21,11 @@ import statistics
 import time
 
 import numpy as np
+import pytest
 import requests
 
-from conftest import REGRESSOR_COLUMNS, tunable_payload
 from inferwatch.stack.demo_model import SEED_EXAMPLE
+from support import REGRESSOR_COLUMNS, tunable_payload
 
 ROUNDS = 20
 WARM_UP = 2
@@ -59,6 +60,7 @@ def assert_as_fast_as_direct(proxy: list[float], direct: list[float], answer_byt
     assert proxy_s <= 1.2 * direct_s + 0.005, what
 
 
+@pytest.mark.slow  # the only fast-tier user of the regressor's MLflow server; the 1 MB answer below stays
 def test_a_regressors_large_answer_leaves_as_fast_through_the_proxy(regressor_mlflow, start_proxy):
     proxy = start_proxy(regressor_mlflow.url)
     rows = np.random.default_rng(3).standard_normal((1000, len(REGRESSOR_COLUMNS))).round(3).tolist()

@@ -18,12 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from alerting_stack import AlertmanagerServer, PrometheusServer, SmtpSink, poll, prometheus_test_config, text_body
-from conftest import otlp_env, tunable_payload
-from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings
-from inferwatch.render.alertmanager import SmtpSettings, render_alertmanager_config
+from alerting_stack import poll, start_alerting_stack, text_body
+from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.render.prometheus_rules import rule_files
-from test_alerting_e2e import ALERTMANAGER_DIR
+from support import otlp_env, tunable_payload
 
 ALERT = "HighPredictionLatency"
 SLOW_S = 2.2
@@ -32,39 +30,17 @@ SLOW_REQUESTS = 6
 pytestmark = pytest.mark.slow
 
 
-def alertmanager_config(workdir, smtp: SmtpSink):
-    settings = SmtpSettings.from_env({"INFERWATCH_SMTP_SMARTHOST": smtp.smarthost,
-                                      "INFERWATCH_SMTP_REQUIRE_TLS": "false"}, password_dir=workdir)
-    config = workdir / "alertmanager.yml"
-    config.write_text(render_alertmanager_config(
-        settings, RouteTimings(group_wait="1s", group_interval="1s", repeat_interval="1h"),
-        templates=str(ALERTMANAGER_DIR.resolve() / "templates" / "*.tmpl")))
-    return config
-
-
 def test_the_latency_alert_links_the_slow_traces_of_its_window_and_says_how_much_was_the_model(
-    tunable_mlflow, start_proxy, start_collector, start_jaeger, tmp_path
+    tunable_mlflow, start_collector, start_proxy, start_jaeger, tmp_path
 ):
     jaeger = start_jaeger()
     collector = start_collector(jaeger, OTELCOL_TRACES_SAMPLE_PERCENT="0", OTELCOL_TRACES_DECISION_WAIT="1s")
     proxy = start_proxy(tunable_mlflow.url, env=otlp_env(collector))
-    smtp = SmtpSink().start()
-    started = [smtp]
+    thresholds = dataclasses.replace(THRESHOLDS, jaeger_url=jaeger.url)  # the link leads to this Jaeger
+    stack = start_alerting_stack(tmp_path, f"127.0.0.1:{collector.ports.metrics}",
+                                 rules=rule_files(thresholds, for_overrides={ALERT: "2s"}))
+    prometheus, smtp = stack.prometheus, stack.smtp
     try:
-        (tmp_path / "alertmanager").mkdir()
-        alertmanager = AlertmanagerServer(alertmanager_config(tmp_path / "alertmanager", smtp), tmp_path / "alertmanager")
-        started.append(alertmanager.start())
-        rules = tmp_path / "prometheus" / "rules"
-        rules.mkdir(parents=True)
-        thresholds = dataclasses.replace(THRESHOLDS, jaeger_url=jaeger.url)  # the link leads to this Jaeger
-        for name, text in rule_files(thresholds, for_overrides={ALERT: "2s"}).items():
-            (rules / name).write_text(text)
-        config = tmp_path / "prometheus" / "prometheus.yml"
-        config.write_text(prometheus_test_config(f"127.0.0.1:{collector.ports.metrics}", "rules/*.yml",
-                                                 alertmanager.address))
-        prometheus = PrometheusServer(config, tmp_path / "prometheus")
-        started.append(prometheus.start())
-
         # One fast request makes the series; once Prometheus has it, rate() sees every later one.
         assert proxy.post(json=tunable_payload()).status_code == 200
         poll(lambda: prometheus.query('http_request_duration_seconds_count{job="inferwatch"}'), 30, "the series")
@@ -104,5 +80,4 @@ def test_the_latency_alert_links_the_slow_traces_of_its_window_and_says_how_much
         assert f"Trace API:   {link}" in body and f"Slow traces: {annotations['traces']}" in body, body
         assert "inferwatch traces --slow" in body
     finally:
-        for component in reversed(started):
-            component.stop()
+        stack.stop()

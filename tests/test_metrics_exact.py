@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
 
-from conftest import parse_samples, total, tunable_payload
 from inferwatch.contract.metrics import LATENCY_BUCKETS_SECONDS
 from inferwatch.stack.demo_model import SEED_EXAMPLE
+from support import parse_samples, total, tunable_payload
 
 CONTRACT = {
     "http_requests_total": "counter",
@@ -54,7 +53,8 @@ def test_the_contract_is_on_metrics_and_counters_start_at_zero(proxy):
         assert suffix not in text
 
 
-def test_a_known_mix_of_requests_is_counted_exactly(proxy, mlflow_server):
+def test_a_known_mix_of_requests_is_counted_exactly(app_proxy):
+    proxy = app_proxy
     bad_json = {"data": b"{", "headers": {"Content-Type": "application/json"}}
     rejected = {"json": {"dataframe_split": {"columns": ["Pregnancies"], "data": [[1.0]]}}}
     wrong_type = {"data": b"x", "headers": {"Content-Type": "text/plain"}}
@@ -63,10 +63,10 @@ def test_a_known_mix_of_requests_is_counted_exactly(proxy, mlflow_server):
     with ThreadPoolExecutor(max_workers=6) as pool:
         statuses = list(pool.map(lambda step: proxy.post(step[0], **step[1]).status_code, plan))
     for _ in range(3):  # operational endpoints are never counted
-        requests.get(proxy.url + "/metrics", timeout=5)
-        requests.get(proxy.url + "/healthz", timeout=5)
-        requests.get(proxy.url + "/readyz", timeout=5)
-    assert requests.get(proxy.url + "/nope", timeout=5).status_code == 404
+        proxy.get("/metrics")
+        proxy.get("/healthz")
+        proxy.get("/readyz")
+    assert proxy.get("/nope").status_code == 404
     assert statuses.count(200) == 17 and statuses.count(400) == 5 and statuses.count(415) == 4
 
     samples = proxy.metrics()
@@ -118,8 +118,8 @@ def test_throughput_gauge_reports_the_recent_request_rate(proxy):
     assert proxy.metrics()[("http_requests_throughput", ())] == 0
 
 
-def test_a_mix_with_model_errors_and_upstream_timeouts_is_counted_exactly(tunable_mlflow, start_proxy):
-    proxy = start_proxy(tunable_mlflow.url, read_timeout=0.5)
+def test_a_mix_with_model_errors_and_upstream_timeouts_is_counted_exactly(tunable_mlflow, start_app):
+    proxy = start_app(tunable_mlflow.url, read_timeout=0.5)
     plan = (
         [tunable_payload(rows=3)] * 10  # successes
         + [tunable_payload(fail=True)] * 4  # the model raises: MLflow 400

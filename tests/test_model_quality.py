@@ -25,28 +25,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-import yaml
 
+import alerting_stack
 from alerting_stack import (
-    ALERTMANAGER_DIR,
-    AlertmanagerServer,
     PrometheusServer,
     SmtpSink,
     poll,
     prometheus_test_config,
+    start_alertmanager,
     text_body,
 )
-from conftest import REGRESSOR_COLUMNS, REGRESSOR_NAME, REGRESSOR_VERSION, child_env, otlp_env, total
 from inferwatch.contract.profile import PROFILE_FILE_NAME, numeric_bin, psi, read_profile
-from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings
+from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.proxy.config import load_settings
 from inferwatch.proxy.correlation import REQUEST_ID_HEADER
 from inferwatch.proxy.feedback import TOKEN_HEADER, FeedbackTokens
 from inferwatch.proxy.model import load_model_identity
-from inferwatch.render.alertmanager import SmtpSettings, render_alertmanager_config
+from inferwatch.render.alertmanager import SmtpSettings
 from inferwatch.render.prometheus_rules import rule_files
 from inferwatch.render.rules import QualityRecords
 from inferwatch.stack.demo_model import DEMO_MODEL_NAME, DEMO_MODEL_VERSION, PIMA_COLUMNS, SEED_EXAMPLE
+from support import REGRESSOR_COLUMNS, REGRESSOR_NAME, REGRESSOR_VERSION, child_env, otlp_env, total
 
 pytestmark = pytest.mark.slow
 
@@ -109,16 +108,8 @@ def prediction_psi(profile, answers: list) -> float:
 
 def start_prometheus(workdir: Path, target: str, alertmanager: str | None = None,
                      for_overrides: dict[str, str] | None = None) -> PrometheusServer:
-    rules = workdir / "rules"
-    rules.mkdir(parents=True)
-    for name, text in rule_files(for_overrides=for_overrides).items():
-        (rules / name).write_text(text)
-    config = yaml.safe_load(prometheus_test_config(target, "rules/*.yml", alertmanager or "127.0.0.1:1"))
-    if alertmanager is None:
-        del config["alerting"]
-    path = workdir / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return PrometheusServer(path, workdir).start()
+    return alerting_stack.start_prometheus(workdir, prometheus_test_config(target, "rules/*.yml", alertmanager),
+                                           rule_files(for_overrides=for_overrides))
 
 
 def by_label(prometheus: PrometheusServer, expr: str, label: str) -> dict[str, float]:
@@ -161,13 +152,11 @@ def mail_and_alertmanager(tmp_path):
     settings = SmtpSettings.from_env({"INFERWATCH_SMTP_SMARTHOST": smtp.smarthost,
                                       "INFERWATCH_SMTP_FROM": "alerts@inferwatch.test",
                                       "INFERWATCH_ALERT_EMAIL_TO": "ml-team@inferwatch.test"})
-    workdir = tmp_path / "alertmanager"
-    workdir.mkdir()
-    config = workdir / "alertmanager.yml"
-    config.write_text(render_alertmanager_config(
-        settings, RouteTimings(group_wait="1s", group_interval="1s", repeat_interval="1h"),
-        templates=str(ALERTMANAGER_DIR.resolve() / "templates" / "*.tmpl")))
-    alertmanager = AlertmanagerServer(config, workdir).start()
+    try:
+        alertmanager = start_alertmanager(tmp_path / "alertmanager", settings)
+    except BaseException:
+        smtp.stop()
+        raise
     yield smtp, alertmanager
     alertmanager.stop()
     smtp.stop()
@@ -264,7 +253,7 @@ def test_regression_feedback_gives_the_exact_absolute_and_squared_errors(regress
 
 
 def test_two_instances_drift_is_the_psi_of_all_their_rows_summed(
-    demo_model, mlflow_server, start_proxy, start_collector, tmp_path
+    demo_model, mlflow_server, start_collector, start_proxy, tmp_path
 ):
     profile = read_profile(demo_model / PROFILE_FILE_NAME)
     collector = start_collector()

@@ -9,15 +9,14 @@ the marker the rules and dashboards recognise inferwatch's series by, and cannot
 from __future__ import annotations
 
 import socket
-import sys
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import child_env
 from inferwatch.proxy.telemetry import build_resource
-from inferwatch.stack.processes import ManagedProcess, free_port
+from inferwatch.stack.processes import free_port
+from support import start_proxy_process, stop_proxy
 
 VARIABLES = ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "K8S_POD_NAME", "INFERWATCH_PORT")
 
@@ -83,13 +82,13 @@ def test_a_restarted_proxy_reports_the_same_readable_instance_and_the_marker(tmp
     port = free_port()
     # /healthz and /metrics answer without a model server behind the proxy.
     no_model = f"http://127.0.0.1:{free_port()}"
-    env = child_env(INFERWATCH_UPSTREAM=no_model, INFERWATCH_PORT=str(port), OTEL_SERVICE_NAME="fraud-model")
     seen = []
-    for start in range(2):
-        with ManagedProcess("inferwatch", [sys.executable, "-m", "inferwatch", "serve"],
-                            tmp_path / f"proxy-{start}.log", env=env) as process:
-            process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=30)
-            seen.append(target_info(f"http://127.0.0.1:{port}"))
+    for _ in range(2):
+        proxy = start_proxy_process(no_model, tmp_path, port=port, env={"OTEL_SERVICE_NAME": "fraud-model"})
+        try:
+            seen.append(target_info(proxy.url))
+        finally:
+            stop_proxy(proxy)
     assert seen[0]["service_instance_id"] == seen[1]["service_instance_id"] == f"{socket.gethostname()}:{port}"
     assert seen[0]["service_name"] == "fraud-model"
     assert seen[0]["telemetry_distro_name"] == seen[1]["telemetry_distro_name"] == "inferwatch"

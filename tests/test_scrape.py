@@ -10,17 +10,16 @@ from __future__ import annotations
 import gzip
 import threading
 import time
-import urllib.request
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import parse_samples, total, tunable_payload
 from inferwatch.proxy.telemetry.exposition import Exposition
 from inferwatch.proxy.in_flight import InFlight
 from inferwatch.stack.demo_model import SEED_EXAMPLE
+from support import parse_samples, total, tunable_payload
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 
@@ -179,21 +178,18 @@ def test_active_requests_counts_the_request_in_flight_and_never_the_scrape(start
     assert total(proxy.metrics(), "active_requests") == 0
 
 
-def test_metrics_are_gzipped_for_a_scraper_that_accepts_it_and_plain_otherwise(proxy):
-    assert proxy.post(json=SEED_EXAMPLE).status_code == 200
+def test_metrics_are_gzipped_for_a_scraper_that_accepts_it_and_plain_otherwise(app_proxy):
+    assert app_proxy.post(json=SEED_EXAMPLE).status_code == 200
     for accept in ("", OPENMETRICS):
-        plain = urllib.request.urlopen(urllib.request.Request(proxy.url + "/metrics", headers={"Accept": accept}),
-                                       timeout=10)
+        plain = app_proxy.get("/metrics", headers={"Accept": accept})
         assert plain.headers.get("Content-Encoding") is None and plain.headers["Vary"] == "Accept-Encoding"
-        plain_body = plain.read()
-        zipped = urllib.request.urlopen(urllib.request.Request(
-            proxy.url + "/metrics", headers={"Accept": accept, "Accept-Encoding": "gzip"}), timeout=10)
+        plain_body = plain.data
+        zipped = app_proxy.get("/metrics", headers={"Accept": accept, "Accept-Encoding": "gzip"})
         assert zipped.headers["Content-Encoding"] == "gzip"
         assert zipped.headers["Content-Type"] == plain.headers["Content-Type"]
-        body = gzip.decompress(zipped.read())
+        body = gzip.decompress(zipped.data)
         assert len(body) > 4 * int(zipped.headers["Content-Length"]) and b"prediction_success_total" in body
         assert parse_samples(body.decode().replace("# EOF\n", "")).keys() == \
             parse_samples(plain_body.decode().replace("# EOF\n", "")).keys()
-    refused = urllib.request.urlopen(urllib.request.Request(
-        proxy.url + "/metrics", headers={"Accept-Encoding": "gzip;q=0, identity"}), timeout=10)
+    refused = app_proxy.get("/metrics", headers={"Accept-Encoding": "gzip;q=0, identity"})
     assert refused.headers.get("Content-Encoding") is None

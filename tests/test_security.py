@@ -12,10 +12,10 @@ import time
 import pytest
 import requests
 
-from conftest import ROOT, child_env, parse_samples, total
 from inferwatch.proxy.config import ConfigError, load_settings
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 from inferwatch.stack.processes import free_port
+from support import ROOT, child_env, parse_samples, total
 from test_traces import HeaderRecordingRelay
 
 

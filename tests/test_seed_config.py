@@ -17,8 +17,6 @@ this test takes about a minute: it is the user's configuration, timings included
 
 from __future__ import annotations
 
-import shutil
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,14 +25,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from alerting_stack import PROMETHEUS_DIR, PrometheusServer, poll
-from conftest import Proxy, child_env
+from alerting_stack import PrometheusServer, poll, start_prometheus
 from dashboard_queries import DashboardQueries, grafana_rules, panel_expressions, rule_query
 from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.proxy.feedback import TOKEN_HEADER
 from inferwatch.render.panels import genai as genai_row
 from inferwatch.stack.demo_model import DEMO_MODEL_NAME, DEMO_MODEL_VERSION, SEED_EXAMPLE
-from inferwatch.stack.processes import ManagedProcess, free_port
+from support import Proxy, start_proxy_process, stop_proxy
 
 # The seed README's prometheus.yml, character for character.
 SEED_PROMETHEUS_YML = """\
@@ -111,30 +108,22 @@ def seed(mlflow_server, demo_model, tmp_path_factory):
     """A proxy in front of the session's MLflow, Prometheus with the seed's file and our rules,
     after 30 invalid-JSON predictions have been scraped."""
     workdir = tmp_path_factory.mktemp("seed-config")
-    port = free_port()
-    proxy = Proxy(port, ManagedProcess(
-        "inferwatch", [sys.executable, "-m", "inferwatch", "serve"], workdir / "proxy.log",
-        # The model's directory gives the proxy its name, version and reference profile (the
-        # quality panels' data); the Prometheus side stays the seed's own.
-        env=child_env(INFERWATCH_UPSTREAM=mlflow_server.url, INFERWATCH_PORT=str(port),
-                      INFERWATCH_MODEL_DIR=str(demo_model), INFERWATCH_LOG_LEVEL="WARNING")).start())
-    shutil.copytree(PROMETHEUS_DIR / "rules", workdir / "rules")
-    config = workdir / "prometheus.yml"
-    config.write_text(SEED_PROMETHEUS_YML.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-                      + "\nrule_files:\n  - rules/*.yml\n")
-    prometheus = PrometheusServer(config, workdir)
+    # The model's directory gives the proxy its name, version and reference profile (the
+    # quality panels' data); the Prometheus side stays the seed's own.
+    proxy = start_proxy_process(mlflow_server.url, workdir, model_dir=str(demo_model), log_level="WARNING")
+    prometheus = None
     try:
-        proxy.process.wait_ready(f"{proxy.url}/healthz", timeout=30)
-        prometheus.start()
+        prometheus = start_prometheus(workdir, SEED_PROMETHEUS_YML.replace("127.0.0.1:8000", f"127.0.0.1:{proxy.port}")
+                                      + "\nrule_files:\n  - rules/*.yml\n")
         # rate() needs the counters at 0 before the failures.
         poll(lambda: prometheus.query(f'prediction_failure_total{{job="{SEED_JOB}"}} == 0'), 30,
              "Prometheus to scrape the counters at 0")
         send_invalid_json(proxy, prometheus, FAILURES)
         yield SeedStack(proxy, prometheus)
     finally:
-        prometheus.stop()
-        proxy.session.close()
-        proxy.process.stop()
+        if prometheus is not None:
+            prometheus.stop()
+        stop_proxy(proxy)
 
 
 def test_every_prediction_failing_puts_the_failure_rate_alert_in_pending_naming_the_seeds_job(seed):

@@ -37,11 +37,10 @@ from alerting_stack import (
     PrometheusServer,
     SmtpSink,
     poll,
-    prometheus_test_config,
+    start_alerting_stack,
     tool,
     text_body,
 )
-from conftest import tunable_payload
 from inferwatch.contract.slo import (
     BURN_RATE_WINDOWS,
     CLIENT_ERROR_REASONS,
@@ -55,8 +54,9 @@ from inferwatch.contract.thresholds import THRESHOLDS, RouteTimings, Thresholds
 from inferwatch.proxy import errors
 from inferwatch.contract.outcomes import FAILURES, PredictionOutcome
 from inferwatch.render import slo_rules
-from inferwatch.render.alertmanager import SmtpSettings, render_alertmanager_config
+from inferwatch.render.alertmanager import render_alertmanager_config
 from inferwatch.render.prometheus_rules import rule_files
+from support import start_proxy_process, tunable_payload
 
 SLO_RULES = PROMETHEUS_DIR / "rules" / slo_rules.FILE_NAME
 TEMPLATES = ALERTMANAGER_DIR / "templates"
@@ -312,42 +312,15 @@ def send(proxy, kind: str) -> None:
 
 @pytest.fixture(scope="module")
 def live(tunable_mlflow, tmp_path_factory):
-    from conftest import Proxy, child_env
-    from inferwatch.stack.processes import ManagedProcess, free_port
-    import sys
-
     workdir = tmp_path_factory.mktemp("slo-live")
     started = []
     try:
-        smtp = SmtpSink().start()
-        started.append(smtp)
-        am_dir = workdir / "alertmanager"
-        am_dir.mkdir()
-        am_config = am_dir / "alertmanager.yml"
-        am_config.write_text(render_alertmanager_config(SmtpSettings(smarthost=smtp.smarthost), TEST_TIMINGS,
-                                                        templates=str(TEMPLATES.resolve() / "*.tmpl")))
-        alertmanager = AlertmanagerServer(am_config, am_dir).start()
-        started.append(alertmanager)
-
-        port = free_port()
-        env = child_env(INFERWATCH_UPSTREAM=tunable_mlflow.url, INFERWATCH_PORT=str(port),
-                        INFERWATCH_READ_TIMEOUT=str(READ_TIMEOUT), INFERWATCH_LOG_LEVEL="WARNING")
-        process = ManagedProcess("inferwatch", [sys.executable, "-m", "inferwatch", "serve"],
-                                 workdir / "proxy.log", env=env).start()
-        started.append(process)
-        process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=30)
-        proxy = Proxy(port, process)
-
-        prometheus_dir = workdir / "prometheus"
-        (prometheus_dir / "rules").mkdir(parents=True)
-        for path in (PROMETHEUS_DIR / "rules").glob("*.yml"):  # the committed rules, verbatim
-            (prometheus_dir / "rules" / path.name).write_text(path.read_text())
-        config = prometheus_dir / "prometheus.yml"
-        config.write_text(prometheus_test_config(f"127.0.0.1:{port}", "rules/*.yml", alertmanager.address,
-                                                 job_name=JOB))
-        prometheus = PrometheusServer(config, prometheus_dir).start()
-        started.append(prometheus)
-        stack = LiveSlo(proxy, 0.0, prometheus, alertmanager, smtp)
+        proxy = start_proxy_process(tunable_mlflow.url, workdir, read_timeout=str(READ_TIMEOUT), log_level="WARNING")
+        started.append(proxy.process)
+        alerting = start_alerting_stack(workdir, f"127.0.0.1:{proxy.port}", job_name=JOB, timings=TEST_TIMINGS)
+        started.append(alerting)
+        stack = LiveSlo(proxy, 0.0, alerting.prometheus, alerting.alertmanager, alerting.smtp)
+        prometheus = stack.prometheus
 
         poll(lambda: stack.value(f'prediction_success_total{{job="{JOB}"}}') == 0, TIMEOUT,
              "Prometheus to scrape the counters at 0")

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import requests
 
-from conftest import total
 from inferwatch.proxy.body_deadline import QUIET_GRACE_S, BodyDeadlines, BodyWait
 from inferwatch.stack.demo_model import SEED_EXAMPLE
+from support import total
 from test_hostile import SEED, percentile_ms, post_head
 
 SLOW_PER_KIND = 16

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.soak import soak
-from conftest import otlp_env
+from support import otlp_env
 
 DURATION_S = 35.0
 WARMUP_S = 10.0  # imports, first connections and allocator pools settle here; left out of the growth
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_sustained_mixed_load_leaves_memory_and_file_descriptors_flat_and_every_request_counted(
-    mlflow_server, start_proxy, start_collector
+    mlflow_server, start_collector, start_proxy
 ):
     collector = start_collector()
     proxy = start_proxy(mlflow_server.url, env=otlp_env(collector))

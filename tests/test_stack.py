@@ -19,13 +19,13 @@ import psutil
 import pytest
 import requests
 
-from conftest import ROOT, child_env, total
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 from inferwatch.stack.inference_logs import Reader
 from inferwatch.stack.load import LoadPlan, run_load
 from inferwatch.stack.processes import free_port, http_ok
 from inferwatch.stack.traces import JaegerQuery
 from inferwatch.stack.up import FIRST_SCRAPE_QUERY, StackPorts, port_answers, port_is_free
+from support import ROOT, child_env, total
 
 
 def test_load_report_agrees_with_the_proxys_counters(proxy):

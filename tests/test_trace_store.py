@@ -15,11 +15,11 @@ import pytest
 import requests
 
 from alerting_stack import poll
-from conftest import otlp_env, tunable_payload
 from inferwatch.cli import main
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 from inferwatch.stack.processes import http_ok
 from inferwatch.stack.traces import humanize_us, parse_since
+from support import otlp_env, tunable_payload
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_inferwatch_traces_lists_slow_and_failed_traces_with_model_and_proxy_time_and_shows_the_tree(
-    tunable_mlflow, start_proxy, start_collector, start_jaeger, capsys
+    tunable_mlflow, start_collector, start_proxy, start_jaeger, capsys
 ):
     jaeger = start_jaeger()
     collector = start_collector(jaeger, OTELCOL_TRACES_SAMPLE_PERCENT="100", OTELCOL_TRACES_DECISION_WAIT="1s")
@@ -81,7 +81,7 @@ def test_inferwatch_traces_lists_slow_and_failed_traces_with_model_and_proxy_tim
 
 
 def test_jaeger_killed_and_restarted_under_load_the_proxy_answers_every_request_and_never_waits(
-    mlflow_server, start_proxy, start_collector, start_jaeger
+    mlflow_server, start_collector, start_proxy, start_jaeger
 ):
     jaeger = start_jaeger()
     collector = start_collector(jaeger, OTELCOL_TRACES_SAMPLE_PERCENT="100", OTELCOL_TRACES_DECISION_WAIT="1s")

@@ -18,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import child_env, otlp_env, parse_samples, total, tunable_payload
 from inferwatch.proxy.config import ConfigError, load_settings
 from inferwatch.proxy.server import uwsgi_command
 from inferwatch.proxy.telemetry import build_resource
 from inferwatch.stack.demo_model import SEED_EXAMPLE
+from support import child_env, otlp_env, parse_samples, total, tunable_payload
 from test_collector import wait_for
 
 POD = "fraud-model-7d9f8c-x2k4q"

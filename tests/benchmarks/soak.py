@@ -38,9 +38,9 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:  # run as a script; under pytest tests/ is already on the path
     sys.path.insert(0, str(TESTS))
 
-from conftest import Collector, MlflowServer, child_env, parse_samples, total  # noqa: E402
 from inferwatch.stack.load import LoadPlan, LoadReport, run_load  # noqa: E402
-from inferwatch.stack.processes import ManagedProcess, build_collector, free_port  # noqa: E402
+from inferwatch.stack.processes import build_collector, free_port  # noqa: E402
+from support import Collector, MlflowServer, parse_samples, start_proxy_process, total  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 1024 * 1024
@@ -237,17 +237,6 @@ def _collector_totals(metrics_url: str, requests_counted: float, timeout_s: floa
         time.sleep(0.5)
 
 
-def start_proxy(upstream: str, workdir: Path, env: dict[str, str]) -> tuple[str, ManagedProcess]:
-    port = free_port()
-    process = ManagedProcess(
-        "inferwatch", [sys.executable, "-m", "inferwatch", "serve"], workdir / "proxy.log",
-        env=child_env(INFERWATCH_UPSTREAM=upstream, INFERWATCH_PORT=str(port), **env),
-    ).start()
-    url = f"http://127.0.0.1:{port}"
-    process.wait_ready(url + "/healthz", timeout=30)
-    return url, process
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the load (default 5)")
@@ -274,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
             collector = Collector(build_collector(), workdir / "otelcol")
             started.append(collector.start())
             env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_http, "OTEL_METRIC_EXPORT_INTERVAL": "5000"}
-        url, proxy = start_proxy(mlflow.url, workdir, env)
-        started.append(proxy)
+        proxy = start_proxy_process(mlflow.url, workdir, env=env)
+        started.append(proxy.process)
+        url = proxy.url
 
         def progress(each: ResourceSample) -> None:
             print(f"  {each.at_s:7.1f} s  rss {each.rss_bytes / MIB:7.1f} MiB  fds {each.fds:3d}  "
