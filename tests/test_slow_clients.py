@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import requests
 
-from inferwatch.proxy.body_deadline import QUIET_GRACE_S, BodyDeadlines, BodyWait
+from inferwatch.proxy.body_deadline import QUIET_GRACE_S, BodyDeadlines, BodyWait, SpareThreads
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 from support import total
 from test_hostile import SEED, percentile_ms, post_head
@@ -304,3 +304,24 @@ def test_a_body_past_its_deadline_is_cut_at_a_quiet_moment_or_after_the_grace():
             assert reader.recv(100) == b"still open"
     finally:
         deadlines.stop()
+
+
+def test_parked_spares_are_let_go_once_the_request_threads_end_even_when_they_are_fewer_than_three():
+    """uWSGI waits for every thread of a stopping worker; with every spare parked, only its
+    request threads end, so two of them gone must release the parked spares (waiting for a third
+    left a two-thread worker waiting out PARK_S, and killed)."""
+    spares = SpareThreads(count=4, request_threads=2)
+    finish = [threading.Event() for _ in range(2)]
+    threads = [threading.Thread(target=event.wait, daemon=True) for event in finish]
+    for thread in threads:
+        thread.start()
+    spares.keep(0, time.monotonic())  # nothing parked or asked for: keep() sends no signal
+    spares.notice_stop()  # the most threads seen: the two request threads still there
+    finish[0].set()
+    threads[0].join()
+    spares.notice_stop()
+    assert not spares._stopping, "one thread ending is not yet a stop"
+    finish[1].set()
+    threads[1].join()
+    spares.notice_stop()
+    assert spares._stopping and spares._wanted == 0

@@ -63,8 +63,10 @@ SLOW_S = 0.05
 # The uWSGI signal (0-255) that parks a spare thread, and how long one stays parked at most.
 PARK_SIGNAL = 97
 PARK_S = 30.0
-# The worker stops when this many of its threads have ended: uWSGI ends the threads that wait for
-# connections at once, and the parked ones must then go (it waits for every thread).
+# The worker stops when this many of its threads have ended (or all its request threads, when it
+# has fewer): uWSGI ends the threads that wait for connections at once, and the parked ones must
+# then go (it waits for every thread). When every spare is parked, the request threads are all
+# that end: with two of them, waiting for a third left the worker waiting out PARK_S.
 STOP_THREADS_GONE = 3
 # Signals asked for that no handler took in this long went to another worker: ask again.
 PARK_ASKED_S = 1.0
@@ -142,8 +144,9 @@ class SpareThreads:
     asks the master for as many signals as are missing.
     """
 
-    def __init__(self, count: int):
+    def __init__(self, count: int, request_threads: int):
         self.count = count
+        self._gone_at_stop = max(min(STOP_THREADS_GONE, request_threads), 1)
         self._changed = threading.Condition()
         self._parked = 0
         self._wanted = 0
@@ -208,7 +211,7 @@ class SpareThreads:
         except OSError:
             return  # then parked threads come back within PARK_S
         self._most_threads = max(self._most_threads, threads)
-        if threads <= self._most_threads - STOP_THREADS_GONE:
+        if threads <= self._most_threads - self._gone_at_stop:
             self.release()
 
 

@@ -49,7 +49,7 @@ def _stop_signals_kept_from_new_threads() -> Iterator[None]:
 _settings = load_settings()
 _worker = uwsgi.worker_id() if uwsgi is not None else 1
 # The body threads wait parked until slow bodies need them (inferwatch.proxy.body_deadline).
-_spares = SpareThreads(_settings.body_threads)
+_spares = SpareThreads(_settings.body_threads, _settings.threads)
 _body_deadlines = BodyDeadlines(_settings.body_timeout, _spares if _spares.register() else None,
                                 _settings.body_threads)
 with _stop_signals_kept_from_new_threads():
