@@ -193,6 +193,9 @@ class Telemetry:
                 # (inferwatch.proxy.in_flight), so the instrumentation's records nothing at all.
                 meter_provider=WithoutInstruments(self.meter_provider, {HTTP_SERVER_ACTIVE_REQUESTS}),
                 excluded_urls="",
+                # On by default: per request a dict of framework, endpoint and route attached to the
+                # context for SQL comments. The proxy makes no database query to comment.
+                enable_commenter=False,
             )
 
     def shutdown(self) -> None:
