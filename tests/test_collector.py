@@ -13,6 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferwatch.proxy.telemetry.setup import otlp_shares_the_prometheus_collection
 from inferwatch.stack.demo_model import SEED_EXAMPLE
 from support import otlp_env, parse_samples, total, tunable_payload
 
@@ -232,3 +233,15 @@ def test_a_collector_outage_is_invisible_to_clients_and_counters_resume_cumulati
     )
     assert total(samples, "http_requests_total") == 80  # cumulative: nothing lost, nothing counted twice
     assert total(proxy.metrics(), "http_requests_total") == 80
+
+
+@pytest.mark.parametrize("environ, shared", [
+    ({}, True),
+    ({"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "Cumulative"}, True),
+    ({"OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": "explicit_bucket_histogram"}, True),
+    ({"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta"}, False),
+    ({"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "lowmemory"}, False),
+    ({"OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": "base2_exponential_bucket_histogram"}, False),
+])
+def test_otlp_export_shares_the_prometheus_collection_unless_the_exporter_wants_other_data(environ, shared):
+    assert otlp_shares_the_prometheus_collection(environ) is shared

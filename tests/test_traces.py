@@ -7,7 +7,9 @@ import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import flask
 import pytest
+import werkzeug.wrappers
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -137,3 +139,11 @@ def test_the_stable_http_conventions_are_chosen_from_environ_without_writing_the
         telemetry.shutdown()
         setup_telemetry(environ={}).shutdown()
     assert Stability._get_opentelemetry_stability_opt_in_mode(Signal.GEN_AI) is Mode.DEFAULT
+
+
+@pytest.mark.parametrize("path, query", [("/predict", ""), ("/invocations", "a=1&b=%20x+y"), ("/caf%C3%A9/a b", "q=é")])
+def test_the_url_the_flask_instrumentation_reads_is_werkzeugs_own(traced, path, query):
+    app = traced[0].application
+    for _ in range(2):  # the second time from the cache
+        with app.test_request_context(path, query_string=query, base_url="http://proxy.example:8000/root"):
+            assert flask.request.url == werkzeug.wrappers.Request(flask.request.environ).url

@@ -3,7 +3,7 @@
 Both proxies run with full telemetry (OTLP to a real collector, /metrics, the request log) in
 front of the same MLflow model server, and are loaded in interleaved rounds (A B A B ...) with
 wrk, so machine drift cancels out. Reports each side's proxy CPU per request (all of uWSGI's
-processes, and the HTTP router's share of it), p50 and req/s.
+processes, and the HTTP router's share of it), p50, p99 and req/s.
 
     python tests/benchmarks/ab_compare.py --baseline HEAD~1 [--rounds 4 --seconds 5 --concurrency 1 8] [--model-dir [--probabilities]] [--scrapes]
 
@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                     results.setdefault(concurrency, {}).setdefault(name, []).append(figures)
         print(f"baseline {args.baseline} vs working tree{' with ' + ' '.join(args.current_env) if args.current_env else ''}, "
               f"medians of {args.rounds} interleaved rounds")
-        print("| concurrency | side | proxy CPU ms/req | of which the HTTP router | p50 ms | req/s "
+        print("| concurrency | side | proxy CPU ms/req | of which the HTTP router | p50 ms | p99 ms | req/s "
               "| /metrics p50 ms | /metrics p99 ms |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for concurrency, by_side in results.items():
             for name, runs in by_side.items():
                 scrapes = sorted(ms for r in runs for ms in r.get("scrape_ms", ()))
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                            else "| - | - |")
                 print(f"| {concurrency} | {name} | {median([r['cpu_ms'] for r in runs]):.3f} "
                       f"| {median([r['router_cpu_ms'] for r in runs]):.3f} "
-                      f"| {median([r['p50_ms'] for r in runs]):.2f} | {median([r['rps'] for r in runs]):.0f} " + scraped)
+                      f"| {median([r['p50_ms'] for r in runs]):.2f} | {median([r['p99_ms'] for r in runs]):.2f} "
+                      f"| {median([r['rps'] for r in runs]):.0f} " + scraped)
         for name, (url, _) in sides.items():  # what a feature turned on by --current-env did
             exposed = requests.get(url.rsplit("/", 1)[0] + "/metrics", timeout=10).text
             logged = [line for line in exposed.splitlines() if line.startswith("inference_log_") and not line.endswith(" 0.0")]

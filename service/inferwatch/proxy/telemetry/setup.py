@@ -12,6 +12,8 @@ What it builds for one proxy process:
 * exemplars on the two latency histograms only, and only for traces the collector is certain to
   keep (:mod:`inferwatch.proxy.telemetry.exemplars`);
 * OTLP export of traces and metrics under semantic-convention names, when an endpoint is set;
+  the metrics exported are the Prometheus reader's own collections (:class:`SharedCollectionExport`),
+  so each measurement is aggregated once for both destinations;
 * the OTLP log export of the inference log, when it is asked for (``--payload-log-otlp``,
   :func:`inference_log_exporter`): each record one log record whose body is the record's JSON;
 * the Flask and requests auto-instrumentations, bound to these providers.
@@ -49,6 +51,11 @@ name on Kubernetes (``K8S_POD_NAME``), else the host name and the proxy's port
 number, ``web-1:8000/1``, ``web-1:8000/2``: every worker exports its own counters, and the
 collector keeps them apart by instance.
 
+The OTLP metric export reads the Prometheus reader's collections unless the OTLP exporter wants
+other data than /metrics aggregates: ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta``
+(or ``lowmemory``) or ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION=base2_exponential_bucket_histogram``
+give it a reader of its own, and each measurement is then aggregated twice.
+
 ``OTEL_METRICS_EXEMPLAR_FILTER`` is not read: a measurement becomes an exemplar only when the
 collector will keep its trace (see :mod:`inferwatch.proxy.telemetry.exemplars`).
 
@@ -63,6 +70,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -161,12 +169,64 @@ class MappedPrometheusMetricReader(PrometheusMetricReader):
         source = CollectorRegistry(auto_describe=True)
         super().__init__(registry=source, **kwargs)
         registry.register(ExemplarCollector(source, self._exemplars))
+        self._for_export = threading.local()  # marks a collection the OTLP export asked for
+
+    def collect_for_export(self, timeout_millis: float = 10_000) -> MetricsData | None:
+        """One collection of this reader, returned as it is instead of rendered for /metrics: the
+        OTLP export reads the same cumulative aggregation (:class:`SharedCollectionExport`)."""
+        self._for_export.active, self._for_export.data = True, None
+        try:
+            self.collect(timeout_millis=timeout_millis)
+        finally:
+            self._for_export.active = False
+        metrics_data, self._for_export.data = self._for_export.data, None
+        return metrics_data
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
+        if metrics_data is None:
+            return
+        if getattr(self._for_export, "active", False):
+            self._for_export.data = metrics_data
+            return
+        translated = to_prometheus(metrics_data)
+        self._exemplars.record(translated)
+        super()._receive_metrics(translated, timeout_millis, **kwargs)
+
+
+class SharedCollectionExport(PeriodicExportingMetricReader):
+    """The OTLP metric export, fed by the Prometheus reader's collections instead of a reader of its own.
+
+    The SDK hands every measurement to every reader registered with the meter provider, each with
+    its own aggregation of it; the OTLP exporter's default (cumulative, explicit buckets) is what
+    the Prometheus reader keeps already, so this reader is not registered: every export interval
+    it collects the Prometheus reader (:meth:`MappedPrometheusMetricReader.collect_for_export`)
+    and exports that. Interval, timeout, the last export at shutdown and ``force_flush`` are the
+    SDK's periodic reader's. Counts are the same cumulative totals /metrics shows; the exemplars
+    too (the reservoir keeps the newest per bucket across collections).
+    """
+
+    def __init__(self, exporter, source: MappedPrometheusMetricReader) -> None:
+        self._source = source  # before the SDK starts the export thread
+        super().__init__(exporter)
+
+    def collect(self, timeout_millis: float = 10_000) -> None:
+        metrics_data = self._source.collect_for_export(timeout_millis)
         if metrics_data is not None:
-            translated = to_prometheus(metrics_data)
-            self._exemplars.record(translated)
-            super()._receive_metrics(translated, timeout_millis, **kwargs)
+            self._receive_metrics(metrics_data, timeout_millis=timeout_millis)
+
+
+# The OTLP exporter's variables that make it want other data than the Prometheus reader keeps.
+OTLP_TEMPORALITY = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
+OTLP_HISTOGRAM_AGGREGATION = "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION"
+
+
+def otlp_shares_the_prometheus_collection(environ: Mapping[str, str]) -> bool:
+    """Whether the OTLP metric export wants what the Prometheus reader aggregates: cumulative
+    temporality and explicit-bucket histograms (both the OTLP exporter's defaults). A delta or
+    low-memory temporality, or exponential histograms, get a reader of their own."""
+    temporality = environ.get(OTLP_TEMPORALITY, "").strip().lower()
+    histograms = environ.get(OTLP_HISTOGRAM_AGGREGATION, "").strip().lower()
+    return temporality in ("", "cumulative") and histograms in ("", "explicit_bucket_histogram")
 
 
 @dataclass
@@ -193,6 +253,9 @@ class Telemetry:
                 # (inferwatch.proxy.in_flight), so the instrumentation's records nothing at all.
                 meter_provider=WithoutInstruments(self.meter_provider, {HTTP_SERVER_ACTIVE_REQUESTS}),
                 excluded_urls="",
+                # On by default: per request a dict of framework, endpoint and route attached to the
+                # context for SQL comments. The proxy makes no database query to comment.
+                enable_commenter=False,
             )
 
     def shutdown(self) -> None:
@@ -391,11 +454,11 @@ def setup_telemetry(
     if otlp_export_enabled(environ, "traces"):
         tracer_provider.add_span_processor(BatchSpanProcessor(_otlp_span_exporter(environ)))
 
-    readers: list[MetricReader] = [
-        MappedPrometheusMetricReader(disable_target_info=False, scope_info_enabled=False, registry=registry),
-        *metric_readers,
-    ]
-    if otlp_export_enabled(environ, "metrics"):
+    prometheus = MappedPrometheusMetricReader(disable_target_info=False, scope_info_enabled=False, registry=registry)
+    readers: list[MetricReader] = [prometheus, *metric_readers]
+    export_metrics = otlp_export_enabled(environ, "metrics")
+    shared = export_metrics and otlp_shares_the_prometheus_collection(environ)
+    if export_metrics and not shared:
         readers.append(PeriodicExportingMetricReader(_otlp_metric_exporter(environ)))
     exemplar_marks = exemplar_marks or ExemplarMarks()
     meter_provider = MeterProvider(
@@ -426,7 +489,9 @@ def setup_telemetry(
 
     telemetry = Telemetry(tracer_provider, meter_provider, registry, enabled=True, exemplar_marks=exemplar_marks,
                           resource=resource)
-    telemetry._shutdown_hooks.extend(
-        [tracer_provider.shutdown, meter_provider.shutdown, requests_instrumentor.uninstrument]
-    )
+    # Run last to first: the shared export's last collection comes before the provider stops.
+    telemetry._shutdown_hooks.extend([tracer_provider.shutdown, meter_provider.shutdown])
+    if shared:
+        telemetry._shutdown_hooks.append(SharedCollectionExport(_otlp_metric_exporter(environ), prometheus).shutdown)
+    telemetry._shutdown_hooks.append(requests_instrumentor.uninstrument)
     return telemetry
