@@ -12,7 +12,12 @@ repeatable: run it before and after a change on a quiet or a loaded machine and 
                                                [--payload-log file|otlp|both] [--payload-log-sample 1.0]
 
 ``--chat`` sends chat requests to an upstream that answers a chat completion; ``--genai off`` then
-makes the GenAI telemetry make no call (its cost is on minus off).
+makes the GenAI telemetry make no call (its cost is on minus off). ``--genai ab`` measures that
+difference in one process: ``--rounds`` pairs of blocks of ``--count`` requests, on and off
+alternating (on-off, then off-on), each block ending with the span export flushed so that its
+process CPU includes the export of its own spans; it prints the median of the pairs' differences
+and their range. Two runs on a shared machine differ by more than the telemetry costs; blocks
+in one process do not.
 
 ``--payload-log`` turns the inference log on: JSON Lines files in a temporary directory, OTLP logs
 to the collector, or both, at ``--payload-log-sample`` (default 1.0, every request); the records
@@ -132,6 +137,28 @@ def report(profile: cProfile.Profile, count: int, top: int) -> None:
     print(out.getvalue())
 
 
+def ab_pairs(wsgi, body: bytes, args, genai_on: list[bool], tracer_provider) -> None:
+    """GenAI on minus off, in blocks of ``args.count`` alternating in one process (see the docstring)."""
+    def block(on: bool) -> tuple[float, float]:
+        genai_on[0] = on
+        tracer_provider.force_flush()
+        cpu, thread = time.process_time(), time.thread_time()
+        assert drive(wsgi, body, args.count) == args.count
+        tracer_provider.force_flush()  # this block's spans exported, on this block's account
+        return (time.process_time() - cpu) * 1e6 / args.count, (time.thread_time() - thread) * 1e6 / args.count
+
+    differences = []
+    for index in range(args.rounds):
+        order = (True, False) if index % 2 == 0 else (False, True)
+        figures = dict(zip(order, (block(order[0]), block(order[1]))))
+        differences.append((figures[True][0] - figures[False][0], figures[True][1] - figures[False][1]))
+    process, thread = (sorted(column) for column in zip(*differences))
+    middle = len(differences) // 2
+    print(f"GenAI telemetry of a chat, on - off, {args.rounds} pairs of blocks of {args.count}: "
+          f"process CPU {process[middle]:+.0f} us/request (range {process[0]:+.0f}..{process[-1]:+.0f}), "
+          f"request thread {thread[middle]:+.0f} us (range {thread[0]:+.0f}..{thread[-1]:+.0f})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=3000)
@@ -149,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1, help="rows per prediction (the seed's example repeated)")
     parser.add_argument("--chat", action="store_true",
                         help="chat requests (MLflow's unified LLM input) to an upstream that answers a chat completion")
-    parser.add_argument("--genai", choices=("on", "off"), default="on",
+    parser.add_argument("--genai", choices=("on", "off", "ab"), default="on",
                         help="off: the GenAI telemetry makes no call (the figure it costs is on minus off)")
     parser.add_argument("--payload-log", choices=("off", "file", "otlp", "both"), default="off",
                         help="the inference log: files in a temporary directory, OTLP logs, or both")
@@ -195,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         from inferwatch.proxy.config import load_settings
         from inferwatch.proxy.genai import GenAiTelemetry
 
-        if args.genai == "off":  # benchmark only: the predictor then skips every GenAI step
-            GenAiTelemetry.call_for = lambda self, prediction: None
+        # Benchmark only: with GenAI off the predictor skips every GenAI step.
+        genai_on = [args.genai != "off"]
+        call_for = GenAiTelemetry.call_for
+        GenAiTelemetry.call_for = lambda self, prediction: call_for(self, prediction) if genai_on[0] else None
 
         with open(os.devnull, "w") as devnull:
             listener = configure_logging("INFO", devnull)
@@ -213,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
                 gc.freeze()
             collections = [generation["collections"] for generation in gc.get_stats()]
             figures = []
+            if args.genai == "ab":
+                ab_pairs(wsgi, body, args, genai_on, app.extensions["inferwatch"]["telemetry"].tracer_provider)
+                close_app(app)
+                listener.stop()
+                return 0
             if args.callgrind:
                 subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
             for _ in range(args.rounds):

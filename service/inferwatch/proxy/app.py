@@ -48,7 +48,7 @@ from inferwatch.proxy.outcomes import PredictionCounts
 from inferwatch.proxy.predictor import Predictor, error_response
 from inferwatch.proxy.quality import AnswerObserver, QualityRecorder, register_model_info
 from inferwatch.proxy.scoring import ScoringApi
-from inferwatch.proxy.telemetry import Telemetry, build_resource, inference_log_exporter, setup_telemetry
+from inferwatch.proxy.telemetry import METER_NAME, Telemetry, build_resource, inference_log_exporter, setup_telemetry
 from inferwatch.proxy.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def create_app(
     app.request_class = ProxyRequest
     upstream = upstream or UpstreamClient(settings)
     identity = load_model_identity(settings)
-    meter = telemetry.meter_provider.get_meter("inferwatch")
+    meter = telemetry.meter_provider.get_meter(METER_NAME)
     register_model_info(identity, meter)
     counts = PredictionCounts(identity.attributes)
     counts.register(meter)
@@ -99,7 +99,8 @@ def create_app(
     recorder = QualityRecorder(identity, meter) if settings.model_quality and telemetry.enabled else None
     observer = AnswerObserver(recorder, tokens if settings.model_quality else None,
                               identity.profile.probabilities if identity.profile else None)
-    genai = (GenAiTelemetry(identity, meter, Conventions.from_environment(os.environ, settings.genai_capture_content))
+    genai = (GenAiTelemetry(identity, meter, telemetry.histograms,
+                            Conventions.from_environment(os.environ, settings.genai_capture_content))
              if telemetry.enabled else None)
     log_counts = InferenceLogCounts(identity.attributes)
     log_counts.register(meter)
@@ -169,7 +170,7 @@ def _install_hooks(app: Flask, rate: RequestRate, access_log: AccessLog) -> None
 def _front(flask_app, settings: Settings, telemetry: Telemetry, upstream: UpstreamClient):
     """The operational endpoints in front of the Flask app; returns it and the metrics exposition."""
     in_flight = InFlight()
-    in_flight.register(telemetry.meter_provider.get_meter("inferwatch"))
+    in_flight.register(telemetry.meter_provider.get_meter(METER_NAME))
     one_worker = settings.workers == 1
     # /metrics in bounded time under load; only one worker serves it.
     exposed = exposition.Exposition(telemetry.registry, in_flight, settings.metrics_max_age if one_worker else 0)

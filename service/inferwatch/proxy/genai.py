@@ -25,6 +25,10 @@ Prompt and answer text is recorded on the span only when the user opts in
 (``--genai-capture-content`` or ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``), as
 the conventions require; :mod:`inferwatch.contract.genai` says which version is emitted and how.
 
+The two histograms come from :mod:`inferwatch.proxy.telemetry.histograms`: each series (operation,
+response model, token type or error) is bound to its attributes the first time it is needed, and
+a record is then an addition under a lock, not the SDK's per-measurement attribute handling.
+
 A tabular prediction pays one set lookup here (its format is not LLM input). Telemetry never
 breaks a request: errors are logged.
 """
@@ -34,8 +38,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Span
@@ -212,21 +217,39 @@ class _Bounded:
         return value
 
 
+class HistogramSeries(Protocol):
+    def record(self, value: float) -> None: ...
+
+
+class BoundHistogram(Protocol):
+    def series(self, attributes: Mapping[str, str]) -> HistogramSeries: ...
+
+
+class Histograms(Protocol):
+    """Where the GenAI histograms come from (:mod:`inferwatch.proxy.telemetry.histograms`): an
+    instrument whose series are bound to their attributes once, then recorded to."""
+
+    def create_histogram(self, name: str, *, unit: str, description: str, boundaries: Sequence[float],
+                         exemplars: bool = False) -> BoundHistogram: ...
+
+
 class GenAiTelemetry:
     """The GenAI instruments of one model, and the calls that feed them."""
 
-    def __init__(self, identity: ModelIdentity, meter: Meter, conventions: Conventions) -> None:
+    def __init__(self, identity: ModelIdentity, meter: Meter, histograms: Histograms,
+                 conventions: Conventions) -> None:
         self._model = identity.attributes
         self._model_name = identity.name
         self._conventions = conventions
         self._response_models = _Bounded(g.MAX_RESPONSE_MODELS)
-        self._attribute_sets: dict[tuple, dict] = {}
-        self._tokens = meter.create_histogram(
+        self._series: dict[tuple, HistogramSeries] = {}
+        self._tokens = histograms.create_histogram(
             g.GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}", description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=list(g.TOKEN_USAGE_BUCKETS))
-        self._duration = meter.create_histogram(
+            boundaries=g.TOKEN_USAGE_BUCKETS)
+        # Exemplars as on the latency histograms: a slow or failed GenAI call leads to its trace.
+        self._duration = histograms.create_histogram(
             g.GEN_AI_CLIENT_OPERATION_DURATION, unit="s", description="GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=list(g.OPERATION_DURATION_BUCKETS_SECONDS))
+            boundaries=g.OPERATION_DURATION_BUCKETS_SECONDS, exemplars=True)
         self._lock = threading.Lock()
         operations = tuple(g.OPERATIONS.values())
         reasons = (*g.FINISH_REASONS, g.OTHER)
@@ -279,32 +302,35 @@ class GenAiTelemetry:
         model = self._response_models((answer.model if answer is not None and answer.model else None)
                                       or call.request_model)
         if seconds is not None:
-            self._duration.record(seconds, self._attributes(call.operation, model, None if answered else outcome.value))
+            self._series_of(call.operation, model, None if answered else outcome.value).record(seconds)
         if not answered or answer is None:
             return
         if answer.input_tokens is not None:
-            self._tokens.record(answer.input_tokens, self._attributes(call.operation, model, None, g.TOKEN_INPUT))
+            self._series_of(call.operation, model, None, g.TOKEN_INPUT).record(answer.input_tokens)
         if answer.output_tokens is not None:
-            self._tokens.record(answer.output_tokens, self._attributes(call.operation, model, None, g.TOKEN_OUTPUT))
+            self._series_of(call.operation, model, None, g.TOKEN_OUTPUT).record(answer.output_tokens)
         with self._lock:
             if not answer.has_usage:
                 self._missing[call.operation] += 1
             for reason in answer.finish_reasons:
                 self._finish[(call.operation, reason if reason in g.FINISH_REASONS else g.OTHER)] += 1
 
-    def _attributes(self, operation: str, response_model: str, error: str | None, token_type: str | None = None) -> dict:
-        """The attributes of one GenAI series, built once (the label values are bounded)."""
+    def _series_of(self, operation: str, response_model: str, error: str | None,
+                   token_type: str | None = None) -> HistogramSeries:
+        """One GenAI series (token usage with a token type, else the duration), bound once: the
+        label values are bounded."""
         key = (operation, response_model, error, token_type)
-        attributes = self._attribute_sets.get(key)
-        if attributes is None:
+        series = self._series.get(key)
+        if series is None:
             attributes = {**self._model, g.GEN_AI_OPERATION_NAME: operation, self._conventions.provider_key: g.PROVIDER,
                           g.GEN_AI_REQUEST_MODEL: self._model_name, g.GEN_AI_RESPONSE_MODEL: response_model}
             if error is not None:
                 attributes[ERROR_TYPE] = error
             if token_type is not None:
                 attributes[g.GEN_AI_TOKEN_TYPE] = token_type
-            self._attribute_sets[key] = attributes
-        return attributes
+            histogram = self._duration if token_type is None else self._tokens
+            series = self._series.setdefault(key, histogram.series(attributes))
+        return series
 
     def _observe_finish(self, _options: CallbackOptions) -> list[Observation]:
         with self._lock:

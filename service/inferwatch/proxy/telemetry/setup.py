@@ -9,8 +9,10 @@ What it builds for one proxy process:
   through :func:`inferwatch.proxy.telemetry.translate.to_prometheus` before
   opentelemetry-exporter-prometheus turns them into text, into a registry of its own, with the
   histograms' exemplars attached for OpenMetrics scrapes (:mod:`inferwatch.proxy.telemetry.exposition`);
-* exemplars on the two latency histograms only, and only for traces the collector is certain to
-  keep (:mod:`inferwatch.proxy.telemetry.exemplars`);
+* exemplars on the two latency histograms and ``gen_ai.client.operation.duration`` only, and only
+  for traces the collector is certain to keep (:mod:`inferwatch.proxy.telemetry.exemplars`);
+* the GenAI histograms aggregated where they are recorded, their series bound once, and added to
+  every reader's collection (:mod:`inferwatch.proxy.telemetry.histograms`);
 * OTLP export of traces and metrics under semantic-convention names, when an endpoint is set;
   the metrics exported are the Prometheus reader's own collections (:class:`SharedCollectionExport`),
   so each measurement is aggregated once for both destinations;
@@ -118,6 +120,7 @@ from inferwatch.contract.thresholds import THRESHOLDS
 from inferwatch.proxy.config import Settings, env_name, otlp_export_enabled, telemetry_disabled
 from inferwatch.proxy.telemetry.exemplars import ExemplarMarks, KeptTraceExemplarFilter, latest_per_bucket
 from inferwatch.proxy.telemetry.exposition import BucketExemplars, ExemplarCollector
+from inferwatch.proxy.telemetry.histograms import AggregatedHistograms, SdkHistograms
 from inferwatch.proxy.telemetry.translate import to_prometheus
 from inferwatch.proxy.upstream import request_hook, response_hook
 
@@ -127,6 +130,8 @@ POD_NAME_VARIABLE = "K8S_POD_NAME"
 SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
 # The kind of an inference log record (prediction, feedback), an attribute of its OTLP record.
 INFERENCE_KIND = "inferwatch.inference.kind"
+# The proxy's meter (app, predictions, GenAI); its aggregated histograms are in its scope.
+METER_NAME = "inferwatch"
 
 
 class WithoutInstruments:
@@ -241,6 +246,9 @@ class Telemetry:
     exemplar_marks: ExemplarMarks = field(default_factory=ExemplarMarks)
     _shutdown_hooks: list = field(default_factory=list)
     resource: Resource | None = None
+    # Histograms whose series are bound once (:mod:`inferwatch.proxy.telemetry.histograms`): the
+    # GenAI instruments. None with telemetry off.
+    histograms: AggregatedHistograms | SdkHistograms | None = None
 
     def instrument_app(self, app) -> None:
         """Auto-instrument a Flask app (server spans, duration, active requests)."""
@@ -461,11 +469,12 @@ def setup_telemetry(
     if export_metrics and not shared:
         readers.append(PeriodicExportingMetricReader(_otlp_metric_exporter(environ)))
     exemplar_marks = exemplar_marks or ExemplarMarks()
+    # An exemplar only where the collector keeps the trace: failed, slow or marked.
+    exemplar_filter = KeptTraceExemplarFilter(THRESHOLDS.latency_seconds, exemplar_marks)
     meter_provider = MeterProvider(
         resource=resource,
         metric_readers=readers,
-        # An exemplar only where the collector keeps the trace: failed, slow or marked.
-        exemplar_filter=KeptTraceExemplarFilter(THRESHOLDS.latency_seconds, exemplar_marks),
+        exemplar_filter=exemplar_filter,
         views=[
             View(
                 instrument_name=HTTP_SERVER_DURATION,
@@ -487,8 +496,13 @@ def setup_telemetry(
     requests_instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider,
                                      request_hook=request_hook, response_hook=response_hook)
 
+    if export_metrics and not shared:  # the OTLP reader wants delta temporality or exponential buckets
+        histograms = SdkHistograms(meter_provider.get_meter(METER_NAME))
+    else:
+        histograms = AggregatedHistograms(InstrumentationScope(METER_NAME), resource, exemplar_filter)
+        histograms.install(readers)
     telemetry = Telemetry(tracer_provider, meter_provider, registry, enabled=True, exemplar_marks=exemplar_marks,
-                          resource=resource)
+                          resource=resource, histograms=histograms)
     # Run last to first: the shared export's last collection comes before the provider stops.
     telemetry._shutdown_hooks.extend([tracer_provider.shutdown, meter_provider.shutdown])
     if shared:
