@@ -8,9 +8,11 @@ Each process runs in its own process group, so stopping it also stops whatever i
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -48,10 +50,43 @@ class ProcessFailed(RuntimeError):
         self.log_tail = log_tail
 
 
+# Ports free_port hands out: below the kernel's ephemeral range (ip_local_port_range, 32768 up by
+# default). A port the kernel picked (bind to port 0) comes from that range, the same range it
+# takes the local port of every outgoing connection from: between the pick and the service's own
+# bind, any connection on the machine could take it (a Jaeger once failed to start so, with a
+# benchmark running beside the tests). Below the range only another listener can.
+LOWEST_PORT = 20_000
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now, below the ephemeral range, not handed out before by this process."""
+    high = _ephemeral_start()
+    if high - LOWEST_PORT < 1_000:  # a machine whose ephemeral range starts low: the kernel picks
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            return sock.getsockname()[1]
+    rng = random.SystemRandom()
+    while True:
+        port = rng.randrange(LOWEST_PORT, high)
+        with _ports_lock:
+            if port in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:
