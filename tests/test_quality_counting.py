@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from flask import Response
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
@@ -35,7 +36,9 @@ from inferwatch.contract.inputs import InputFormat
 from inferwatch.proxy.model import ModelIdentity
 from inferwatch.proxy.prediction import json_format, read_prediction
 from inferwatch.proxy.quality import (
+    OVERLAP_BYTES,
     VECTORISE_FROM_ROWS,
+    AnswerObserver,
     QualityRecorder,
     Unreadable,
     numeric_counts,
@@ -173,6 +176,31 @@ def test_a_categorical_feature_counts_its_top_categories_and_the_rest_as_other()
     assert point(mm.MODEL_PREDICTION_VALUES, **{mm.MODEL_BIN: "1"}) == 2
     assert point(mm.MODEL_PREDICTION_VALUES, **{mm.MODEL_BIN: OTHER}) == 1  # a class never seen in training
     assert point(mm.MODEL_INPUT_ROWS) == 3
+
+
+def test_a_large_body_measured_while_mlflow_computes_is_counted_as_one_measured_after_the_answer():
+    data = pd.DataFrame({"colour": ["red"] * 5 + ["blue"] * 3 + ["green"], "size": [1.0, 2, 3, 4, 5, 6, 7, 8, 9]})
+    profile = build_profile(data, [0, 1, 0, 1, 0, 1, 0, 1, 0], top=2)
+    records = [{"colour": ["red", "pink", None, "blue"][i % 4], "size": [1, None, 100, "x", 4.5][i % 5]}
+               for i in range(3000)]
+    large = read_prediction(json.dumps({"dataframe_records": records}).encode(), "application/json")
+    small = read_prediction(json.dumps({"dataframe_records": records[:3]}).encode(), "application/json")
+    assert len(large.body) >= OVERLAP_BYTES > len(small.body)
+    answer = Response(json.dumps({"predictions": [i % 3 for i in range(3000)]}), status=200,
+                      content_type="application/json")
+    figures = []
+    for overlapped in (True, False):
+        reader = InMemoryMetricReader()
+        recorder = QualityRecorder(ModelIdentity(name="m", version="1", profile=profile),
+                                   MeterProvider(metric_readers=[reader]).get_meter("test"))
+        observer = AnswerObserver(recorder, None, helpers=2)
+        measuring = observer.before(large) if overlapped else None
+        assert (measuring is not None) is overlapped and observer.before(small) is None
+        observer.after(large, answer, measuring)
+        observer.close()
+        figures.append(collected(reader))
+    assert figures[0] == figures[1]
+    assert figures[0][(mm.MODEL_INPUT_ROWS, (("inferwatch.model.name", "m"), ("inferwatch.model.version", "1")))] == 3000
 
 
 def test_profiles_round_trip_and_the_builder_counts_shares_with_the_proxys_rule():

@@ -98,7 +98,8 @@ def create_app(
     # With telemetry off (OTEL_SDK_DISABLED) nothing would read the counts: only the tokens stay.
     recorder = QualityRecorder(identity, meter) if settings.model_quality and telemetry.enabled else None
     observer = AnswerObserver(recorder, tokens if settings.model_quality else None,
-                              identity.profile.probabilities if identity.profile else None)
+                              identity.profile.probabilities if identity.profile else None,
+                              helpers=settings.threads + settings.body_threads)
     genai = (GenAiTelemetry(identity, meter, telemetry.histograms,
                             Conventions.from_environment(os.environ, settings.genai_capture_content))
              if telemetry.enabled else None)
@@ -134,7 +135,7 @@ def create_app(
     app.extensions["inferwatch"] = {
         "settings": settings, "telemetry": telemetry, "upstream": upstream, "sampler": sampler, "rate": rate,
         "access_log": access_log, "model": identity, "exposition": exposed, "counts": counts,
-        "inference_log": inference_log, "inference_log_counts": log_counts,
+        "inference_log": inference_log, "inference_log_counts": log_counts, "observer": observer,
     }
     return app
 
@@ -200,6 +201,7 @@ def close_app(app: Flask) -> None:
     parts["sampler"].stop()
     parts["exposition"].stop()
     parts["access_log"].close()
+    parts["observer"].close()  # before the telemetry's last export: every measured request counted
     if parts["inference_log"] is not None:
         parts["inference_log"].close()
     parts["telemetry"].shutdown()

@@ -84,13 +84,14 @@ class Predictor:
         try:
             prediction = self._read()
             call = self._genai.call_for(prediction) if self._genai is not None else None
+            measuring = self._observer.before(prediction)  # a large body's inputs, while MLflow computes
             sent = time.perf_counter()
             try:
                 answer = self._upstream.invoke(prediction.body, prediction.content_type, call)
             finally:
                 model_time_s = time.perf_counter() - sent  # the MLflow call, answered or not
             response, outcome = relay(answer, prediction)
-            self._observer.after(prediction, response)
+            self._observer.after(prediction, response, measuring)
         except ProxyError as error:
             response, outcome = error_response(error), error.outcome
         except Exception:  # noqa: BLE001 - whatever fails, the client gets the JSON 500 and it is counted
