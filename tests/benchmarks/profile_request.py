@@ -172,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, help="also write the cProfile stats to this file (pstats)")
     parser.add_argument("--telemetry", choices=("on", "off"), default="on")
     parser.add_argument("--model-quality", choices=("true", "false"), default="true")
-    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up (an experiment)")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="gc.freeze() after start-up, as inferwatch.proxy.wsgi does in a worker")
+    parser.add_argument("--gc-threshold", type=int, nargs=3, help="gc.set_threshold(...) after start-up (an experiment)")
     parser.add_argument("--rows", type=int, default=1, help="rows per prediction (the seed's example repeated)")
     parser.add_argument("--chat", action="store_true",
                         help="chat requests (MLflow's unified LLM input) to an upstream that answers a chat completion")
@@ -239,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             wsgi = app.wsgi_app
             assert drive(wsgi, body, args.warmup) == args.warmup, "the warm-up predictions did not answer 200"
             if args.gc_freeze:
+                gc.collect()
                 gc.freeze()
+            if args.gc_threshold:
+                gc.set_threshold(*args.gc_threshold)
             collections = [generation["collections"] for generation in gc.get_stats()]
             figures = []
             if args.genai == "ab":
