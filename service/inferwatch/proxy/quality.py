@@ -494,6 +494,11 @@ class QualityRecorder:
     def reads_answers(self) -> bool:
         return self._prediction is not None or self.estimator is not None
 
+    @property
+    def reads_inputs(self) -> bool:
+        """Whether a request's rows are read at all (a profile or a signature names columns)."""
+        return bool(self._wanted)
+
     def observe(self, prediction: PredictionRequest, answered: bool, predictions: list | None,
                 measured: InputCounts | None = None) -> None:
         """Count one request (its inputs as ``measured`` already, else measured here); never raises
@@ -690,7 +695,8 @@ class AnswerObserver:
         # millisecond) often needs neither.
         self._counts_answers = (recorder is not None and recorder.reads_answers) or self._estimator is not None
         # One helper per request thread (started when first needed): see the module docstring.
-        self._helpers = ThreadPoolExecutor(helpers, "inferwatch-quality") if recorder is not None else None
+        self._helpers = (ThreadPoolExecutor(helpers, "inferwatch-quality")
+                         if recorder is not None and recorder.reads_inputs else None)
 
     def before(self, prediction: PredictionRequest) -> Future | None:
         """As the MLflow call starts: a large tabular body's inputs measured meanwhile by a helper."""

@@ -34,10 +34,9 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
-from opentelemetry import trace
 from opentelemetry.context import get_current
 from opentelemetry.metrics import Meter
-from opentelemetry.sdk.metrics import Exemplar, ExemplarFilter
+from opentelemetry.sdk.metrics import ExemplarFilter
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -50,6 +49,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from inferwatch.proxy.telemetry.exemplars import LatestPerBucketReservoir
 
 
 class HistogramSeries:
@@ -69,8 +70,8 @@ class HistogramSeries:
         self._min = math.inf
         self._max = -math.inf
         self._start_ns = time.time_ns()
-        # The newest exemplar of each bucket (value, time, span id, trace id); assigning is atomic.
-        self._exemplars: list[tuple | None] = [None] * len(self._counts) if exemplar_filter is not None else []
+        # The newest exemplar of each bucket, kept across collections, as on the latency histograms.
+        self._exemplars = LatestPerBucketReservoir(boundaries) if exemplar_filter is not None else None
 
     def record(self, value: float) -> None:
         if not 0 <= value < math.inf:  # the SDK drops negative and non-finite values too (NaN fails here)
@@ -83,14 +84,10 @@ class HistogramSeries:
                 self._min = value
             if value > self._max:
                 self._max = value
-        if self._filter is not None:
-            self._offer(bucket, value)
-
-    def _offer(self, bucket: int, value: float) -> None:
-        now, context = time.time_ns(), get_current()
-        if self._filter.should_sample(value, now, None, context):
-            span_context = trace.get_current_span(context).get_span_context()
-            self._exemplars[bucket] = (value, now, span_context.span_id, span_context.trace_id)
+        if self._exemplars is not None:
+            now, context = time.time_ns(), get_current()
+            if self._filter.should_sample(value, now, None, context):
+                self._exemplars.offer(value, now, None, context)
 
     def point(self, now_ns: int) -> HistogramDataPoint | None:
         """The cumulative point; None before the first value (the SDK has no series then either)."""
@@ -99,8 +96,7 @@ class HistogramSeries:
         count = sum(counts)
         if not count:
             return None
-        exemplars = [Exemplar(None, value, at, span_id, trace_id)
-                     for value, at, span_id, trace_id in filter(None, list(self._exemplars))]
+        exemplars = self._exemplars.collect(self._attributes) if self._exemplars is not None else []
         return HistogramDataPoint(
             attributes=self._attributes, start_time_unix_nano=self._start_ns, time_unix_nano=now_ns, count=count,
             sum=total, bucket_counts=counts, explicit_bounds=self._boundaries, min=low, max=high,
