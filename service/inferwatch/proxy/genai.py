@@ -48,6 +48,7 @@ from opentelemetry.trace import Span
 from inferwatch.contract import genai as g
 from inferwatch.contract.metrics import ERROR_TYPE
 from inferwatch.contract.outcomes import PredictionOutcome
+from inferwatch.proxy import json_body
 from inferwatch.proxy.model import ModelIdentity
 from inferwatch.proxy.prediction import PredictionRequest
 
@@ -113,7 +114,7 @@ def _text(content: object) -> str:
 def read_answer(body: bytes, capture_content: bool = False) -> GenAiAnswer:
     """The answer's id, model, finish reasons and usage (OpenAI-shaped, as MLflow's chat types are)."""
     try:
-        document = json.loads(body)
+        document = json_body.loads(body)
     except ValueError:
         return GenAiAnswer()
     if not isinstance(document, dict):

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 
 from inferwatch.contract import inference_log as il
 from inferwatch.contract.inputs import InputFormat
+from inferwatch.proxy import json_body
 from inferwatch.proxy.prediction import PredictionRequest, pyarrow_parquet
 
 # A failure's message is kept up to this many characters.
@@ -148,7 +148,7 @@ def answer_of(fmt: InputFormat, status: int, body: bytes, content_type: str) -> 
     document = None
     if content_type.startswith("application/json"):
         try:
-            document = json.loads(body)
+            document = json_body.loads(body)
         except ValueError:
             document = None
     if status == 200:

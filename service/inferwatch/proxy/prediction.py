@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass
 
 from inferwatch.contract.inputs import CSV, JSON, LLM_KEYS, PARQUET, TABULAR_KEYS, InputFormat
-from inferwatch.proxy import errors
+from inferwatch.proxy import errors, json_body
 
 # The charset MLflow reads (it answers 415 for any other).
 UTF8 = "utf-8"
@@ -89,7 +89,7 @@ def read_prediction(body: bytes, content_type: str, request_id: str = "") -> Pre
     if fmt is InputFormat.OTHER:
         return PredictionRequest(body, content_type, fmt, request_id=request_id)
     try:
-        payload = json.loads(body)  # bytes: UTF-8, -16 or -32 with or without a BOM, as MLflow reads them
+        payload = json_body.loads(body)  # bytes: UTF-8, -16 or -32 with or without a BOM, as MLflow reads them
     except (json.JSONDecodeError, UnicodeDecodeError):
         return PredictionRequest(body, content_type, InputFormat.OTHER, malformed=True, request_id=request_id)
     except RecursionError:

@@ -35,7 +35,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from inferwatch.contract.inputs import MLFLOW_INVOCATIONS, InputFormat
 from inferwatch.contract.metrics import ERROR_TYPE
-from inferwatch.proxy import errors, request_body
+from inferwatch.proxy import errors, json_body, request_body
 from inferwatch.proxy.config import Settings
 from inferwatch.contract.outcomes import PredictionOutcome
 from inferwatch.contract.spans import INPUT_FORMAT as ATTR_INPUT_FORMAT
@@ -174,7 +174,7 @@ def _json_object(answer: UpstreamAnswer) -> dict | None:
     if not answer.content_type.startswith(JSON):
         return None
     try:
-        document = json.loads(answer.body)
+        document = json_body.loads(answer.body)
     except ValueError:
         return None
     return document if isinstance(document, dict) else None

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import threading
 from bisect import bisect_left
@@ -65,6 +64,7 @@ from inferwatch.contract import metrics as mm
 from inferwatch.contract.genai import OPERATIONS
 from inferwatch.contract.inputs import InputFormat
 from inferwatch.contract.profile import NUMERIC, NUMERIC_TYPES, OTHER, Distribution, Probabilities, category_key
+from inferwatch.proxy import json_body
 from inferwatch.proxy.estimation import PerformanceEstimator, ScoreReader, UnreadableScores, register_reference
 from inferwatch.proxy.feedback import TOKEN_HEADER, FeedbackTokens
 from inferwatch.proxy.model import ModelIdentity
@@ -268,7 +268,7 @@ def answer_rows(answer: bytes) -> list:
     """The list of per-row answers in a model's answer: ``{"predictions": [...]}``, a bare list, or
     an object of one list."""
     try:
-        document = json.loads(answer)
+        document = json_body.loads(answer)
     except ValueError:
         raise Unreadable("the answer is not JSON") from None
     values = document.get("predictions") if isinstance(document, dict) else document
