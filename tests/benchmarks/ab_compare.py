@@ -6,6 +6,7 @@ wrk, so machine drift cancels out. Reports each side's proxy CPU per request (al
 processes, and the HTTP router's share of it), p50, p99 and req/s.
 
     python tests/benchmarks/ab_compare.py --baseline HEAD~1 [--rounds 4 --seconds 5 --concurrency 1 8] [--model-dir [--probabilities]] [--scrapes]
+                                          [--rows 1]
 
 ``--model-dir`` gives both proxies the demo model (``INFERWATCH_MODEL_DIR``, with its reference
 profile), so the working tree runs with model-quality telemetry; a baseline from before it ignores
@@ -14,6 +15,8 @@ answering class probabilities (``predict_proba``, its profile calibrated on labe
 rows: the estimated performance runs) behind a second MLflow server, while the baseline fronts the
 same model answering classes: what the estimate costs a classifier, data quality and all.
 
+
+``--rows 5000`` sends the benchmark's large batch (the seed's row repeated) instead of one row.
 
 ``--current-env NAME=VALUE`` (repeatable) sets a variable for the working tree's proxy only, to
 measure a feature that is off by default: with ``--baseline HEAD`` both sides run the same code and
@@ -36,7 +39,7 @@ import requests
 
 from bench_proxy import ROOT, env_with
 from harness import Scraper, cpu_seconds, median, percentile, router_cpu_seconds, run_wrk, wrk_script
-from inferwatch.stack.demo_model import save_demo_model
+from inferwatch.stack.demo_model import SEED_EXAMPLE, save_demo_model
 from inferwatch.stack.processes import (
     CollectorPorts,
     ManagedProcess,
@@ -59,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --model-dir: the working tree fronts the demo model answering class probabilities")
     parser.add_argument("--scrapes", action="store_true",
                         help="scrape /metrics (OpenMetrics) every 50 ms during each round; report its latency")
+    parser.add_argument("--rows", type=int, default=1,
+                        help="rows per prediction: the seed's example repeated (5000: the benchmark's large batch)")
     parser.add_argument("--current-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a variable for the working tree's proxy only (repeatable; {work} is the run's directory)")
     args = parser.parse_args(argv)
@@ -97,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             process = spawn(name, [sys.executable, "-m", "inferwatch", "serve"], env,
                             f"http://127.0.0.1:{port}/readyz")
             sides[name] = (f"http://127.0.0.1:{port}/predict", process)
-        script = wrk_script(work)
+        example = SEED_EXAMPLE["dataframe_split"]
+        script = wrk_script(work, {"dataframe_split": {**example, "data": example["data"] * args.rows}})
         results: dict = {}
         for url, _ in sides.values():
             run_wrk(url, script, 2, 1)
