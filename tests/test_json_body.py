@@ -65,3 +65,14 @@ def test_random_numbers_of_every_form_orjson_reads_read_the_same(seed):
 ])
 def test_each_body_orjson_would_read_otherwise_reads_as_json_loads_reads_it(body):
     assert outcome(json_body.loads, body) == outcome(json.loads, body)
+
+
+def test_nesting_is_read_to_1024_levels_and_refused_beyond_as_json_loads_refuses_it():
+    """The one band where the readers differ: orjson reads 1,024 levels, json.loads stops at the
+    interpreter's recursion limit less the frames in use; beyond 1,024 both refuse."""
+    deepest = json_body.loads(b"[" * 1024 + b"]" * 1024)
+    for _ in range(1023):
+        [deepest] = deepest
+    assert deepest == []
+    with pytest.raises(RecursionError):
+        json_body.loads(b"[" * 1025 + b"]" * 1025)

@@ -12,8 +12,9 @@ answers it. It refuses only what would hurt itself or make MLflow fail rather th
 (:func:`read_prediction` raises :class:`~inferwatch.proxy.errors.ProxyError` for those):
 
 * an empty body (MLflow answers every empty body 400);
-* JSON nested deeper than Python's parser goes, or an integer of more digits than Python converts
-  (MLflow's own parser raises on both, and MLflow answers 500 instead of a client error).
+* JSON nested deeper than the proxy's parser goes (:mod:`~inferwatch.proxy.json_body`: 1,024
+  levels), or an integer of more digits than Python converts (MLflow's own parser raises on both,
+  and MLflow answers 500 instead of a client error).
 
 Malformed JSON (not JSON, not UTF-8/16/32) is *not* refused here: it is forwarded and MLflow
 answers its 400; :attr:`PredictionRequest.malformed` tells the outcome to call that 400
