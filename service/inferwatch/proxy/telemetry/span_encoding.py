@@ -3,17 +3,20 @@
 The SDK's encoder (``opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans``)
 builds a protobuf message for every attribute, value, span, scope and resource, and upb copies
 each message into its parent (by serialising and parsing it) before the whole request is
-serialised again: about 120 us per span of this proxy on this project's machine, the larger part
-of the exporter thread and a fifth of a prediction's telemetry. Most of what it encodes is the
-same on every request: the resource and the instrumentation scopes of every span, and most
-attributes (the method, route, server address, status code, model, format...).
+serialised again: 36 to 45 us per span of this proxy on this project's machine, two thirds of
+the span exporter thread's instructions. Most of what it encodes is the same on every request:
+the resource and the instrumentation scopes of every span, and most attributes (the method,
+route, server address, status code, model, format...).
 
-:func:`encode_spans` writes the same ``ExportTraceServiceRequest`` straight to the wire format:
+:meth:`SpanEncoder.encode` writes the same ``ExportTraceServiceRequest`` straight to the wire
+format, about 10 us per span (``tests/benchmarks/span_encoding_cost.py``):
 
 * the resource and each instrumentation scope are encoded once, when first seen;
-* an attribute ``(key, value)`` is encoded once and its bytes reused while it repeats; the
-  cache is emptied when it reaches :data:`ATTRIBUTE_CACHE_SIZE` entries, so values that never
-  repeat (request ids, client ports) cost one miss each and cannot grow it;
+* a string or integer attribute ``(key, value)`` is encoded once and its bytes reused while it
+  repeats (other types are encoded each time: ``True == 1 == 1.0`` in Python, and a cache keyed
+  by value would send one type's bytes for another); the cache starts again from empty when it
+  reaches :data:`ATTRIBUTE_CACHE_SIZE` entries, so values that never repeat (request ids, client
+  ports) cost one miss each and cannot grow it;
 * the rest of a span (ids, times, name, kind, status, flags, events, links) is a few byte
   strings joined.
 
