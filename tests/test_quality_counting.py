@@ -244,6 +244,21 @@ def test_a_large_body_measured_while_mlflow_computes_is_counted_as_one_measured_
     assert figures[0][(mm.MODEL_INPUT_ROWS, (("inferwatch.model.name", "m"), ("inferwatch.model.version", "1")))] == 3000
 
 
+def test_a_helper_measuring_pauses_before_and_between_columns_and_counts_the_same():
+    """The helper hands the interpreter lock back to the request thread (still forwarding the
+    body) before its work and after each column; the counts are those of one unpaused pass."""
+    data = pd.DataFrame({"colour": ["red"] * 5 + ["blue"] * 3 + ["green"], "size": [1.0, 2, 3, 4, 5, 6, 7, 8, 9]})
+    recorder = QualityRecorder(ModelIdentity(name="m", version="1", profile=build_profile(data, [0, 1] * 4 + [0], top=2)),
+                               MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("test"))
+    rows = {"dataframe_split": {"columns": ["colour", "size"], "data": [["red", 1.0], ["pink", None]] * 1000},
+            "dataframe_records": [{"colour": "red", "size": 1.0}, {"colour": "blue"}] * 1000}
+    for fmt, payload in rows.items():
+        prediction = read_prediction(json.dumps({fmt: payload}).encode(), "application/json")
+        pauses = []
+        assert recorder.measure(prediction, pause=lambda: pauses.append(1)) == recorder.measure(prediction)
+        assert len(pauses) == 1 + 2 * 2, fmt  # before, then each of the two columns read and counted
+
+
 def test_profiles_round_trip_and_the_builder_counts_shares_with_the_proxys_rule():
     rng = np.random.default_rng(0)
     data = pd.DataFrame({"x": rng.normal(size=500), "k": rng.integers(0, 3, 500), "flat": np.ones(500)})

@@ -50,9 +50,10 @@ import csv
 import io
 import logging
 import threading
+import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -98,6 +99,10 @@ _SCALARS = frozenset((int, float, str, bool, type(None)))
 _NO_LOW, _NO_HIGH = float("-inf"), float("inf")
 
 
+def _no_pause() -> None:
+    """Measuring on the request thread: nothing to hand over."""
+
+
 class Unreadable(ValueError):
     """The body's rows cannot be read for the quality metrics."""
 
@@ -120,9 +125,10 @@ class Columns:
 
 
 def read_columns(payload: dict, fmt: InputFormat, wanted: Sequence[str], positional: Sequence[str],
-                 known: frozenset[str] | None) -> Columns:
+                 known: frozenset[str] | None, pause: Callable[[], None] = _no_pause) -> Columns:
     """The ``wanted`` columns of a parsed JSON body of a tabular or tensor ``fmt``;
-    :class:`Unreadable` when its rows cannot be read.
+    :class:`Unreadable` when its rows cannot be read. ``pause`` is called after each column
+    taken out of rows (see :meth:`QualityRecorder.measure`).
 
     ``positional`` names the columns of rows given as lists when the model has no signature;
     ``known`` is the signature's column set (None: no signature, nothing is unexpected). With a
@@ -139,18 +145,18 @@ def read_columns(payload: dict, fmt: InputFormat, wanted: Sequence[str], positio
         names = data["columns"]
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise Unreadable("dataframe_split columns are not a list of names")
-        return _table(data["data"], names, wanted, known)
+        return _table(data["data"], names, wanted, known, pause)
     if fmt is InputFormat.DATAFRAME_RECORDS:
         if not isinstance(data, list):
             raise Unreadable("dataframe_records is not a list")
-        return _records(data, wanted, known)
+        return _records(data, wanted, known, pause)
     # instances / inputs: rows as objects, rows as lists, one column of scalars, or columns by name
     if isinstance(data, dict):
         return _columnar(data, wanted, known)
     if not isinstance(data, list):
         raise Unreadable(f"{key} is neither a list nor an object")
     if data and all(type(row) is dict for row in data):
-        return _records(data, wanted, known)
+        return _records(data, wanted, known, pause)
     if data and all(type(row) is list for row in data):
         return _unnamed(data, positional, wanted, known)
     if len(positional) == 1 and not any(type(v) in (list, dict) for v in data):
@@ -169,7 +175,8 @@ def _unnamed(data: list, positional: Sequence[str], wanted: Sequence[str], known
     return Columns(len(data), absent={name: len(data) for name in wanted}, unexpected=sum(map(len, data)))
 
 
-def _table(data: list, names: Sequence[str], wanted: Sequence[str], known: frozenset[str] | None) -> Columns:
+def _table(data: list, names: Sequence[str], wanted: Sequence[str], known: frozenset[str] | None,
+           pause: Callable[[], None] = _no_pause) -> Columns:
     if not all(type(row) is list and len(row) == len(names) for row in data):
         raise Unreadable("rows are not lists as long as the column names")
     columns = Columns(len(data))
@@ -180,12 +187,14 @@ def _table(data: list, names: Sequence[str], wanted: Sequence[str], known: froze
             columns.absent[name] = len(data)
         else:
             columns.values[name] = [row[j] for row in data]
+            pause()
     if known is not None:
         columns.unexpected = sum(name not in known for name in names) * len(data)
     return columns
 
 
-def _records(data: list, wanted: Sequence[str], known: frozenset[str] | None) -> Columns:
+def _records(data: list, wanted: Sequence[str], known: frozenset[str] | None,
+             pause: Callable[[], None] = _no_pause) -> Columns:
     if not all(type(row) is dict for row in data):
         raise Unreadable("records are not all objects")
     columns = Columns(len(data))
@@ -195,6 +204,7 @@ def _records(data: list, wanted: Sequence[str], known: frozenset[str] | None) ->
         if absent:
             columns.absent[name] = absent
         columns.values[name] = values
+        pause()
     if known is not None:
         columns.unexpected = sum(len(row.keys() - known) for row in data)
     return columns
@@ -526,7 +536,7 @@ class QualityRecorder:
         except Exception:  # noqa: BLE001 - a bug here is logged, the request goes on
             log.exception("model quality counting failed")
 
-    def _read(self, prediction: PredictionRequest) -> Columns:
+    def _read(self, prediction: PredictionRequest, pause: Callable[[], None]) -> Columns:
         fmt = prediction.format
         if fmt is InputFormat.CSV:
             return read_csv_columns(prediction.body, self._wanted, self._numeric, self._known)
@@ -534,12 +544,19 @@ class QualityRecorder:
             return read_parquet_columns(prediction.body, self._wanted, self._known)
         if fmt.is_llm or prediction.payload is None or fmt is InputFormat.OTHER:
             raise Unreadable(f"{fmt.value} input has no rows to bin")
-        return read_columns(prediction.payload, fmt, self._wanted, self._positional, self._known)
+        return read_columns(prediction.payload, fmt, self._wanted, self._positional, self._known, pause)
 
-    def measure(self, prediction: PredictionRequest) -> InputCounts:
+    def measure(self, prediction: PredictionRequest, pause: Callable[[], None] = _no_pause) -> InputCounts:
         """What the request's inputs add (rows, feature bins, violations, issues), not yet counted:
         it needs no answer, so a large body's is measured while MLflow computes
-        (:meth:`AnswerObserver.before`). Raises only on a bug."""
+        (:meth:`AnswerObserver.before`). Raises only on a bug.
+
+        ``pause`` is called before the work and after each column read and counted: a helper
+        thread passes one that hands the interpreter lock to the request thread, which is still
+        forwarding the body when the helper starts and would otherwise wait up to the whole
+        measurement (the switch interval is 5 ms) before it could send it.
+        """
+        pause()
         violations = [0] * len(self._violations)
         issues: list[tuple[int, int]] = []  # (index, count) of the issues found, usually none
         feature_counts: list[tuple[int, list[int], int]] = []
@@ -547,12 +564,12 @@ class QualityRecorder:
         rows = prediction.rows or 0
         if self._wanted:
             try:
-                columns = self._read(prediction)
+                columns = self._read(prediction, pause)
             except Unreadable:
                 columns = None
                 unreadable = prediction.format.value
             if columns is not None:
-                feature_counts = self._count_columns(columns, violations, issues)
+                feature_counts = self._count_columns(columns, violations, issues, pause)
                 rows = columns.rows
         return InputCounts(violations, issues, feature_counts, unreadable, rows)
 
@@ -585,10 +602,11 @@ class QualityRecorder:
         with self._lock:
             self._unreadable[self._format_index[ANSWER_FORMAT]] += 1
 
-    def _count_columns(self, columns: Columns, violations: list[int],
-                       issues: list[tuple[int, int]]) -> list[tuple[int, list[int], int]]:
+    def _count_columns(self, columns: Columns, violations: list[int], issues: list[tuple[int, int]],
+                       pause: Callable[[], None]) -> list[tuple[int, list[int], int]]:
         counted = []
         for name in self._wanted:
+            pause()
             values = columns.values.get(name)
             absent = columns.absent.get(name, 0)
             column_type = self._signature_types.get(name)
@@ -673,6 +691,13 @@ class QualityRecorder:
             unit="{row}", description="Rows of prediction requests sent to the model.")
 
 
+def _let_other_threads_run() -> None:
+    """Release the interpreter lock so that a thread waiting for it (a request thread forwarding
+    its body) takes it now; this one takes it back when that thread blocks or after the switch
+    interval."""
+    time.sleep(0)
+
+
 def _measured(measuring: Future | None) -> InputCounts | None:
     """A helper's measurement; None (measured again in the request thread) if it failed."""
     if measuring is None:
@@ -721,7 +746,7 @@ class AnswerObserver:
         if self._helpers is None or len(prediction.body) < OVERLAP_BYTES or prediction.format.is_llm:
             return None
         try:
-            return self._helpers.submit(self._recorder.measure, prediction)
+            return self._helpers.submit(self._recorder.measure, prediction, _let_other_threads_run)
         except RuntimeError:  # shut down: measured after the answer instead
             return None
 
