@@ -7,6 +7,7 @@ Each process runs in its own process group, so stopping it also stops whatever i
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -60,6 +61,7 @@ _handed_out: set[int] = set()
 _ports_lock = threading.Lock()
 
 
+@functools.cache
 def _ephemeral_start() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])

@@ -115,17 +115,21 @@ def _key_value(key: str, value: Any) -> bytes:
     return _string(b"\x0a", key) + _field(b"\x12", _any_value(value))
 
 
+def _attribute(tag: bytes, key: str, value: Any) -> bytes:
+    """One ``KeyValue`` field; nothing, logged, when the value cannot be encoded (as the SDK's
+    encoder leaves such an attribute out)."""
+    try:
+        return _field(tag, _key_value(key, value))
+    except Exception as error:  # noqa: BLE001 - the attribute is left out, the rest encoded
+        _logger.exception("Failed to encode key %s: %s", key, error)
+        return b""
+
+
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     """Repeated ``KeyValue`` fields, uncached (resources, scopes, events and links)."""
     if not attributes:
         return b""
-    parts = []
-    for key, value in attributes.items():
-        try:
-            parts.append(_field(tag, _key_value(key, value)))
-        except Exception as error:  # noqa: BLE001 - as the SDK's encoder: the attribute is left out
-            _logger.exception("Failed to encode key %s: %s", key, error)
-    return b"".join(parts)
+    return b"".join([_attribute(tag, key, value) for key, value in attributes.items()])
 
 
 class SpanEncoder:
@@ -182,15 +186,6 @@ class SpanEncoder:
             self._scopes[scope] = encoded
         return encoded
 
-    @staticmethod
-    def _encode_span_attribute(key: str, value: Any) -> bytes:
-        """``Span.attributes``' field for one attribute; nothing, logged, when it cannot be encoded."""
-        try:
-            return _field(b"\x4a", _key_value(key, value))
-        except Exception as error:  # noqa: BLE001 - as the SDK's encoder: the attribute is left out
-            _logger.exception("Failed to encode key %s: %s", key, error)
-            return b""
-
     def _span(self, span: ReadableSpan) -> bytes:
         context = span.context
         parent = span.parent
@@ -217,13 +212,13 @@ class SpanEncoder:
                 if value_type is str or value_type is int:
                     encoded = cache.get((key, value))
                     if encoded is None:
-                        encoded = self._encode_span_attribute(key, value)
+                        encoded = _attribute(b"\x4a", key, value)
                         if encoded and len(cache) < self._attribute_cache_size:
                             cache[key, value] = encoded
                         elif encoded:
                             cache = self._span_attributes = {(key, value): encoded}
                 else:
-                    encoded = self._encode_span_attribute(key, value)
+                    encoded = _attribute(b"\x4a", key, value)
                 parts.append(encoded)
         if span.dropped_attributes:
             parts += (b"\x50", _varint(span.dropped_attributes))
